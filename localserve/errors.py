@@ -1,0 +1,75 @@
+"""The exceptions localserve raises, in one place.
+
+    LocalserveError                 base of everything below; ``str(err)`` is one readable line
+    ├── ConfigError                 a setting or option has a value we cannot use
+    ├── KeyStoreError               the admin key or client keys cannot be read or written
+    ├── DaemonNotRunningError       a client command found no daemon to talk to
+    ├── ModelNotFoundError          a model name or path that does not exist
+    ├── ModelLoadError              a model file that cannot be loaded (corrupt, not GGUF, OOM)
+    ├── BackendUnavailableError     the backend for a model died or is restarting
+    └── InvalidRequestError         a request the model cannot serve as asked
+        ├── ContextOverflowError    prompt + max_tokens do not fit in the context window
+        └── UnsupportedFeatureError the model lacks what the request needs (e.g. FIM tokens)
+
+Each edge translates them: HTTP into OpenAI's error JSON (``server/errors.py``), the CLI into one
+line on stderr (``cli.py``). Code never matches on message strings.
+"""
+
+from __future__ import annotations
+
+
+class LocalserveError(Exception):
+    """Base class; the message is meant for the user and fits on one line."""
+
+
+class ConfigError(LocalserveError):
+    pass
+
+
+class KeyStoreError(LocalserveError):
+    pass
+
+
+class DaemonNotRunningError(LocalserveError):
+    pass
+
+
+class ModelNotFoundError(LocalserveError):
+    def __init__(self, model: str, available: list[str] | None = None, hint: str = "") -> None:
+        self.model = model
+        self.available = available or []
+        listing = f" Available: {', '.join(self.available)}." if self.available else ""
+        super().__init__(
+            f"The model '{model}' does not exist.{listing}{' ' + hint if hint else ''}"
+        )
+
+
+class ModelLoadError(LocalserveError):
+    pass
+
+
+class BackendUnavailableError(LocalserveError):
+    pass
+
+
+class InvalidRequestError(LocalserveError):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+class ContextOverflowError(InvalidRequestError):
+    def __init__(self, prompt_tokens: int, max_tokens: int, context_length: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.context_length = context_length
+        super().__init__(
+            f"This model's maximum context length is {context_length} tokens, but the request "
+            f"needs {prompt_tokens + max_tokens} ({prompt_tokens} in the prompt + {max_tokens} "
+            "for max_tokens). Shorten the prompt or lower max_tokens.",
+            param="messages",
+        )
+
+
+class UnsupportedFeatureError(InvalidRequestError):
+    pass

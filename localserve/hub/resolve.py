@@ -1,0 +1,59 @@
+"""Turn what a user typed (``--model NAME|PATH``) into a model file and a stable model id."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from localserve.errors import ModelNotFoundError
+from localserve.hub.starter import STARTER_INSTALL_HINT, STARTER_MODEL_ID, starter_model_path
+
+STARTER_ALIASES = {"starter", STARTER_MODEL_ID}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    model_id: str
+    path: Path
+
+
+def model_id_for(path: Path) -> str:
+    """A URL- and CLI-friendly id from a file name.
+
+    ``Qwen2.5-Coder.Q4_K_M.gguf`` -> ``qwen2.5-coder.q4_k_m``
+    """
+    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
+    return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-") or "model"
+
+
+def installed_models(models_dir: Path) -> dict[str, Path]:
+    if not models_dir.is_dir():
+        return {}
+    return {model_id_for(path): path for path in sorted(models_dir.rglob("*.gguf"))}
+
+
+def starter_model() -> ResolvedModel:
+    path = starter_model_path()
+    if path is None:
+        raise ModelNotFoundError(
+            STARTER_MODEL_ID, hint=f"The starter model is not installed: {STARTER_INSTALL_HINT}"
+        )
+    return ResolvedModel(STARTER_MODEL_ID, path)
+
+
+def resolve_model(spec: str | None, models_dir: Path) -> ResolvedModel:
+    """Resolve a model name or path; None means the starter model."""
+    if spec is None or spec.strip().lower() in STARTER_ALIASES:
+        return starter_model()
+    candidate = Path(spec).expanduser()
+    if candidate.is_file():
+        return ResolvedModel(model_id_for(candidate), candidate.resolve())
+    installed = installed_models(models_dir)
+    wanted = spec.strip().lower()
+    if wanted in installed:
+        return ResolvedModel(wanted, installed[wanted])
+    if wanted.endswith(".gguf") or "/" in spec or "\\" in spec:
+        raise ModelNotFoundError(spec, hint="No such file.")
+    available = sorted(installed) + ([STARTER_MODEL_ID] if starter_model_path() else [])
+    raise ModelNotFoundError(spec, available)

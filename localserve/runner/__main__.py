@@ -1,0 +1,106 @@
+"""Entry point of a runner child process (`python -m localserve.runner`), run by the supervisor.
+
+See ``protocol.py`` for how it talks to the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+import uvicorn
+
+from localserve.errors import LocalserveError
+from localserve.runner.protocol import (
+    EVENT_LOAD_FAILED,
+    EVENT_READY,
+    EXIT_LOAD_FAILED,
+    RunnerConfig,
+    event_line,
+)
+
+log = logging.getLogger("localserve.runner")
+
+
+def exit_when_parent_goes() -> None:
+    """Block until stdin closes (the daemon exited or died), then exit at once."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    finally:
+        os._exit(0)
+
+
+def announce(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s"
+    )
+    config = RunnerConfig.from_line(sys.stdin.buffer.readline())
+    threading.Thread(target=exit_when_parent_goes, daemon=True).start()
+
+    from localserve.runner.app import create_runner_app  # imports llama.cpp: after the handshake
+    from localserve.runner.engine import Engine, EngineConfig
+
+    try:
+        engine = Engine(
+            EngineConfig(
+                model_path=Path(config.model_path),
+                model_id=config.model_id,
+                n_ctx=config.n_ctx,
+                gpu_layers=config.gpu_layers,
+                threads=config.threads,
+            )
+        )
+    except LocalserveError as exc:
+        log.error("load failed: %s", exc)
+        announce(event_line(EVENT_LOAD_FAILED, message=str(exc)))
+        return EXIT_LOAD_FAILED
+    log.info("loaded %s: %s", config.model_id, engine.info)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = create_runner_app(engine, config.token)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=60,
+            timeout_graceful_shutdown=2,
+        )
+    )
+
+    async def serve() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            announce(event_line(EVENT_READY, port=port, info=asdict(engine.info)))
+            # Nobody reads stdout after the handshake: send stray prints to the log instead of
+            # letting them fill the pipe and block this process.
+            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        await task
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: the stdin watcher thread is blocked in a read, and finalizing
+    # around it aborts the process; nothing is left to clean up at this point.
+    os._exit(code)

@@ -1,0 +1,212 @@
+"""The runner's internal OpenAI-compatible API, reachable only on loopback with the process token.
+
+Generation runs on one worker thread (llama.cpp contexts are not thread-safe); jobs queue in
+arrival order. Each streamed piece crosses to the event loop through ``call_soon_threadsafe``; when
+the client falls behind, queued pieces are merged into one chunk instead of piling up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+import struct
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from localserve.errors import InvalidRequestError, LocalserveError
+from localserve.runner.engine import Engine, GenerationStats, PreparedGeneration
+from localserve.runner.openai_format import (
+    DONE_EVENT,
+    ResponseShape,
+    embeddings_response,
+    sse_event,
+)
+from localserve.server.errors import api_error_from, error_body
+from localserve.server.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    GenerationRequest,
+)
+
+T = TypeVar("T")
+ModelT = TypeVar("ModelT", bound=BaseModel)
+_DONE = object()
+
+
+class GenerationJob:
+    """One generation: runs on the engine thread, read from the event loop."""
+
+    def __init__(self, engine: Engine, prepared: PreparedGeneration) -> None:
+        self._engine = engine
+        self._prepared = prepared
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.stats = GenerationStats(prompt_tokens=len(prepared.prompt_tokens))
+
+    def run(self) -> None:
+        """Called on the engine thread."""
+        put = self._queue.put_nowait
+        try:
+            if self.cancelled.is_set():  # the client left while this job was queued
+                return
+            for piece in self._engine.generate(self._prepared, self.stats, self.cancelled):
+                self._loop.call_soon_threadsafe(put, piece)
+        except BaseException as exc:  # handed to the reader, which re-raises it
+            self._loop.call_soon_threadsafe(put, exc)
+        finally:
+            self._loop.call_soon_threadsafe(put, _DONE)
+
+    async def pieces(self) -> AsyncIterator[str]:
+        """Text pieces in order; pieces that queued up while the reader was busy come merged."""
+        while True:
+            item = await self._queue.get()
+            merged: list[str] = []
+            while True:
+                if item is _DONE:
+                    if merged:
+                        yield "".join(merged)
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, str)
+                merged.append(item)
+                if self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            yield "".join(merged)
+
+
+class RunnerAPI:
+    def __init__(self, engine: Engine, token: str) -> None:
+        self.engine = engine
+        self._expected_auth = f"Bearer {token}".encode()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+
+    def authorized(self, request: Request) -> bool:
+        presented = request.headers.get("authorization", "").encode()
+        return secrets.compare_digest(presented, self._expected_auth)
+
+    async def on_engine_thread(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    async def chat(self, request: Request) -> Response:
+        body = await parse(request, ChatCompletionRequest)
+        messages = [message.as_template_input() for message in body.messages]
+        prompt = self.engine.chat_prompt(messages, tools=body.tools)
+        return await self._generate(body, prompt, ResponseShape(self.engine.info.model_id, True))
+
+    async def completions(self, request: Request) -> Response:
+        body = await parse(request, CompletionRequest)
+        prompt = self.engine.completion_prompt(body.prompt_text, body.suffix)
+        return await self._generate(body, prompt, ResponseShape(self.engine.info.model_id, False))
+
+    async def embeddings(self, request: Request) -> Response:
+        body = await parse(request, EmbeddingRequest)
+        vectors, tokens = await self.on_engine_thread(lambda: self.engine.embed(body.inputs))
+        payload = embeddings_response(self.engine.info.model_id, vectors, tokens)
+        if body.encoding_format == "base64":
+            for item in payload["data"]:
+                vector = item["embedding"]
+                packed = struct.pack(f"<{len(vector)}f", *vector)
+                item["embedding"] = base64.b64encode(packed).decode("ascii")
+        return JSONResponse(payload)
+
+    async def info(self, request: Request) -> Response:
+        return JSONResponse(asdict(self.engine.info))
+
+    async def _generate(
+        self, body: GenerationRequest, prompt: list[int], shape: ResponseShape
+    ) -> Response:
+        prepared = self.engine.prepare(prompt, body.sampling())
+        job = GenerationJob(self.engine, prepared)
+        finished = asyncio.wrap_future(self._executor.submit(job.run))
+        if not body.stream:
+            try:
+                text = "".join([piece async for piece in job.pieces()])
+            finally:
+                job.cancelled.set()
+            await finished
+            return JSONResponse(shape.whole(text, job.stats))
+        return StreamingResponse(
+            stream_events(job, shape, body.include_usage), media_type="text/event-stream"
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def stream_events(
+    job: GenerationJob, shape: ResponseShape, include_usage: bool
+) -> AsyncIterator[bytes]:
+    try:
+        first = shape.first_chunk()
+        if first is not None:
+            yield first
+        async for piece in job.pieces():
+            yield shape.text_chunk(piece)
+        yield shape.final_chunk(job.stats)
+        if include_usage:
+            yield shape.usage_chunk(job.stats)
+    except LocalserveError as exc:
+        yield sse_event(error_dict(exc))
+    finally:
+        # Runs on normal end and when the client disconnects (the task is cancelled):
+        # either way the engine stops within one token.
+        job.cancelled.set()
+    yield DONE_EVENT
+
+
+def error_dict(exc: LocalserveError) -> dict[str, Any]:
+    err = api_error_from(exc)
+    return error_body(err.message, err.error_type, err.code, err.param)
+
+
+async def parse(request: Request, model: type[ModelT]) -> ModelT:
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise InvalidRequestError(f"Invalid request: {exc.errors()[0]['msg']}") from exc
+
+
+def create_runner_app(engine: Engine, token: str) -> Starlette:
+    api = RunnerAPI(engine, token)
+
+    def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            if not api.authorized(request):
+                return JSONResponse(error_body("Invalid runner token.", "auth_error"), 401)
+            try:
+                response: Response = await handler(request)
+            except LocalserveError as exc:
+                err = api_error_from(exc)
+                return JSONResponse(error_dict(exc), status_code=err.status_code)
+            return response
+
+        return endpoint
+
+    routes = [
+        Route("/v1/chat/completions", guarded(api.chat), methods=["POST"]),
+        Route("/v1/completions", guarded(api.completions), methods=["POST"]),
+        Route("/v1/embeddings", guarded(api.embeddings), methods=["POST"]),
+        Route("/info", guarded(api.info), methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        api.close()
+
+    return Starlette(routes=routes, lifespan=lifespan)

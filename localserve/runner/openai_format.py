@@ -1,0 +1,108 @@
+"""OpenAI response shapes (chat, completions, their stream chunks, usage), built as plain dicts."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from localserve.runner.engine import GenerationStats
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def sse_event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode("utf-8") + b"\n\n"
+
+
+def usage(stats: GenerationStats) -> dict[str, Any]:
+    return {
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+    }
+
+
+def finish_reason(stats: GenerationStats) -> str:
+    return "length" if stats.finish_reason == "length" else "stop"
+
+
+@dataclass
+class ResponseShape:
+    """Fields shared by every chunk of one response."""
+
+    model: str
+    chat: bool
+    id: str = ""
+    created: int = 0
+
+    def __post_init__(self) -> None:
+        prefix = "chatcmpl-" if self.chat else "cmpl-"
+        self.id = self.id or prefix + secrets.token_hex(12)
+        self.created = self.created or int(time.time())
+
+    def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+
+    # -- streaming --------------------------------------------------------------------------
+    def first_chunk(self) -> bytes | None:
+        """Chat streams open with the assistant role, as OpenAI's do."""
+        if not self.chat:
+            return None
+        return self.delta_chunk({"role": "assistant", "content": ""})
+
+    def text_chunk(self, text: str) -> bytes:
+        return self.delta_chunk({"content": text}) if self.chat else self._completion_chunk(text)
+
+    def delta_chunk(self, delta: dict[str, Any], reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        return sse_event(self._envelope("chat.completion.chunk", [choice]))
+
+    def _completion_chunk(self, text: str, reason: str | None = None) -> bytes:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        return sse_event(self._envelope("text_completion", [choice]))
+
+    def final_chunk(self, stats: GenerationStats) -> bytes:
+        reason = finish_reason(stats)
+        return self.delta_chunk({}, reason) if self.chat else self._completion_chunk("", reason)
+
+    def usage_chunk(self, stats: GenerationStats) -> bytes:
+        obj = "chat.completion.chunk" if self.chat else "text_completion"
+        return sse_event({**self._envelope(obj, []), "usage": usage(stats)})
+
+    # -- whole responses --------------------------------------------------------------------
+    def whole(self, text: str, stats: GenerationStats) -> dict[str, Any]:
+        reason = finish_reason(stats)
+        if self.chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+            obj = "text_completion"
+        return {**self._envelope(obj, [choice]), "usage": usage(stats)}
+
+
+def embeddings_response(model: str, vectors: list[list[float]], tokens: int) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": index, "embedding": vector}
+            for index, vector in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

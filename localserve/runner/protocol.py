@@ -1,0 +1,40 @@
+"""What the supervisor and a runner child process say to each other.
+
+The supervisor writes one JSON line (the ``RunnerConfig``, including the per-process token) to
+the runner's stdin and keeps stdin open: EOF means the daemon is gone and the runner exits, so a
+runner is never orphaned, whatever killed its parent. The runner answers with one JSON line on
+stdout: ``ready`` (with its port and model facts) or ``load_failed`` (with a readable reason).
+The token never appears in argv or the environment, where other local users could read it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+EVENT_READY = "ready"
+EVENT_LOAD_FAILED = "load_failed"
+EXIT_LOAD_FAILED = 3
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    model_path: str
+    model_id: str
+    n_ctx: int
+    gpu_layers: str | int
+    threads: int
+    token: str
+    log_level: str = "info"
+
+    def to_line(self) -> bytes:
+        return (json.dumps(asdict(self)) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_line(cls, line: bytes) -> RunnerConfig:
+        return cls(**json.loads(line))
+
+
+def event_line(event: str, **fields: Any) -> str:
+    return json.dumps({"event": event, **fields})

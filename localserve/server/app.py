@@ -1,0 +1,76 @@
+"""``create_app``: the gateway as an ASGI app, built from explicit parts (no module globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from starlette.middleware.cors import CORSMiddleware
+
+from localserve import __version__
+from localserve.config import Settings
+from localserve.router.router import Router
+from localserve.server.auth import KeyVerifier, Principal, presented_key
+from localserve.server.errors import WWW_AUTHENTICATE, APIError, install_error_handlers
+from localserve.server.routes.openai import openai_routes
+from localserve.server.security import BodySizeLimit, LoopbackHostGuard
+
+StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def key_dependency(verifier: KeyVerifier) -> Callable[[Request], Principal]:
+    def require_key(request: Request) -> Principal:
+        key = presented_key(request.headers)
+        if key is None:
+            raise APIError(
+                401,
+                "Missing API key. Send 'Authorization: Bearer <key>' or 'x-api-key: <key>'; "
+                "`localserve key show` prints the admin key.",
+                code="missing_api_key",
+                headers=WWW_AUTHENTICATE,
+            )
+        principal = verifier.verify(key)
+        if principal is None:
+            raise APIError(
+                401, "Invalid API key.", code="invalid_api_key", headers=WWW_AUTHENTICATE
+            )
+        request.state.principal = principal
+        return principal
+
+    return require_key
+
+
+def create_app(
+    settings: Settings, router: Router, verifier: KeyVerifier, status: StatusProvider
+) -> Any:
+    """The gateway ASGI app. ``status`` feeds the control API's status endpoint."""
+    app = FastAPI(title="localserve", version=__version__, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    require_key = key_dependency(verifier)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    def require_admin(principal: Principal = Depends(require_key)) -> Principal:  # noqa: B008
+        if not principal.is_admin:
+            raise APIError(403, "This endpoint needs the admin key.", code="admin_key_required")
+        return principal
+
+    @app.get("/localserve/v1/status", dependencies=[Depends(require_admin)])
+    async def daemon_status() -> dict[str, Any]:
+        return await status()
+
+    app.include_router(openai_routes(router), dependencies=[Depends(require_key)])
+
+    asgi: Any = app
+    if settings.cors_origins:
+        asgi = CORSMiddleware(
+            asgi,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key"],
+        )
+    asgi = BodySizeLimit(asgi, settings.max_body_bytes)
+    return LoopbackHostGuard(asgi)

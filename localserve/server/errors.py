@@ -1,0 +1,119 @@
+"""Every HTTP error leaves the gateway in OpenAI's shape:
+``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from localserve.errors import (
+    BackendUnavailableError,
+    ContextOverflowError,
+    InvalidRequestError,
+    LocalserveError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnsupportedFeatureError,
+)
+
+log = logging.getLogger(__name__)
+
+WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="localserve"'}
+
+
+class APIError(Exception):
+    """An error raised inside a route that should become an OpenAI error response as is."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        error_type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.error_type = error_type
+        self.code = code
+        self.param = param
+        self.headers = headers
+
+
+def error_body(
+    message: str, error_type: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(err: APIError) -> JSONResponse:
+    return JSONResponse(
+        error_body(err.message, err.error_type, err.code, err.param),
+        status_code=err.status_code,
+        headers=err.headers,
+    )
+
+
+def sse_error_event(err: APIError) -> bytes:
+    """An error that happens after a stream has started can only travel inside the stream."""
+    body = error_body(err.message, err.error_type, err.code, err.param)
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def api_error_from(exc: LocalserveError) -> APIError:
+    """Translate a core exception into the HTTP error a client should see."""
+    if isinstance(exc, ModelNotFoundError):
+        return APIError(404, str(exc), code="model_not_found", param="model")
+    if isinstance(exc, ContextOverflowError):
+        return APIError(400, str(exc), code="context_length_exceeded", param=exc.param)
+    if isinstance(exc, UnsupportedFeatureError):
+        return APIError(400, str(exc), code="unsupported_feature", param=exc.param)
+    if isinstance(exc, InvalidRequestError):
+        return APIError(400, str(exc), param=exc.param)
+    if isinstance(exc, ModelLoadError):
+        return APIError(503, str(exc), "server_error", code="model_load_failed")
+    if isinstance(exc, BackendUnavailableError):
+        return APIError(503, str(exc), "server_error", code="backend_unavailable")
+    return APIError(500, str(exc), "server_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, APIError)
+        return error_response(exc)
+
+    async def on_core_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LocalserveError)
+        return error_response(api_error_from(exc))
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(part) for part in first["loc"] if part != "body") or None
+        return error_response(
+            APIError(400, f"Invalid request: {param}: {first['msg']}", param=param)
+        )
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = "not_found" if exc.status_code == 404 else None
+        return error_response(APIError(exc.status_code, str(exc.detail), error_type, code=code))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("Unhandled error on %s %s", request.method, request.url.path)
+        return error_response(APIError(500, "Internal server error.", "server_error"))
+
+    app.add_exception_handler(APIError, on_api_error)
+    app.add_exception_handler(LocalserveError, on_core_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

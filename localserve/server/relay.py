@@ -1,0 +1,58 @@
+"""Relay a backend's response to the client without re-encoding it.
+
+A stream is opened before the client's response starts, and its first chunk awaited, so a
+backend that is down or dies early still produces a proper HTTP error (503) rather than a 200
+followed by nothing. Later failures travel inside the stream as an OpenAI error event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from starlette.responses import Response, StreamingResponse
+
+from localserve.errors import BackendUnavailableError
+from localserve.router.backend import Backend, Payload
+from localserve.server.errors import api_error_from, sse_error_event
+
+BACKEND_HEADER = "x-localserve-backend"
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+async def relay(backend: Backend, path: str, payload: Payload, stream: bool) -> Response:
+    upstream = await backend.send(path, payload)
+    headers = {BACKEND_HEADER: backend.name}
+    if not stream or upstream.status_code != 200:
+        try:
+            content = await upstream.aread()
+        finally:
+            await upstream.aclose()
+        return Response(
+            content,
+            status_code=upstream.status_code,
+            media_type=upstream.content_type,
+            headers=headers,
+        )
+
+    chunks = upstream.aiter_bytes()
+    try:
+        first = await anext(chunks, b"")
+    except BaseException:
+        await upstream.aclose()
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        except BackendUnavailableError as exc:
+            yield sse_error_event(api_error_from(exc))
+            yield SSE_DONE
+        finally:
+            # Also runs when the client disconnects: closing our side of the runner's stream
+            # is what tells the runner to stop generating.
+            await upstream.aclose()
+
+    headers["cache-control"] = "no-cache"
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

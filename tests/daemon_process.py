@@ -1,0 +1,131 @@
+"""Start and stop a real ``localserve serve`` subprocess for tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+STARTER_MODEL = "smollm2-135m-instruct"
+
+
+class DaemonProcess:
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.args = args
+        self.extra_env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.state: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSERVE_")}
+        env.update(
+            LOCALSERVE_HOME=str(self.home),
+            PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 60.0) -> DaemonProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with (self.home / "stdout.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "localserve", "serve", "--port", "0", *self.args],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        state_file = self.home / "run" / "daemon.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daemon exited early:\n{self.output()}")
+            if state_file.exists():
+                try:
+                    state = json.loads(state_file.read_text())
+                except ValueError:
+                    state = {}
+                if state.get("pid") == self.process.pid:
+                    self.state = state
+                    return self
+            time.sleep(0.05)
+        raise TimeoutError(f"daemon did not start:\n{self.output()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def output(self) -> str:
+        path = self.home / "stdout.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # -- talking to it ----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.state['port']}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "localserve", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=60,
+        )
+
+    @property
+    def admin_key(self) -> str:
+        """Read from the 0600 fallback file (tests run with the fail keyring backend)."""
+        return (self.home / "config" / "admin.key").read_text().strip()
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.admin_key}"}
+
+    def model_status(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/localserve/v1/status", headers=self.headers(), timeout=5)
+        response.raise_for_status()
+        models: list[dict[str, Any]] = response.json()["models"]
+        return models[0]
+
+    def wait_until_model(self, *states: str, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.model_status()
+            if status["state"] in states:
+                return status
+            time.sleep(0.1)
+        raise TimeoutError(f"model never reached {states}: {status}\n{self.output()}")

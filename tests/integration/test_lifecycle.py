@@ -1,0 +1,203 @@
+"""The daemon's life: clean stops, no orphans, crashes survived, bad models contained."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.daemon_process import STARTER_MODEL, DaemonProcess
+
+# A prompt the starter model continues for thousands of tokens at temperature 0.
+ENDLESS = {"model": STARTER_MODEL, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 3000, "temperature": 0}
+
+
+def runner_pids(daemon_pid: int) -> list[int]:
+    return [child.pid for child in psutil.Process(daemon_pid).children(recursive=True)]
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_daemon_and_runner_cleanly(tmp_path: Path, sig: int) -> None:
+    daemon = DaemonProcess(tmp_path / "home").start()
+    daemon.wait_until_model("ready")
+    runners = runner_pids(daemon.state["pid"])
+    assert len(runners) == 1
+    assert daemon.stop(sig) == 0
+    assert wait_gone(runners[0]), "runner outlived the daemon"
+    assert not (daemon.home / "run" / "daemon.json").exists()
+    assert "Stopped." in daemon.output()
+
+
+def test_runner_exits_when_daemon_is_killed(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path / "home").start()
+    daemon.wait_until_model("ready")
+    (runner,) = runner_pids(daemon.state["pid"])
+    daemon.stop(signal.SIGKILL)
+    assert wait_gone(runner), "runner was orphaned"
+
+
+def test_status_command(daemon: DaemonProcess) -> None:
+    result = daemon.cli("status")
+    assert result.returncode == 0, result.stderr
+    assert f"running at {daemon.base_url}" in result.stdout
+    assert f"model {STARTER_MODEL}: ready" in result.stdout
+
+
+def test_status_when_not_running_is_one_line(tmp_path: Path) -> None:
+    result = DaemonProcess(tmp_path / "nobody").cli("status")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: localserve is not running. Start it with `localserve serve`."
+    )
+
+
+def test_second_daemon_is_refused(daemon: DaemonProcess) -> None:
+    result = daemon.cli("serve", "--port", "0")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: localserve is already running at {daemon.url} (pid {daemon.state['pid']})."
+    )
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "example.com"])
+def test_non_loopback_host_is_refused(tmp_path: Path, host: str) -> None:
+    result = DaemonProcess(tmp_path / "home").cli("serve", "--host", host, "--port", "0")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error: ")
+    assert "remote access" in lines[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_client_disconnect_stops_generation(daemon: DaemonProcess) -> None:
+    with httpx.Client(timeout=60) as client:
+        with client.stream(
+            "POST",
+            f"{daemon.base_url}/completions",
+            headers=daemon.headers(),
+            json={**ENDLESS, "stream": True},
+        ) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            for _ in range(6):
+                next(lines)
+        # The runner serves one request at a time: had the abandoned generation gone on, this
+        # request would wait for its remaining ~3000 tokens (tens of seconds on this machine).
+        started = time.monotonic()
+        quick = client.post(
+            f"{daemon.base_url}/completions",
+            headers=daemon.headers(),
+            json={**ENDLESS, "max_tokens": 1},
+        )
+        waited = time.monotonic() - started
+    assert quick.status_code == 200
+    assert waited < 3.0, f"the abandoned stream kept the runner busy for {waited:.1f} s"
+
+
+def kill_runner_soon(daemon: DaemonProcess, delay: float) -> int:
+    pid = daemon.model_status()["pid"]
+
+    def kill() -> None:
+        time.sleep(delay)
+        os.kill(pid, signal.SIGKILL)
+
+    threading.Thread(target=kill, daemon=True).start()
+    return int(pid)
+
+
+def test_runner_killed_mid_request_gives_503_then_recovers(daemon: DaemonProcess) -> None:
+    before = daemon.model_status()["restarts"]
+    old_pid = kill_runner_soon(daemon, 0.8)
+    response = httpx.post(
+        f"{daemon.base_url}/completions", headers=daemon.headers(), json=ENDLESS, timeout=60
+    )
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "backend_unavailable"
+    after = httpx.post(
+        f"{daemon.base_url}/completions",
+        headers=daemon.headers(),
+        json={**ENDLESS, "max_tokens": 4},
+        timeout=60,
+    )
+    assert after.status_code == 200, after.text
+    status = daemon.model_status()
+    assert status["state"] == "ready"
+    assert status["restarts"] == before + 1
+    assert status["pid"] != old_pid
+
+
+def test_runner_killed_mid_stream_ends_stream_with_error_event(daemon: DaemonProcess) -> None:
+    daemon.wait_until_model("ready")
+    with httpx.stream(
+        "POST",
+        f"{daemon.base_url}/completions",
+        headers=daemon.headers(),
+        json={**ENDLESS, "stream": True},
+        timeout=60,
+    ) as response:
+        assert response.status_code == 200
+        kill_runner_soon(daemon, 0.5)
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert '"backend_unavailable"' in events[-2]
+    assert events[-1] == "data: [DONE]"
+    daemon.wait_until_model("ready")
+    again = httpx.post(
+        f"{daemon.base_url}/completions",
+        headers=daemon.headers(),
+        json={**ENDLESS, "max_tokens": 2},
+        timeout=60,
+    )
+    assert again.status_code == 200
+
+
+def starter_path() -> Path:
+    from localserve.hub.starter import starter_model_path
+
+    path = starter_model_path()
+    assert path is not None
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"this is not a model at all" * 100, "not a GGUF model file"),
+        (None, "could not load"),  # a real GGUF cut short
+    ],
+)
+def test_bad_model_file_fails_to_load_cleanly(
+    tmp_path: Path, content: bytes | None, expected: str
+) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(
+        content if content is not None else starter_path().read_bytes()[: 4 * 1024 * 1024]
+    )
+    with DaemonProcess(tmp_path / "home", "--model", str(bad)) as daemon:
+        assert httpx.get(f"{daemon.url}/health").status_code == 200
+        status = daemon.wait_until_model("failed")
+        assert expected in status["last_error"]
+        response = httpx.post(
+            f"{daemon.base_url}/chat/completions",
+            headers=daemon.headers(),
+            json={"model": "broken", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["code"] == "model_load_failed"
+        assert expected in error["message"]
+        assert daemon.process is not None and daemon.process.poll() is None

@@ -1,0 +1,113 @@
+"""Small pure functions: detection seams, parsing, name handling."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from localserve.daemon.daemon import check_loopback_host
+from localserve.errors import ConfigError, ModelNotFoundError
+from localserve.hardware.devices import ALL_LAYERS, physical_cores, resolve_gpu_layers
+from localserve.hub.resolve import model_id_for, resolve_model
+from localserve.hub.starter import STARTER_MODEL_ID, starter_model_path
+from localserve.runner.engine import held_back_length
+from localserve.server.security import host_name, is_loopback_host
+
+
+@pytest.mark.parametrize(
+    ("setting", "gpu", "expected"),
+    [
+        ("auto", True, ALL_LAYERS),  # CUDA / Metal build: offload everything
+        ("auto", False, 0),  # CPU-only build
+        (20, True, 20),
+        (20, False, 0),
+        (-1, True, ALL_LAYERS),
+        (0, True, 0),
+    ],
+)
+def test_gpu_layers(setting: str | int, gpu: bool, expected: int) -> None:
+    assert resolve_gpu_layers(setting, gpu) == expected
+
+
+def test_physical_cores_is_positive() -> None:
+    assert physical_cores() >= 1
+
+
+@pytest.mark.parametrize(
+    ("header", "name", "loopback"),
+    [
+        ("localhost:8080", "localhost", True),
+        ("[::1]:11435", "::1", True),
+        ("127.0.0.1", "127.0.0.1", True),
+        ("app.localhost", "app.localhost", True),
+        ("evil.example:80", "evil.example", False),
+        ("127.0.0.1.evil.example", "127.0.0.1.evil.example", False),
+        ("127.8.9.10:80", "127.8.9.10", True),
+        ("", "", False),
+    ],
+)
+def test_host_header_parsing(header: str, name: str, loopback: bool) -> None:
+    assert host_name(header) == name
+    assert is_loopback_host(header) is loopback
+
+
+def test_dotted_names_starting_with_127_are_not_loopback() -> None:
+    # A DNS name such as 127.0.0.1.evil.example can resolve anywhere.
+    assert not is_loopback_host("127.0.0.1.evil.example")
+
+
+@pytest.mark.parametrize(
+    ("text", "stops", "held"),
+    [
+        ("hello wor", ("world",), 3),
+        ("hello", ("world",), 0),
+        ("abc</", ("</end>",), 2),
+        ("abc", (), 0),
+        ("xx", ("xyz", "x"), 1),
+    ],
+)
+def test_stop_holdback(text: str, stops: tuple[str, ...], held: int) -> None:
+    assert held_back_length(text, stops) == held
+
+
+def test_model_ids_from_file_names() -> None:
+    assert model_id_for(Path("Qwen2.5-Coder-1.5B.Q4_K_M.gguf")) == "qwen2.5-coder-1.5b.q4_k_m"
+    assert model_id_for(Path("weird name (1).gguf")) == "weird-name-1"
+
+
+def test_resolve_starter_and_paths(tmp_path: Path) -> None:
+    assert resolve_model(None, tmp_path).model_id == STARTER_MODEL_ID
+    assert resolve_model("starter", tmp_path).path == starter_model_path()
+    local = tmp_path / "models" / "My-Model.Q8_0.gguf"
+    local.parent.mkdir()
+    local.write_bytes(b"GGUF")
+    assert resolve_model(str(local), tmp_path).model_id == "my-model.q8_0"
+    assert resolve_model("my-model.q8_0", tmp_path / "models").path == local
+    with pytest.raises(ModelNotFoundError) as caught:
+        resolve_model("nope", tmp_path / "models")
+    assert "my-model.q8_0" in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_loopback_binds_are_allowed(host: str) -> None:
+    assert check_loopback_host(host)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.1", "myhost.lan"])
+def test_other_binds_point_to_remote_access(host: str) -> None:
+    with pytest.raises(ConfigError, match="remote access"):
+        check_loopback_host(host)
+
+
+def test_gateway_modules_do_not_load_llama_cpp_or_qt() -> None:
+    import subprocess
+
+    code = (
+        "import sys, localserve.daemon.daemon, localserve.cli;"
+        "bad = [m for m in ('llama_cpp', 'PySide6') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

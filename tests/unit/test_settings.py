@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from localserve.config import load_settings
+from localserve.errors import ConfigError
+from localserve.paths import app_paths
+
+
+def test_localserve_home_moves_every_folder(tmp_path: Path) -> None:
+    paths = app_paths({"LOCALSERVE_HOME": str(tmp_path)})
+    for folder in (paths.config_dir, paths.data_dir, paths.log_dir, paths.runtime_dir):
+        assert folder.is_relative_to(tmp_path)
+    assert paths.config_file == tmp_path / "config" / "config.toml"
+
+
+def test_platform_dirs_without_home() -> None:
+    paths = app_paths({})
+    assert "localserve" in str(paths.config_dir)
+    assert "localserve" in str(paths.data_dir)
+
+
+def test_defaults_are_safe(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path / "missing.toml")
+    assert settings.host == "127.0.0.1"
+    assert settings.cors_origins == []
+    assert settings.gpu_layers == "auto"
+
+
+def test_precedence_overrides_then_env_then_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('port = 9000\nctx = 1024\nthreads = 3\ngpu_layers = "12"\n')
+    assert load_settings(config).port == 9000
+    assert load_settings(config).gpu_layers == 12
+    monkeypatch.setenv("LOCALSERVE_PORT", "9100")
+    monkeypatch.setenv("LOCALSERVE_CTX", "2048")
+    settings = load_settings(config, overrides={"ctx": 512, "threads": None})
+    assert settings.port == 9100  # env beats file
+    assert settings.ctx == 512  # CLI beats env
+    assert settings.threads == 3  # an option not given leaves the file's value
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("port = 99999\n", "port"),
+        ('cors_origins = ["*"]\n', "cors_origins"),
+        ("port = [\n", "Cannot read"),
+        ("no_such_setting = 1\n", "no_such_setting"),
+        ('gpu_layers = "lots"\n', "gpu_layers"),
+    ],
+)
+def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, fragment: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    assert fragment in str(caught.value)
+    assert "\n" not in str(caught.value)
