@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import httpx
+import tomli_w
 
 from localserve import __version__
 from localserve.config import Settings, load_settings
@@ -113,6 +114,22 @@ def status() -> None:
         click.echo(line)
         if model.get("last_error") and model["state"] != "ready":
             click.echo(f"  last error: {model['last_error']}")
+
+
+@cli.command()
+def config() -> None:
+    """Show the settings in effect and where they come from."""
+    paths = current_paths()
+    settings = load_settings(paths.config_file)
+    click.echo(f"# config file: {paths.config_file}")
+    click.echo(f"# models folder: {paths.models_dir}")
+    click.echo(f"# logs: {paths.log_dir}")
+    for name, value in settings.model_dump().items():
+        click.echo(f"\n# {describe(name)}")
+        if value is None:
+            click.echo(f"# {name} is not set")
+        else:
+            click.echo(tomli_w.dumps({name: value}).strip())
 
 
 @cli.group()

@@ -118,3 +118,39 @@ def load_settings(
             f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"Invalid settings ({config_file} or LOCALSERVE_*): {problems}") from exc
+
+
+def settings_reference() -> str:
+    """docs/settings.md, generated from the field descriptions (a test keeps the file in sync)."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated from `localserve/config/settings.py`; `localserve config` shows the values in",
+        "effect. Each setting can be given, highest precedence first, as a command-line option",
+        "(where `serve` has one), as an environment variable `LOCALSERVE_<NAME>`, or in",
+        "`config.toml` in the config folder (`localserve config` prints its path).",
+        "",
+        "| setting | environment variable | default | description |",
+        "|---|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        lines.append(
+            f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{default!r}` | {field.description} |"
+        )
+    lines += [
+        "",
+        "Example `config.toml`:",
+        "",
+        "```toml",
+        "port = 11435",
+        "ctx = 8192",
+        'gpu_layers = "auto"',
+        'cors_origins = ["http://localhost:3000"]',
+        "```",
+        "",
+        "Lists in environment variables are JSON: "
+        "`LOCALSERVE_CORS_ORIGINS='[\"http://localhost:3000\"]'`.",
+        "",
+    ]
+    return "\n".join(lines)

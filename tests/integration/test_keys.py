@@ -72,3 +72,32 @@ def test_key_errors_are_one_line(daemon: DaemonProcess) -> None:
     bad_name = daemon.cli("key", "add", "../etc")
     assert bad_name.returncode == 1
     assert bad_name.stderr.startswith("Error: Invalid key name")
+
+
+def test_keys_never_reach_the_logs(daemon: DaemonProcess) -> None:
+    client_key = daemon.cli("key", "add", "log-probe").stdout.strip()
+    wrong_key = "lsk-this-is-not-a-valid-key-but-still-a-secret"
+    for key in (daemon.admin_key, client_key, wrong_key):
+        httpx.post(
+            f"{daemon.base_url}/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={
+                "model": "smollm2-135m-instruct",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 2,
+            },
+            timeout=60,
+        )
+    logs = [daemon.output()] + [
+        p.read_text(errors="replace") for p in (daemon.home / "logs").glob("*.log")
+    ]
+    assert len(logs) >= 3  # stdout, daemon.log, the runner's log
+    for text in logs:
+        for key in (daemon.admin_key, client_key, wrong_key):
+            assert key not in text
+
+
+def test_serve_prints_the_url_and_how_to_get_the_key(daemon: DaemonProcess) -> None:
+    output = daemon.output()
+    assert f"API base URL: {daemon.base_url}" in output
+    assert "localserve key show" in output

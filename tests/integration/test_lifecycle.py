@@ -201,3 +201,34 @@ def test_bad_model_file_fails_to_load_cleanly(
         assert error["code"] == "model_load_failed"
         assert expected in error["message"]
         assert daemon.process is not None and daemon.process.poll() is None
+
+
+def test_config_command_prints_valid_toml(tmp_path: Path) -> None:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    daemon = DaemonProcess(tmp_path / "home", env={"LOCALSERVE_CTX": "2048"})
+    result = daemon.cli("config")
+    assert result.returncode == 0, result.stderr
+    values = tomllib.loads(result.stdout)
+    assert values["ctx"] == 2048
+    assert values["host"] == "127.0.0.1"
+
+
+def test_cors_only_for_configured_origins(tmp_path: Path) -> None:
+    env = {"LOCALSERVE_CORS_ORIGINS": '["http://localhost:3000"]'}
+    with DaemonProcess(tmp_path / "home", env=env) as daemon:
+        preflight = {"Access-Control-Request-Method": "POST"}
+        allowed = httpx.options(
+            f"{daemon.base_url}/chat/completions",
+            headers={"Origin": "http://localhost:3000", **preflight},
+        )
+        assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
+        other = httpx.options(
+            f"{daemon.base_url}/chat/completions",
+            headers={"Origin": "https://evil.example", **preflight},
+        )
+        assert "access-control-allow-origin" not in other.headers
+        assert other.status_code == 400
