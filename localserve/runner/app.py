@@ -32,7 +32,8 @@ from localserve.runner.openai_format import (
     embeddings_response,
     sse_event,
 )
-from localserve.server.errors import api_error_from, error_body
+from localserve.server.disconnect import ClientDisconnected, cancel_on_disconnect
+from localserve.server.errors import CLIENT_CLOSED_REQUEST, api_error_from, error_body
 from localserve.server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -106,12 +107,14 @@ class RunnerAPI:
         body = await parse(request, ChatCompletionRequest)
         messages = [message.as_template_input() for message in body.messages]
         prompt = self.engine.chat_prompt(messages, tools=body.tools)
-        return await self._generate(body, prompt, ResponseShape(self.engine.info.model_id, True))
+        shape = ResponseShape(self.engine.info.model_id, chat=True)
+        return await self._generate(request, body, prompt, shape)
 
     async def completions(self, request: Request) -> Response:
         body = await parse(request, CompletionRequest)
         prompt = self.engine.completion_prompt(body.prompt_text, body.suffix)
-        return await self._generate(body, prompt, ResponseShape(self.engine.info.model_id, False))
+        shape = ResponseShape(self.engine.info.model_id, chat=False)
+        return await self._generate(request, body, prompt, shape)
 
     async def embeddings(self, request: Request) -> Response:
         body = await parse(request, EmbeddingRequest)
@@ -128,14 +131,18 @@ class RunnerAPI:
         return JSONResponse(asdict(self.engine.info))
 
     async def _generate(
-        self, body: GenerationRequest, prompt: list[int], shape: ResponseShape
+        self, request: Request, body: GenerationRequest, prompt: list[int], shape: ResponseShape
     ) -> Response:
         prepared = self.engine.prepare(prompt, body.sampling())
         job = GenerationJob(self.engine, prepared)
         finished = asyncio.wrap_future(self._executor.submit(job.run))
         if not body.stream:
+
+            async def collect() -> str:
+                return "".join([piece async for piece in job.pieces()])
+
             try:
-                text = "".join([piece async for piece in job.pieces()])
+                text = await cancel_on_disconnect(request, collect())
             finally:
                 job.cancelled.set()
             await finished
@@ -193,6 +200,8 @@ def create_runner_app(engine: Engine, token: str) -> Starlette:
             except LocalserveError as exc:
                 err = api_error_from(exc)
                 return JSONResponse(error_dict(exc), status_code=err.status_code)
+            except ClientDisconnected:
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
             return response
 
         return endpoint

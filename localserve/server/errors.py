@@ -21,9 +21,11 @@ from localserve.errors import (
     ModelNotFoundError,
     UnsupportedFeatureError,
 )
+from localserve.server.disconnect import ClientDisconnected
 
 log = logging.getLogger(__name__)
 
+CLIENT_CLOSED_REQUEST = 499
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="localserve"'}
 
 
@@ -108,6 +110,10 @@ def install_error_handlers(app: FastAPI) -> None:
         code = "not_found" if exc.status_code == 404 else None
         return error_response(APIError(exc.status_code, str(exc.detail), error_type, code=code))
 
+    async def on_client_gone(request: Request, exc: Exception) -> Response:
+        # Nobody will read this; 499 (nginx's "client closed request") keeps any log honest.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("Unhandled error on %s %s", request.method, request.url.path)
         return error_response(APIError(500, "Internal server error.", "server_error"))
@@ -116,4 +122,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LocalserveError, on_core_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(ClientDisconnected, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)

@@ -232,3 +232,20 @@ def test_cors_only_for_configured_origins(tmp_path: Path) -> None:
         )
         assert "access-control-allow-origin" not in other.headers
         assert other.status_code == 400
+
+
+def test_abandoned_non_streaming_request_stops_generation(daemon: DaemonProcess) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{daemon.base_url}/completions", headers=daemon.headers(), json=ENDLESS, timeout=1.0
+        )
+    started = time.monotonic()
+    quick = httpx.post(
+        f"{daemon.base_url}/completions",
+        headers=daemon.headers(),
+        json={**ENDLESS, "max_tokens": 1},
+        timeout=60,
+    )
+    waited = time.monotonic() - started
+    assert quick.status_code == 200
+    assert waited < 3.0, f"the abandoned request kept the runner busy for {waited:.1f} s"

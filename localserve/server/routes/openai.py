@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from localserve.router.backend import ModelCard
 from localserve.router.router import Router
+from localserve.server.disconnect import cancel_on_disconnect
 from localserve.server.errors import APIError
 from localserve.server.relay import relay
 from localserve.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -58,7 +59,8 @@ def openai_routes(router: Router) -> APIRouter:
         body = validate(schema, payload)
         model = str(payload["model"])
         stream = bool(getattr(body, "stream", False))
-        return await relay(router.backend_for(model), path, payload, stream)
+        backend = router.backend_for(model)
+        return await cancel_on_disconnect(request, relay(backend, path, payload, stream))
 
     @api.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
