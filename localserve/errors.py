@@ -7,6 +7,7 @@
     ├── ModelNotFoundError          a model name or path that does not exist
     ├── ModelLoadError              a model file that cannot be loaded (corrupt, not GGUF, OOM)
     ├── BackendUnavailableError     the backend for a model died or is restarting
+    │   └── BackendTimeoutError     the backend stopped sending within the request timeout
     └── InvalidRequestError         a request the model cannot serve as asked
         ├── ContextOverflowError    prompt + max_tokens do not fit in the context window
         └── UnsupportedFeatureError the model lacks what the request needs (e.g. FIM tokens)
@@ -49,6 +50,10 @@ class ModelLoadError(LocalserveError):
 
 
 class BackendUnavailableError(LocalserveError):
+    pass
+
+
+class BackendTimeoutError(BackendUnavailableError):
     pass
 
 

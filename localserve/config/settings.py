@@ -65,7 +65,9 @@ class Settings(BaseSettings):
         180.0, gt=0, description="Seconds to wait for a model to load before giving up."
     )
     request_timeout: float = Field(
-        600.0, gt=0, description="Seconds a single request may take end to end."
+        600.0,
+        gt=0,
+        description="Seconds the gateway waits for the model's next bytes (504 after that).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Daemon log verbosity."

@@ -9,11 +9,21 @@ from dataclasses import dataclass
 
 import httpx
 
-from localserve.daemon.supervisor import RunnerEndpoint, Supervisor
-from localserve.errors import BackendUnavailableError
+from localserve.daemon.supervisor import Supervisor
+from localserve.errors import BackendTimeoutError, BackendUnavailableError
 from localserve.router.backend import ModelCard, Payload
 
 LOCAL_BACKEND = "local"
+
+
+def backend_error(exc: httpx.HTTPError, what: str) -> BackendUnavailableError:
+    """The error a client sees when talking to the runner failed (``what`` says when)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendTimeoutError(
+            f"The model sent nothing for longer than the request timeout {what}. "
+            "Raise request_timeout for very long prompts on slow hardware."
+        )
+    return BackendUnavailableError(f"The model's runner stopped {what}; it is restarting.")
 
 
 @dataclass
@@ -33,17 +43,13 @@ class HttpxUpstream:
             async for chunk in self.response.aiter_raw():
                 yield chunk
         except httpx.HTTPError as exc:
-            raise BackendUnavailableError(
-                "The model's runner stopped in the middle of this response; it is restarting."
-            ) from exc
+            raise backend_error(exc, "in the middle of this response") from exc
 
     async def aread(self) -> bytes:
         try:
             return await self.response.aread()
         except httpx.HTTPError as exc:
-            raise BackendUnavailableError(
-                "The model's runner stopped before answering; it is restarting. Try again."
-            ) from exc
+            raise backend_error(exc, "before answering") from exc
 
     async def aclose(self) -> None:
         await self.response.aclose()
@@ -82,12 +88,9 @@ class LocalBackend:
         )
         try:
             response = await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise backend_error(exc, "before answering") from exc
         except httpx.HTTPError as exc:
-            self._lost(endpoint)
-            raise BackendUnavailableError(
-                f"The runner for '{self.model_id}' is not answering; it is being restarted."
-            ) from exc
+            self._supervisor.runner_lost(endpoint)
+            raise backend_error(exc, "answering") from exc
         return HttpxUpstream(response)
-
-    def _lost(self, endpoint: RunnerEndpoint) -> None:
-        self._supervisor.runner_lost(endpoint)

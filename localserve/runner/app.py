@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import secrets
 import struct
 import threading
@@ -41,6 +42,7 @@ from localserve.server.schemas import (
     GenerationRequest,
 )
 
+log = logging.getLogger("localserve.runner")
 T = TypeVar("T")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 _DONE = object()
@@ -69,6 +71,7 @@ class GenerationJob:
             self._loop.call_soon_threadsafe(put, exc)
         finally:
             self._loop.call_soon_threadsafe(put, _DONE)
+            log_generation(self.stats)
 
     async def pieces(self) -> AsyncIterator[str]:
         """Text pieces in order; pieces that queued up while the reader was busy come merged."""
@@ -88,6 +91,19 @@ class GenerationJob:
                     break
                 item = self._queue.get_nowait()
             yield "".join(merged)
+
+
+def log_generation(stats: GenerationStats) -> None:
+    ttft = stats.ttft_seconds
+    rate = stats.generation_tokens_per_second
+    log.info(
+        "prompt %d tokens, generated %d (%s), time to first token %s, %s",
+        stats.prompt_tokens,
+        stats.completion_tokens,
+        stats.finish_reason,
+        f"{ttft * 1000:.0f} ms" if ttft is not None else "-",
+        f"{rate:.1f} tok/s" if rate is not None else "-",
+    )
 
 
 class RunnerAPI:

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from localserve.errors import (
+    BackendTimeoutError,
     BackendUnavailableError,
     ContextOverflowError,
     InvalidRequestError,
@@ -82,6 +83,8 @@ def api_error_from(exc: LocalserveError) -> APIError:
         return APIError(400, str(exc), param=exc.param)
     if isinstance(exc, ModelLoadError):
         return APIError(503, str(exc), "server_error", code="model_load_failed")
+    if isinstance(exc, BackendTimeoutError):
+        return APIError(504, str(exc), "server_error", code="backend_timeout")
     if isinstance(exc, BackendUnavailableError):
         return APIError(503, str(exc), "server_error", code="backend_unavailable")
     return APIError(500, str(exc), "server_error")

@@ -54,7 +54,11 @@ def count_tokens(text: str) -> int:
 def test_suffix_builds_a_fim_prompt(fim_daemon: DaemonProcess) -> None:
     status = fim_daemon.model_status()
     assert status["info"]["supports_fim"] is True
-    client = openai.OpenAI(base_url=fim_daemon.base_url, api_key=fim_daemon.admin_key)
+    with openai.OpenAI(base_url=fim_daemon.base_url, api_key=fim_daemon.admin_key) as client:
+        check_fim(client)
+
+
+def check_fim(client: openai.OpenAI) -> None:
     result = client.completions.create(
         model="starter-fim", prompt=PREFIX, suffix=SUFFIX, max_tokens=8, temperature=0
     )

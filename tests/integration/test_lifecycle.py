@@ -249,3 +249,20 @@ def test_abandoned_non_streaming_request_stops_generation(daemon: DaemonProcess)
     waited = time.monotonic() - started
     assert quick.status_code == 200
     assert waited < 3.0, f"the abandoned request kept the runner busy for {waited:.1f} s"
+
+
+def test_model_silent_past_request_timeout_is_504(tmp_path: Path) -> None:
+    with DaemonProcess(tmp_path / "home", env={"LOCALSERVE_REQUEST_TIMEOUT": "1"}) as daemon:
+        daemon.wait_until_model("ready")
+        response = httpx.post(
+            f"{daemon.base_url}/completions", headers=daemon.headers(), json=ENDLESS, timeout=60
+        )
+        assert response.status_code == 504, response.text
+        assert response.json()["error"]["code"] == "backend_timeout"
+        again = httpx.post(
+            f"{daemon.base_url}/completions",
+            headers=daemon.headers(),
+            json={**ENDLESS, "max_tokens": 2},
+            timeout=60,
+        )
+        assert again.status_code == 200
