@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -16,6 +17,39 @@ from tests.daemon_process import STARTER_MODEL, DaemonProcess
 
 # A prompt the starter model continues for thousands of tokens at temperature 0.
 ENDLESS = {"model": STARTER_MODEL, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 3000, "temperature": 0}
+
+
+def complete(daemon: DaemonProcess, timeout: float = 60, **changes: object) -> httpx.Response:
+    """POST the ENDLESS completion, with ``changes`` applied, and return the response."""
+    return httpx.post(
+        f"{daemon.base_url}/completions",
+        headers=daemon.headers(),
+        json={**ENDLESS, **changes},
+        timeout=timeout,
+    )
+
+
+def stream_endless(daemon: DaemonProcess) -> contextlib.AbstractContextManager[httpx.Response]:
+    return httpx.stream(
+        "POST",
+        f"{daemon.base_url}/completions",
+        headers=daemon.headers(),
+        json={**ENDLESS, "stream": True},
+        timeout=60,
+    )
+
+
+def assert_runner_free(daemon: DaemonProcess) -> None:
+    """A one-token request answers at once, so no abandoned generation holds the runner.
+
+    The runner serves one request at a time: had an abandoned generation gone on, this request
+    would wait for its remaining ~3000 tokens (tens of seconds on this machine).
+    """
+    started = time.monotonic()
+    quick = complete(daemon, max_tokens=1)
+    waited = time.monotonic() - started
+    assert quick.status_code == 200
+    assert waited < 3.0, f"an abandoned generation kept the runner busy for {waited:.1f} s"
 
 
 def runner_pids(daemon_pid: int) -> list[int]:
@@ -85,28 +119,12 @@ def test_non_loopback_host_is_refused(tmp_path: Path, host: str) -> None:
 
 
 def test_client_disconnect_stops_generation(daemon: DaemonProcess) -> None:
-    with httpx.Client(timeout=60) as client:
-        with client.stream(
-            "POST",
-            f"{daemon.base_url}/completions",
-            headers=daemon.headers(),
-            json={**ENDLESS, "stream": True},
-        ) as response:
-            assert response.status_code == 200
-            lines = response.iter_lines()
-            for _ in range(6):
-                next(lines)
-        # The runner serves one request at a time: had the abandoned generation gone on, this
-        # request would wait for its remaining ~3000 tokens (tens of seconds on this machine).
-        started = time.monotonic()
-        quick = client.post(
-            f"{daemon.base_url}/completions",
-            headers=daemon.headers(),
-            json={**ENDLESS, "max_tokens": 1},
-        )
-        waited = time.monotonic() - started
-    assert quick.status_code == 200
-    assert waited < 3.0, f"the abandoned stream kept the runner busy for {waited:.1f} s"
+    with stream_endless(daemon) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        for _ in range(6):
+            next(lines)
+    assert_runner_free(daemon)
 
 
 def kill_runner_soon(daemon: DaemonProcess, delay: float) -> int:
@@ -123,17 +141,10 @@ def kill_runner_soon(daemon: DaemonProcess, delay: float) -> int:
 def test_runner_killed_mid_request_gives_503_then_recovers(daemon: DaemonProcess) -> None:
     before = daemon.model_status()["restarts"]
     old_pid = kill_runner_soon(daemon, 0.8)
-    response = httpx.post(
-        f"{daemon.base_url}/completions", headers=daemon.headers(), json=ENDLESS, timeout=60
-    )
+    response = complete(daemon, timeout=60)
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "backend_unavailable"
-    after = httpx.post(
-        f"{daemon.base_url}/completions",
-        headers=daemon.headers(),
-        json={**ENDLESS, "max_tokens": 4},
-        timeout=60,
-    )
+    after = complete(daemon, max_tokens=4)
     assert after.status_code == 200, after.text
     status = daemon.model_status()
     assert status["state"] == "ready"
@@ -143,25 +154,14 @@ def test_runner_killed_mid_request_gives_503_then_recovers(daemon: DaemonProcess
 
 def test_runner_killed_mid_stream_ends_stream_with_error_event(daemon: DaemonProcess) -> None:
     daemon.wait_until_model("ready")
-    with httpx.stream(
-        "POST",
-        f"{daemon.base_url}/completions",
-        headers=daemon.headers(),
-        json={**ENDLESS, "stream": True},
-        timeout=60,
-    ) as response:
+    with stream_endless(daemon) as response:
         assert response.status_code == 200
         kill_runner_soon(daemon, 0.5)
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert '"backend_unavailable"' in events[-2]
     assert events[-1] == "data: [DONE]"
     daemon.wait_until_model("ready")
-    again = httpx.post(
-        f"{daemon.base_url}/completions",
-        headers=daemon.headers(),
-        json={**ENDLESS, "max_tokens": 2},
-        timeout=60,
-    )
+    again = complete(daemon, max_tokens=2)
     assert again.status_code == 200
 
 
@@ -236,33 +236,15 @@ def test_cors_only_for_configured_origins(tmp_path: Path) -> None:
 
 def test_abandoned_non_streaming_request_stops_generation(daemon: DaemonProcess) -> None:
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(
-            f"{daemon.base_url}/completions", headers=daemon.headers(), json=ENDLESS, timeout=1.0
-        )
-    started = time.monotonic()
-    quick = httpx.post(
-        f"{daemon.base_url}/completions",
-        headers=daemon.headers(),
-        json={**ENDLESS, "max_tokens": 1},
-        timeout=60,
-    )
-    waited = time.monotonic() - started
-    assert quick.status_code == 200
-    assert waited < 3.0, f"the abandoned request kept the runner busy for {waited:.1f} s"
+        complete(daemon, timeout=1.0)
+    assert_runner_free(daemon)
 
 
 def test_model_silent_past_request_timeout_is_504(tmp_path: Path) -> None:
     with DaemonProcess(tmp_path / "home", env={"LOCALSERVE_REQUEST_TIMEOUT": "1"}) as daemon:
         daemon.wait_until_model("ready")
-        response = httpx.post(
-            f"{daemon.base_url}/completions", headers=daemon.headers(), json=ENDLESS, timeout=60
-        )
+        response = complete(daemon, timeout=60)
         assert response.status_code == 504, response.text
         assert response.json()["error"]["code"] == "backend_timeout"
-        again = httpx.post(
-            f"{daemon.base_url}/completions",
-            headers=daemon.headers(),
-            json={**ENDLESS, "max_tokens": 2},
-            timeout=60,
-        )
+        again = complete(daemon, max_tokens=2)
         assert again.status_code == 200
