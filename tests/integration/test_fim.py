@@ -7,15 +7,13 @@ weights are unchanged: what is checked is that the runner builds the FIM prompt 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import openai
 import pytest
 
-from localserve.hub.starter import starter_model_path
 from tests.daemon_process import DaemonProcess
+from tests.model_files import starter_copy, starter_path
 
 PREFIX = "def add(a, b):\n    return"
 SUFFIX = "\n\nprint(add(1, 2))\n"
@@ -24,19 +22,11 @@ SUFFIX = "\n\nprint(add(1, 2))\n"
 @pytest.fixture(scope="module")
 def fim_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     folder = tmp_path_factory.mktemp("fim")
-    model = folder / "starter-fim.gguf"
-    source = starter_model_path()
-    assert source is not None
-    subprocess.run(
-        [
-            sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(source), str(model),
-            "--special-token-by-id", "fim_pre", "4",
-            "--special-token-by-id", "fim_suf", "5",
-            "--special-token-by-id", "fim_mid", "6",
-            "--force",
-        ],
-        check=True,
-        capture_output=True,
+    model = starter_copy(
+        folder / "starter-fim.gguf",
+        "--special-token-by-id", "fim_pre", "4",
+        "--special-token-by-id", "fim_suf", "5",
+        "--special-token-by-id", "fim_mid", "6",
     )  # fmt: skip
     with DaemonProcess(folder / "home", "--model", str(model)) as daemon:
         daemon.wait_until_model("ready")
@@ -46,8 +36,7 @@ def fim_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProce
 def count_tokens(text: str) -> int:
     import llama_cpp
 
-    path = starter_model_path()
-    llama = llama_cpp.Llama(str(path), n_ctx=256, verbose=False, vocab_only=True)
+    llama = llama_cpp.Llama(str(starter_path()), n_ctx=256, verbose=False, vocab_only=True)
     return len(llama.tokenize(text.encode(), add_bos=False, special=False))
 
 

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.model_files import starter_path
 
 # A prompt the starter model continues for thousands of tokens at temperature 0.
 ENDLESS = {"model": STARTER_MODEL, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 3000, "temperature": 0}
@@ -165,14 +166,6 @@ def test_runner_killed_mid_stream_ends_stream_with_error_event(daemon: DaemonPro
     assert again.status_code == 200
 
 
-def starter_path() -> Path:
-    from localserve.hub.starter import starter_model_path
-
-    path = starter_model_path()
-    assert path is not None
-    return path
-
-
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
@@ -248,3 +241,27 @@ def test_model_silent_past_request_timeout_is_504(tmp_path: Path) -> None:
         assert response.json()["error"]["code"] == "backend_timeout"
         again = complete(daemon, max_tokens=2)
         assert again.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--model", "nope"),
+            "Error: The model 'nope' does not exist. Available: smollm2-135m-instruct.",
+        ),
+        (
+            ("--model", "/no/such/file.gguf"),
+            "Error: The model '/no/such/file.gguf' does not exist. No such file.",
+        ),
+        (("--ctx", "-5"), "Error: Invalid settings"),
+        (("--gpu-layers", "many"), "Error: Invalid settings"),
+    ],
+)
+def test_bad_serve_options_are_one_line(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = DaemonProcess(tmp_path / "home").cli("serve", "--port", "0", *args)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -167,3 +167,52 @@ def test_responses_name_the_backend(daemon: DaemonProcess) -> None:
     )
     assert response.status_code == 200
     assert response.headers["x-localserve-backend"] == "local"
+
+
+def complete_text(
+    client: openai.OpenAI, prompt: str = "My favourite fruits are", **sampling: object
+) -> str:
+    # top_k and min_p are llama.cpp extras: the SDK passes them through extra_body.
+    extra = {name: sampling.pop(name) for name in ("top_k", "min_p") if name in sampling}
+    result = client.completions.create(
+        model=STARTER_MODEL,
+        prompt=prompt,
+        max_tokens=24,
+        extra_body=extra or None,
+        **sampling,  # type: ignore[arg-type]
+    )
+    return result.choices[0].text
+
+
+def test_sampling_parameters_reach_the_sampler(client: openai.OpenAI) -> None:
+    greedy = complete_text(client, temperature=0)
+    # top_k=1 and min_p=1 each leave only the most likely token: hot sampling becomes greedy.
+    assert complete_text(client, temperature=1.5, top_k=1, seed=7) == greedy
+    assert complete_text(client, temperature=1.5, min_p=1.0, seed=7) == greedy
+    # Without them, the same hot sampling wanders off, reproducibly for one seed.
+    hot = complete_text(client, temperature=1.5, seed=7)
+    assert hot != greedy
+    assert complete_text(client, temperature=1.5, seed=7) == hot
+    assert complete_text(client, temperature=1.5, top_p=0.01, seed=7) == greedy
+    # Counting repeats ", " and digits: penalties on repeated tokens must change the greedy text.
+    counting = complete_text(client, "1, 2, 3, 4,", temperature=0)
+    assert complete_text(client, "1, 2, 3, 4,", temperature=0, frequency_penalty=2.0) != counting
+    assert complete_text(client, "1, 2, 3, 4,", temperature=0, presence_penalty=2.0) != counting
+
+
+def test_concurrent_requests_all_complete(client: openai.OpenAI) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(index: int) -> str:
+        stream = client.chat.completions.create(
+            model=STARTER_MODEL,
+            messages=[{"role": "user", "content": f"Say the number {index}."}],
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+        )
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(ask, range(4)))
+    assert all(answers)

