@@ -34,8 +34,9 @@ from localserve.serving import bind_socket, run_async
 log = logging.getLogger(__name__)
 
 REMOTE_ACCESS_HINT = (
-    "localserve only listens on loopback (127.0.0.1, ::1, localhost). To reach it from other "
-    "devices, use remote access (`localserve remote on`), which adds TLS and per-device keys."
+    "localserve only listens on loopback (127.0.0.1, ::1, localhost). Reaching it from other "
+    "devices is the job of remote access (TLS and per-device keys, not built yet); until then "
+    "use an SSH tunnel: ssh -L 11435:127.0.0.1:11435 <this machine>."
 )
 
 

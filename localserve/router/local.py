@@ -71,10 +71,6 @@ class LocalBackend:
     def models(self) -> list[ModelCard]:
         return [ModelCard(id=self.model_id, owned_by="local", created=self._created)]
 
-    async def info(self) -> dict[str, object]:
-        endpoint = await self._supervisor.ready(self._ready_timeout)
-        return endpoint.info
-
     async def send(self, path: str, payload: Payload) -> HttpxUpstream:
         endpoint = await self._supervisor.ready(self._ready_timeout)
         request = self._client.build_request(

@@ -46,6 +46,7 @@ log = logging.getLogger("localserve.runner")
 T = TypeVar("T")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 _DONE = object()
+MODEL_FAILED = error_body("The model failed while serving this request.", "server_error")
 
 
 class GenerationJob:
@@ -64,6 +65,7 @@ class GenerationJob:
         put = self._queue.put_nowait
         try:
             if self.cancelled.is_set():  # the client left while this job was queued
+                self.stats.finish_reason = "cancelled"
                 return
             for piece in self._engine.generate(self._prepared, self.stats, self.cancelled):
                 self._loop.call_soon_threadsafe(put, piece)
@@ -185,6 +187,9 @@ async def stream_events(
             yield shape.usage_chunk(job.stats)
     except LocalserveError as exc:
         yield sse_event(error_dict(exc))
+    except Exception:
+        log.exception("Generation failed mid-stream")
+        yield sse_event(MODEL_FAILED)
     finally:
         # Runs on normal end and when the client disconnects (the task is cancelled):
         # either way the engine stops within one token.
@@ -218,6 +223,9 @@ def create_runner_app(engine: Engine, token: str) -> Starlette:
                 return JSONResponse(error_dict(exc), status_code=err.status_code)
             except ClientDisconnected:
                 return Response(status_code=CLIENT_CLOSED_REQUEST)
+            except Exception:
+                log.exception("Request to %s failed", request.url.path)
+                return JSONResponse(MODEL_FAILED, status_code=500)
             return response
 
         return endpoint
