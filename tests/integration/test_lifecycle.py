@@ -265,3 +265,23 @@ def test_bad_serve_options_are_one_line(
     assert result.returncode == 1
     assert result.stderr.strip().startswith(message)
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_runner_listens_on_loopback_and_demands_its_token(daemon: DaemonProcess) -> None:
+    from localserve.hardware.devices import physical_cores
+
+    status = daemon.model_status()
+    assert status["info"]["threads"] == physical_cores()
+    assert status["info"]["gpu_layers"] == 0  # this CPU-only build offloads nothing
+    listening = [
+        conn.laddr
+        for conn in psutil.Process(status["pid"]).net_connections(kind="tcp")
+        if conn.status == psutil.CONN_LISTEN
+    ]
+    assert len(listening) == 1
+    host, port = listening[0]
+    assert host == "127.0.0.1"
+    body = {"model": STARTER_MODEL, "prompt": "hi", "max_tokens": 1}
+    for headers in ({}, {"Authorization": "Bearer guess"}, daemon.headers()):
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/completions", headers=headers, json=body)
+        assert response.status_code == 401
