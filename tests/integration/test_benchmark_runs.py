@@ -29,3 +29,23 @@ def test_single_stream_benchmark_prints_its_table() -> None:
     for row in rows[1:]:
         decode = float(row.split("|")[2])
         assert decode > 0
+
+
+def test_concurrency_benchmark_prints_its_table() -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.concurrency",
+            "--levels", "1", "2", "--max-tokens", "8",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    seen = {(row[1].strip(), row[2].strip()) for row in rows}
+    for level in ("1", "2"):
+        for peer in ("localserve", "llama_cpp.server", "direct batch loop"):
+            assert (level, peer) in seen
+    assert all(float(row[3]) > 0 for row in rows)
