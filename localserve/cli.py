@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Any
 
 import click
 import httpx
+import psutil
 import tomli_w
 
 from localserve import __version__
 from localserve.config import Settings, load_settings
-from localserve.daemon.state import DaemonState, read_state
+from localserve.daemon.state import DaemonState, is_alive, read_state
 from localserve.errors import DaemonNotRunningError, LocalserveError
 from localserve.paths import AppPaths, app_paths
 from localserve.security.keys import KeyStore
@@ -114,6 +116,25 @@ def status() -> None:
         click.echo(line)
         if model.get("last_error") and model["state"] != "ready":
             click.echo(f"  last error: {model['last_error']}")
+
+
+@cli.command()
+@click.option("--timeout", default=20.0, show_default=True, help="Seconds to wait for it to exit.")
+def stop(timeout: float) -> None:
+    """Stop the running daemon (and its model runner) cleanly."""
+    paths = current_paths()
+    state = running_daemon(paths)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(state.pid).terminate()
+    deadline = time.monotonic() + timeout
+    while is_alive(state.pid):  # a zombie counts as stopped: it is its parent's to reap
+        if time.monotonic() > deadline:
+            raise LocalserveError(
+                f"localserve (pid {state.pid}) did not stop within {timeout:.0f} s; "
+                f"see {paths.daemon_log}."
+            )
+        time.sleep(0.1)
+    click.echo(f"Stopped localserve (pid {state.pid}).")
 
 
 @cli.command()

@@ -303,3 +303,20 @@ def test_runner_listens_on_loopback_and_demands_its_token(daemon: DaemonProcess)
     for headers in ({}, {"Authorization": "Bearer guess"}, daemon.headers()):
         response = httpx.post(f"http://127.0.0.1:{port}/v1/completions", headers=headers, json=body)
         assert response.status_code == 401
+
+
+def test_stop_command(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path / "home").start()
+    daemon.wait_until_model("ready")
+    (runner,) = runner_pids(daemon.state["pid"])
+    result = daemon.cli("stop")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"Stopped localserve (pid {daemon.state['pid']})."
+    assert daemon.process is not None and daemon.process.wait(10) == 0
+    assert wait_gone(runner)
+    again = daemon.cli("stop")
+    assert again.returncode == 1
+    assert (
+        again.stderr.strip()
+        == "Error: localserve is not running. Start it with `localserve serve`."
+    )
