@@ -57,6 +57,7 @@ def cli(ctx: click.Context) -> None:
 @click.option("--ctx", type=int, help=describe("ctx"))
 @click.option("--gpu-layers", metavar="auto|N", help=describe("gpu_layers"))
 @click.option("--threads", type=int, help=describe("threads"))
+@click.option("--parallel", type=int, help=describe("parallel"))
 def serve(**options: Any) -> None:
     """Serve a model on 127.0.0.1 until Ctrl-C (the starter model by default)."""
     from localserve.daemon.daemon import configure_logging, run_daemon

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         None, ge=1, description="CPU threads for generation (default: physical core count)."
     )
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Requests generated at once, batched into one decode step (slots); more "
+        "wait in a queue. Empty = as many full-context KV caches as fit in a quarter of free "
+        "RAM, at most 8.",
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 above)."
     )

@@ -108,6 +108,7 @@ class Daemon:
             threads=self.settings.threads or physical_cores(),
             log_file=self.paths.runner_log(self.model.model_id),
             log_level=self.settings.log_level,
+            parallel=self.settings.parallel,
         )
 
     async def run(self) -> None:

@@ -50,6 +50,7 @@ class RunnerSpec:
     threads: int
     log_file: Path
     log_level: str = "info"
+    parallel: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class RunnerProcess:
             threads=spec.threads,
             token=token,
             log_level=spec.log_level,
+            parallel=spec.parallel,
         )
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         with spec.log_file.open("ab") as log_handle:

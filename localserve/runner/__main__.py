@@ -60,6 +60,7 @@ def main() -> int:
                 n_ctx=config.n_ctx,
                 gpu_layers=config.gpu_layers,
                 threads=config.threads,
+                parallel=config.parallel,
             )
         )
     except LocalserveError as exc:

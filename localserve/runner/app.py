@@ -1,8 +1,9 @@
 """The runner's internal OpenAI-compatible API, reachable only on loopback with the process token.
 
-Generation runs on one worker thread (llama.cpp contexts are not thread-safe); jobs queue in
-arrival order. Each streamed piece crosses to the event loop through ``call_soon_threadsafe``; when
-the client falls behind, queued pieces are merged into one chunk instead of piling up.
+Generation happens on the scheduler's thread (``scheduler.py``), which batches concurrent
+requests; embeddings run on a worker thread of their own. Each streamed piece crosses to the event
+loop through ``call_soon_threadsafe``; when the client falls behind, queued pieces are merged
+into one chunk instead of piling up.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from localserve.errors import InvalidRequestError, LocalserveError
-from localserve.runner.engine import Engine, GenerationStats, PreparedGeneration
+from localserve.runner.engine import Engine
 from localserve.runner.openai_format import (
     DONE_EVENT,
     ResponseShape,
     embeddings_response,
     sse_event,
 )
+from localserve.runner.text import GenerationStats
 from localserve.server.disconnect import ClientDisconnected, cancel_on_disconnect
 from localserve.server.errors import CLIENT_CLOSED_REQUEST, api_error_from, error_body
 from localserve.server.schemas import (
@@ -50,30 +52,23 @@ MODEL_FAILED = error_body("The model failed while serving this request.", "serve
 
 
 class GenerationJob:
-    """One generation: runs on the engine thread, read from the event loop."""
+    """One generation's output, written by the scheduler thread and read on the event loop."""
 
-    def __init__(self, engine: Engine, prepared: PreparedGeneration) -> None:
-        self._engine = engine
-        self._prepared = prepared
+    def __init__(self, prompt_tokens: int) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self.cancelled = threading.Event()
-        self.stats = GenerationStats(prompt_tokens=len(prepared.prompt_tokens))
+        self.stats = GenerationStats(prompt_tokens=prompt_tokens)
 
-    def run(self) -> None:
-        """Called on the engine thread."""
-        put = self._queue.put_nowait
-        try:
-            if self.cancelled.is_set():  # the client left while this job was queued
-                self.stats.finish_reason = "cancelled"
-                return
-            for piece in self._engine.generate(self._prepared, self.stats, self.cancelled):
-                self._loop.call_soon_threadsafe(put, piece)
-        except BaseException as exc:  # handed to the reader, which re-raises it
-            self._loop.call_soon_threadsafe(put, exc)
-        finally:
-            self._loop.call_soon_threadsafe(put, _DONE)
-            log_generation(self.stats)
+    # Called on the scheduler thread (the Sink protocol).
+    def emit(self, text: str) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, text)
+
+    def close(self, error: BaseException | None = None) -> None:
+        if error is not None:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, error)
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, _DONE)
+        log_generation(self.stats)
 
     async def pieces(self) -> AsyncIterator[str]:
         """Text pieces in order; pieces that queued up while the reader was busy come merged."""
@@ -112,7 +107,7 @@ class RunnerAPI:
     def __init__(self, engine: Engine, token: str) -> None:
         self.engine = engine
         self._expected_auth = f"Bearer {token}".encode()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embeddings")
 
     def authorized(self, request: Request) -> bool:
         presented = request.headers.get("authorization", "").encode()
@@ -151,9 +146,9 @@ class RunnerAPI:
     async def _generate(
         self, request: Request, body: GenerationRequest, prompt: list[int], shape: ResponseShape
     ) -> Response:
-        prepared = self.engine.prepare(prompt, body.sampling())
-        job = GenerationJob(self.engine, prepared)
-        finished = asyncio.wrap_future(self._executor.submit(job.run))
+        generation = self.engine.prepare(prompt, body.sampling())
+        job = GenerationJob(len(prompt))
+        self.engine.submit(generation, job)
         if not body.stream:
 
             async def collect() -> str:
@@ -163,7 +158,6 @@ class RunnerAPI:
                 text = await cancel_on_disconnect(request, collect())
             finally:
                 job.cancelled.set()
-            await finished
             return JSONResponse(shape.whole(text, job.stats))
         return StreamingResponse(
             stream_events(job, shape, body.include_usage), media_type="text/event-stream"
@@ -192,7 +186,7 @@ async def stream_events(
         yield sse_event(MODEL_FAILED)
     finally:
         # Runs on normal end and when the client disconnects (the task is cancelled):
-        # either way the engine stops within one token.
+        # either way the scheduler drops the sequence at its next step.
         job.cancelled.set()
     yield DONE_EVENT
 
@@ -241,5 +235,6 @@ def create_runner_app(engine: Engine, token: str) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         api.close()
+        engine.close()
 
     return Starlette(routes=routes, lifespan=lifespan)

@@ -1,23 +1,20 @@
 """The inference engine of one runner: a llama.cpp model behind a small, typed interface.
 
-Generation runs our own loop over ``Llama.generate`` instead of ``create_completion`` so we know
-exact token counts and time to first token, handle stop strings without re-detokenizing the whole
-output on every token, and build fill-in-the-middle prompts from the model's own FIM tokens (the
-binding's FIM path is unfinished). One request at a time: the caller serialises access.
+The engine turns requests into token prompts (chat template, fill-in-the-middle from the model's
+own FIM tokens, since the binding's FIM path is unfinished), checks them against the context and
+compiles grammars; the ``Scheduler`` generates, batching concurrent requests. Embeddings use the
+binding's own context, apart from the scheduler's.
 """
 
 from __future__ import annotations
 
-import codecs
 import json
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import llama_cpp
+import psutil
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
@@ -29,6 +26,9 @@ from localserve.errors import (
 )
 from localserve.hardware.devices import resolve_gpu_layers
 from localserve.runner.sampling import SamplingParams
+from localserve.runner.scheduler import GenerationRequest, Scheduler, Sink
+
+EMBEDDING_CTX = 512  # the binding's own context only embeds; inputs are capped at n_batch anyway
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class EngineConfig:
     n_ctx: int
     gpu_layers: str | int
     threads: int
+    parallel: int | None = None  # None: sized from free memory (auto_parallel)
 
 
 @dataclass(frozen=True)
@@ -53,39 +54,7 @@ class ModelInfo:
     gpu_layers: int
     gpu_offload_supported: bool
     threads: int
-
-
-@dataclass(frozen=True)
-class PreparedGeneration:
-    """A request checked against the context window, with its grammar compiled."""
-
-    prompt_tokens: list[int]
-    max_tokens: int
-    grammar: LlamaGrammar | None
-    params: SamplingParams
-
-
-@dataclass
-class GenerationStats:
-    """Filled in while a generation runs; final once its iterator is exhausted."""
-
-    prompt_tokens: int
-    completion_tokens: int = 0
-    finish_reason: str = "stop"
-    started_at: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-    finished_at: float | None = None
-
-    @property
-    def ttft_seconds(self) -> float | None:
-        return None if self.first_token_at is None else self.first_token_at - self.started_at
-
-    @property
-    def generation_tokens_per_second(self) -> float | None:
-        if self.first_token_at is None or self.finished_at is None or self.completion_tokens < 2:
-            return None
-        elapsed = self.finished_at - self.first_token_at
-        return (self.completion_tokens - 1) / elapsed if elapsed > 0 else None
+    parallel: int
 
 
 def check_gguf_magic(path: Path) -> None:
@@ -99,15 +68,16 @@ def check_gguf_magic(path: Path) -> None:
         raise ModelLoadError(f"{path.name} is not a GGUF model file (bad header).")
 
 
-def held_back_length(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest tail of ``text`` that could still grow into a stop string."""
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest
+def auto_parallel(model: Any, n_ctx: int, most: int = 8) -> int:
+    """Slots for concurrent requests: as many full-context KV caches as fit in a quarter of
+    the free RAM, between 1 and ``most``."""
+    n_head = max(1, llama_cpp.llama_model_n_head(model.model))
+    head_dim = llama_cpp.llama_model_n_embd(model.model) // n_head
+    kv_heads = llama_cpp.llama_model_n_head_kv(model.model)
+    layers = llama_cpp.llama_model_n_layer(model.model)
+    bytes_per_sequence = 2 * layers * kv_heads * head_dim * 2 * n_ctx  # K and V, f16
+    budget = psutil.virtual_memory().available // 4
+    return int(max(1, min(most, budget // max(1, bytes_per_sequence))))
 
 
 class Engine:
@@ -118,7 +88,7 @@ class Engine:
         try:
             self._llama = llama_cpp.Llama(
                 model_path=str(config.model_path),
-                n_ctx=config.n_ctx,
+                n_ctx=EMBEDDING_CTX,
                 n_gpu_layers=gpu_layers,
                 n_threads=config.threads,
                 n_threads_batch=config.threads,
@@ -144,9 +114,12 @@ class Engine:
             if template
             else None
         )
+        n_ctx = config.n_ctx or model.n_ctx_train()
+        parallel = config.parallel or auto_parallel(model, n_ctx)
+        self._scheduler = Scheduler(model, n_ctx, parallel, config.threads)
         self.info = ModelInfo(
             model_id=config.model_id,
-            n_ctx=self._llama.n_ctx(),
+            n_ctx=n_ctx,
             n_ctx_train=model.n_ctx_train(),
             n_params=model.n_params(),
             size_bytes=model.size(),
@@ -156,7 +129,14 @@ class Engine:
             gpu_layers=gpu_layers,
             gpu_offload_supported=supports_offload,
             threads=config.threads,
+            parallel=parallel,
         )
+
+    def submit(self, request: GenerationRequest, sink: Sink) -> None:
+        self._scheduler.submit(request, sink)
+
+    def close(self) -> None:
+        self._scheduler.close()
 
     def _token_text(self, token: int) -> str:
         return self._llama._model.token_get_text(token) if token >= 0 else ""
@@ -212,68 +192,14 @@ class Engine:
         return max_tokens
 
     # -- generation -------------------------------------------------------------------------
-    def prepare(self, prompt_tokens: list[int], params: SamplingParams) -> PreparedGeneration:
+    def prepare(self, prompt_tokens: list[int], params: SamplingParams) -> GenerationRequest:
         """Everything that can reject a request, done before a stream starts."""
-        return PreparedGeneration(
+        return GenerationRequest(
             prompt_tokens=prompt_tokens,
             max_tokens=self.check_fits(prompt_tokens, params.max_tokens),
             grammar=self._grammar(params.response_format),
             params=params,
         )
-
-    def generate(
-        self, job: PreparedGeneration, stats: GenerationStats, cancelled: threading.Event
-    ) -> Iterator[str]:
-        """Yield text pieces as they are generated; ``stats`` is complete afterwards."""
-        params, max_tokens = job.params, job.max_tokens
-        llama = self._llama
-        model = llama._model
-        llama.set_seed(params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""
-        stats.finish_reason = "length"
-        tokens = llama.generate(
-            job.prompt_tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty,
-            grammar=job.grammar,
-        )
-        try:
-            for token in tokens:
-                if stats.first_token_at is None:
-                    stats.first_token_at = time.perf_counter()
-                if cancelled.is_set():
-                    stats.finish_reason = "cancelled"
-                    break
-                if llama_cpp.llama_vocab_is_eog(model.vocab, token):
-                    stats.finish_reason = "stop"
-                    break
-                stats.completion_tokens += 1
-                pending += decoder.decode(model.detokenize([token], special=False))
-                stop_at = min(
-                    (i for i in (pending.find(s) for s in params.stop) if i >= 0), default=-1
-                )
-                if stop_at >= 0:
-                    pending = pending[:stop_at]
-                    stats.finish_reason = "stop"
-                    break
-                if stats.completion_tokens >= max_tokens:
-                    break
-                keep = held_back_length(pending, params.stop) if params.stop else 0
-                if len(pending) > keep:
-                    yield pending[: len(pending) - keep]
-                    pending = pending[len(pending) - keep :]
-        finally:
-            tokens.close()
-            stats.finished_at = time.perf_counter()
-        pending += decoder.decode(b"", final=True)
-        if pending and stats.finish_reason != "cancelled":
-            yield pending
 
     @staticmethod
     def _grammar(response_format: dict[str, Any] | None) -> LlamaGrammar | None:
@@ -303,7 +229,7 @@ class Engine:
     # -- embeddings -------------------------------------------------------------------------
     def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
         """Mean-pooled embeddings, one per input, and the number of tokens read."""
-        limit = min(self._llama.n_batch, self.info.n_ctx)
+        limit = min(self._llama.n_batch, EMBEDDING_CTX)
         for index, text in enumerate(inputs):
             count = len(self._tokenize(text, add_bos=True, special=False))
             if count > limit:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from localserve.runner.engine import GenerationStats
+from localserve.runner.text import GenerationStats
 
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -22,6 +22,7 @@ def usage(stats: GenerationStats) -> dict[str, Any]:
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,
         "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
     }
 
 

@@ -26,6 +26,7 @@ class RunnerConfig:
     gpu_layers: str | int
     threads: int
     token: str
+    parallel: int | None = None
     log_level: str = "info"
 
     def to_line(self) -> bytes:

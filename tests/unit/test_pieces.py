@@ -12,7 +12,7 @@ from localserve.errors import ConfigError, ModelNotFoundError
 from localserve.hardware.devices import ALL_LAYERS, physical_cores, resolve_gpu_layers
 from localserve.hub.resolve import model_id_for, resolve_model
 from localserve.hub.starter import STARTER_MODEL_ID, starter_model_path
-from localserve.runner.engine import held_back_length
+from localserve.runner.text import held_back_length
 from localserve.server.security import host_name, is_loopback_host
 
 

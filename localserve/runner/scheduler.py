@@ -1,0 +1,315 @@
+"""Continuous batching: every step decodes one token of every generating sequence in a single
+``llama_decode``, and fills the rest of the step with chunks of prompts that are joining.
+
+Each request gets a *slot* (a llama.cpp sequence id) in one shared context. A slot keeps the
+tokens of its last request in the KV cache after it ends: a new prompt that starts with them
+(a chat's history, an editor's file context) reuses those cells, from its own slot or copied
+from another (``llama_memory_seq_cp``), and only the rest is prefilled. Free slots are taken
+least-recently-used first, which is the eviction policy for idle prefixes. Requests beyond the
+slots wait in a FIFO queue. The whole loop runs on one thread: llama.cpp contexts are not
+thread-safe, and the event loop only ever calls ``submit``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import llama_cpp
+from llama_cpp import _internals
+
+from localserve.runner.sampling import SamplingParams
+from localserve.runner.text import GenerationStats, TextAssembler
+
+log = logging.getLogger("localserve.runner")
+
+PENALTY_LAST_N = 64  # as llama-cpp-python's Llama does
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_tokens: list[int]
+    max_tokens: int
+    grammar: Any  # llama_cpp.llama_grammar.LlamaGrammar | None
+    params: SamplingParams
+
+
+class Sink(Protocol):
+    """Where a sequence's output goes; implemented by the runner's job objects."""
+
+    cancelled: threading.Event
+    stats: GenerationStats
+
+    def emit(self, text: str) -> None: ...
+
+    def close(self, error: BaseException | None = None) -> None: ...
+
+
+@dataclass
+class Slot:
+    seq_id: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV cells this slot holds
+    last_used: float = 0.0
+    busy: bool = False
+
+
+@dataclass
+class Sequence:
+    slot: Slot
+    request: GenerationRequest
+    sink: Sink
+    sampler: _internals.LlamaSampler
+    text: TextAssembler
+    prefilled: int  # prompt tokens already in the KV cache
+    next_token: int | None = None  # sampled, to be decoded in the next step
+    logits_index: int = -1  # this step's batch row whose logits we sample from
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.request.prompt_tokens
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):  # noqa: B905 - lengths differ by design
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Scheduler:
+    def __init__(
+        self,
+        model: _internals.LlamaModel,
+        n_ctx_per_sequence: int,
+        parallel: int,
+        threads: int,
+        n_batch: int = 512,
+    ) -> None:
+        self._model = model
+        self._vocab = model.vocab
+        self.parallel = parallel
+        self.n_batch = max(n_batch, parallel)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx_per_sequence * parallel
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_seq_max = parallel
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        # One KV stream per slot: a sequence's attention then never depends on what else is in
+        # the batch, so a request gives the same tokens alone or among others (with one shared
+        # stream, the attention rows of every sequence grow with the others' cells and the
+        # float sums round differently).
+        params.kv_unified = False
+        self._ctx = llama_cpp.llama_init_from_model(model.model, params)
+        if not self._ctx:
+            raise RuntimeError("llama.cpp could not create the batching context")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._slots = [Slot(seq_id) for seq_id in range(parallel)]
+        self._active: list[Sequence] = []
+        self._waiting: deque[tuple[GenerationRequest, Sink]] = deque()
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    # -- called from other threads ----------------------------------------------------------
+    def submit(self, request: GenerationRequest, sink: Sink) -> None:
+        with self._wakeup:
+            self._waiting.append((request, sink))
+            self._wakeup.notify()
+
+    def wake(self) -> None:
+        """Make the loop look at cancellations now (a client went away)."""
+        with self._wakeup:
+            self._wakeup.notify()
+
+    def close(self) -> None:
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
+        self._thread.join(timeout=5)
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._stopping and not self._active and not self._waiting:
+                    self._wakeup.wait()
+                if self._stopping:
+                    return
+            try:
+                self._admit()
+                self._drop_cancelled()
+                if self._active:
+                    self._step()
+            except Exception as exc:  # fail the requests in flight, keep the loop alive
+                log.exception("Batch step failed")
+                for sequence in list(self._active):
+                    self._finish(sequence, exc)
+
+    def _admit(self) -> None:
+        with self._wakeup:
+            while self._waiting:
+                request, sink = self._waiting[0]
+                if sink.cancelled.is_set():
+                    self._waiting.popleft()
+                    sink.stats.finish_reason = "cancelled"
+                    sink.close()
+                    continue
+                slot = self._claim_slot(request.prompt_tokens)
+                if slot is None:
+                    return
+                self._waiting.popleft()
+                self._start(slot, request, sink)
+
+    def _claim_slot(self, prompt: list[int]) -> Slot | None:
+        free = [slot for slot in self._slots if not slot.busy]
+        if not free:
+            return None
+        # Prefer the free slot that already holds the longest prefix; else the least recently
+        # used one, whose idle prefix is the one to evict.
+        best = max(free, key=lambda s: (common_prefix(s.cached, prompt), -s.last_used))
+        best.busy = True
+        return best
+
+    def _start(self, slot: Slot, request: GenerationRequest, sink: Sink) -> None:
+        prompt = request.prompt_tokens
+        reuse = common_prefix(slot.cached, prompt)
+        donor = max(self._slots, key=lambda s: common_prefix(s.cached, prompt))
+        donor_reuse = common_prefix(donor.cached, prompt)
+        # The last prompt token is always decoded again: its logits give the first sample.
+        limit = len(prompt) - 1
+        if donor_reuse > reuse and donor is not slot:
+            reuse = min(donor_reuse, limit)
+            # Slots live in separate KV streams, which llama.cpp copies only whole: take the
+            # donor's sequence, then cut it back to the shared prefix.
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._memory, donor.seq_id, slot.seq_id, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
+        else:
+            reuse = min(reuse, limit)
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
+        slot.cached = prompt[:reuse]
+        params = request.params
+        stats = sink.stats
+        stats.cached_tokens = reuse
+        text = TextAssembler(self._detokenize, self._is_eog, params.stop, request.max_tokens, stats)
+        self._active.append(
+            Sequence(slot, request, sink, self._sampler(request), text, prefilled=reuse)
+        )
+        if reuse:
+            log.debug("slot %d reuses %d of %d prompt tokens", slot.seq_id, reuse, len(prompt))
+
+    def _sampler(self, request: GenerationRequest) -> _internals.LlamaSampler:
+        """The same chain, in the same order, as llama-cpp-python's ``Llama`` builds."""
+        p = request.params
+        sampler = _internals.LlamaSampler()  # type: ignore[no-untyped-call]
+        sampler.add_penalties(
+            llama_cpp.llama_vocab_n_tokens(self._vocab),
+            PENALTY_LAST_N,
+            p.repeat_penalty,
+            p.frequency_penalty,
+            p.presence_penalty,
+        )
+        if request.grammar is not None:
+            sampler.add_grammar(self._model, request.grammar)
+        if p.temperature == 0:
+            sampler.add_greedy()  # type: ignore[no-untyped-call]
+        else:
+            seed = p.seed if p.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+            sampler.add_top_k(p.top_k)
+            sampler.add_typical(1.0, 1)
+            sampler.add_top_p(p.top_p, 1)
+            sampler.add_min_p(p.min_p, 1)
+            sampler.add_temp(p.temperature)
+            sampler.add_dist(seed)
+        return sampler
+
+    def _drop_cancelled(self) -> None:
+        for sequence in list(self._active):
+            if sequence.sink.cancelled.is_set():
+                sequence.text.cancel()
+                self._finish(sequence)
+
+    def _step(self) -> None:
+        """One ``llama_decode``: a token for every generating sequence, then prompt chunks."""
+        batch = self._batch
+        rows = 0
+        for sequence in self._active:
+            sequence.logits_index = -1
+            if sequence.next_token is not None:
+                self._add(rows, sequence.next_token, len(sequence.slot.cached), sequence, True)
+                sequence.slot.cached.append(sequence.next_token)
+                sequence.next_token = None
+                rows += 1
+        for sequence in self._active:
+            missing = len(sequence.prompt) - sequence.prefilled
+            if missing <= 0 or rows >= self.n_batch:
+                continue
+            chunk = min(missing, self.n_batch - rows)
+            for offset in range(chunk):
+                position = sequence.prefilled + offset
+                last = position == len(sequence.prompt) - 1
+                self._add(rows, sequence.prompt[position], position, sequence, last)
+                sequence.slot.cached.append(sequence.prompt[position])
+                rows += 1
+            sequence.prefilled += chunk
+        if rows == 0:
+            return
+        batch.n_tokens = rows
+        status = llama_cpp.llama_decode(self._ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed with status {status}")
+        for sequence in list(self._active):
+            if sequence.logits_index < 0:
+                continue
+            token = llama_cpp.llama_sampler_sample(
+                sequence.sampler.sampler, self._ctx, sequence.logits_index
+            )
+            piece = sequence.text.feed(token)
+            if piece:
+                sequence.sink.emit(piece)
+            if sequence.text.finished:
+                self._finish(sequence)
+            else:
+                sequence.next_token = token
+
+    def _add(self, row: int, token: int, position: int, sequence: Sequence, logits: bool) -> None:
+        batch = self._batch
+        batch.token[row] = token
+        batch.pos[row] = position
+        batch.n_seq_id[row] = 1
+        batch.seq_id[row][0] = sequence.slot.seq_id
+        batch.logits[row] = logits
+        if logits:
+            sequence.logits_index = row
+
+    def _finish(self, sequence: Sequence, error: BaseException | None = None) -> None:
+        self._active.remove(sequence)
+        slot = sequence.slot
+        slot.busy = False
+        slot.last_used = time.monotonic()
+        if error is not None:
+            # The slot's cells may be half-written: forget them.
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            slot.cached = []
+        if sequence.sink.stats.finished_at is None:
+            sequence.sink.stats.finished_at = time.perf_counter()
+        sequence.sink.close(error)
+
+    # -- tokens -----------------------------------------------------------------------------
+    def _detokenize(self, token: int) -> bytes:
+        return self._model.detokenize([token], special=False)
+
+    def _is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))

@@ -1,0 +1,158 @@
+"""Continuous batching: correctness, not speed (benchmarks/concurrency.py measures speed)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.daemon_process import STARTER_MODEL, DaemonProcess
+
+PROMPTS = [
+    "Once upon a time in a small village,",
+    "The three most important things in programming are",
+    "def fibonacci(n):",
+    "My favourite season of the year is",
+]
+
+
+@pytest.fixture(scope="module")
+def batching(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    with DaemonProcess(tmp_path_factory.mktemp("batching"), "--parallel", "4") as daemon:
+        daemon.wait_until_model("ready")
+        yield daemon
+
+
+def complete(daemon: DaemonProcess, **body: Any) -> dict[str, Any]:
+    response = httpx.post(
+        f"{daemon.base_url}/completions",
+        headers=daemon.headers(),
+        json={"model": STARTER_MODEL, **body},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def run_together(daemon: DaemonProcess, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(lambda body: complete(daemon, **body), bodies))
+
+
+def test_runner_reports_its_slots(batching: DaemonProcess) -> None:
+    assert batching.model_status()["info"]["parallel"] == 4
+
+
+def test_concurrent_streams_match_the_same_requests_one_at_a_time(batching: DaemonProcess) -> None:
+    bodies = [
+        {"prompt": prompt, "max_tokens": 24, "temperature": 0.8, "seed": 100 + index}
+        for index, prompt in enumerate(PROMPTS)
+    ]
+    alone = [complete(batching, **body)["choices"][0]["text"] for body in bodies]
+    together = [result["choices"][0]["text"] for result in run_together(batching, bodies)]
+    assert together == alone
+    assert len(set(alone)) == len(alone)
+
+
+def test_stop_strings_and_grammars_hold_per_sequence(batching: DaemonProcess) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    bodies = [
+        {"prompt": "1, 2, 3, 4,", "max_tokens": 40, "temperature": 0, "stop": [" 9"]},
+        {
+            "prompt": 'A JSON object with a number: {"n": 4} and another:',
+            "max_tokens": 40,
+            "temperature": 0,
+            "response_format": {"type": "json_schema", "json_schema": {"schema": schema}},
+        },
+        {"prompt": "1, 2, 3, 4,", "max_tokens": 40, "temperature": 0},
+        {"prompt": "The alphabet: a, b, c,", "max_tokens": 12, "temperature": 0, "stop": ["f"]},
+    ]
+    stopped, constrained, free, letters = run_together(batching, bodies)
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    assert stopped["choices"][0]["text"].rstrip().endswith("8,")
+    assert isinstance(json.loads(constrained["choices"][0]["text"])["n"], int)
+    assert free["choices"][0]["finish_reason"] == "length"
+    assert " 9," in free["choices"][0]["text"]
+    assert "f" not in letters["choices"][0]["text"]
+    assert letters["choices"][0]["finish_reason"] == "stop"
+
+
+def test_prefix_reuse_returns_the_same_tokens_as_a_cold_run(tmp_path: Path) -> None:
+    history = "The following is a long conversation about gardening. " * 40
+    first_turn = history + "\nUser: What should I plant in spring?\nAssistant:"
+    second_turn = first_turn + " Tomatoes and basil.\nUser: And in autumn?\nAssistant:"
+    args = {"max_tokens": 16, "temperature": 0}
+    with DaemonProcess(tmp_path / "cold", "--parallel", "2") as cold_daemon:
+        cold_daemon.wait_until_model("ready")
+        cold = complete(cold_daemon, prompt=second_turn, **args)
+    with DaemonProcess(tmp_path / "warm", "--parallel", "2") as daemon:
+        daemon.wait_until_model("ready")
+        complete(daemon, prompt=first_turn, **args)
+        warm = complete(daemon, prompt=second_turn, **args)
+    assert cold["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    cached = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached > warm["usage"]["prompt_tokens"] // 2
+    assert warm["choices"][0]["text"] == cold["choices"][0]["text"]
+
+
+def test_requests_beyond_the_slots_wait_then_complete(tmp_path: Path) -> None:
+    with DaemonProcess(tmp_path / "home", "--parallel", "1") as daemon:
+        daemon.wait_until_model("ready")
+        bodies = [{"prompt": prompt, "max_tokens": 12, "temperature": 0} for prompt in PROMPTS[:3]]
+        results = run_together(daemon, bodies)
+        assert [r["usage"]["completion_tokens"] for r in results] == [12, 12, 12]
+
+
+def test_cancelled_stream_frees_its_slot(tmp_path: Path) -> None:
+    with DaemonProcess(tmp_path / "home", "--parallel", "1") as daemon:
+        daemon.wait_until_model("ready")
+        body = {"model": STARTER_MODEL, "prompt": "1, 2, 3,", "max_tokens": 3000, "stream": True}
+        with httpx.stream(
+            "POST",
+            f"{daemon.base_url}/completions",
+            headers=daemon.headers(),
+            json=body,
+            timeout=60,
+        ) as response:
+            lines = response.iter_lines()
+            for _ in range(6):
+                next(lines)
+        # With one slot, this waits forever unless the abandoned stream gave the slot back.
+        result = complete(daemon, prompt="Hello", max_tokens=4, temperature=0)
+        assert result["usage"]["completion_tokens"] >= 1
+        log = (daemon.home / "logs" / f"runner-{STARTER_MODEL}.log").read_text()
+        assert re.search(r"generated \d+ \(cancelled\)", log)
+
+
+def test_prefix_is_copied_from_a_busy_slot(tmp_path: Path) -> None:
+    history = "Notes on the history of the bicycle, chapter by chapter. " * 30
+    follow_up = history + "\nQuestion: who invented it?\nAnswer:"
+    args = {"max_tokens": 12, "temperature": 0}
+    with DaemonProcess(tmp_path / "cold", "--parallel", "2") as cold_daemon:
+        cold_daemon.wait_until_model("ready")
+        cold = complete(cold_daemon, prompt=follow_up, **args)
+    with DaemonProcess(tmp_path / "warm", "--parallel", "2") as daemon:
+        daemon.wait_until_model("ready")
+        body = {"model": STARTER_MODEL, "prompt": history, "max_tokens": 3000, "stream": True}
+        with httpx.stream(
+            "POST",
+            f"{daemon.base_url}/completions",
+            headers=daemon.headers(),
+            json=body,
+            timeout=60,
+        ) as busy:
+            lines = busy.iter_lines()
+            for _ in range(4):
+                next(lines)
+            # Slot 0 is still generating after the history; this request gets slot 1.
+            warm = complete(daemon, prompt=follow_up, **args)
+    cached = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached > warm["usage"]["prompt_tokens"] // 2
+    assert warm["choices"][0]["text"] == cold["choices"][0]["text"]
