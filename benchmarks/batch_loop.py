@@ -42,6 +42,7 @@ class BatchLoop:
         params.n_threads = threads
         params.n_threads_batch = threads
         params.kv_unified = True
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as the engine
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
             raise RuntimeError("cannot create the context")

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         "wait in a queue. Empty = as many full-context KV caches as fit in a quarter of free "
         "RAM, at most 8.",
     )
+    prefix_reuse: bool = Field(
+        True,
+        description="Reuse the KV cache of a prompt's known beginning (chat history, system "
+        "prompt, file context) instead of recomputing it. Off only to measure what it saves.",
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 above)."
     )

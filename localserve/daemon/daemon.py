@@ -109,6 +109,7 @@ class Daemon:
             log_file=self.paths.runner_log(self.model.model_id),
             log_level=self.settings.log_level,
             parallel=self.settings.parallel,
+            prefix_reuse=self.settings.prefix_reuse,
         )
 
     async def run(self) -> None:

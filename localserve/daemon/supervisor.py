@@ -51,6 +51,7 @@ class RunnerSpec:
     log_file: Path
     log_level: str = "info"
     parallel: int | None = None
+    prefix_reuse: bool = True
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class RunnerProcess:
             token=token,
             log_level=spec.log_level,
             parallel=spec.parallel,
+            prefix_reuse=spec.prefix_reuse,
         )
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         with spec.log_file.open("ab") as log_handle:

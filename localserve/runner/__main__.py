@@ -61,6 +61,7 @@ def main() -> int:
                 gpu_layers=config.gpu_layers,
                 threads=config.threads,
                 parallel=config.parallel,
+                prefix_reuse=config.prefix_reuse,
             )
         )
     except LocalserveError as exc:

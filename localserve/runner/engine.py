@@ -39,6 +39,7 @@ class EngineConfig:
     gpu_layers: str | int
     threads: int
     parallel: int | None = None  # None: sized from free memory (auto_parallel)
+    prefix_reuse: bool = True
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,9 @@ class Engine:
         )
         n_ctx = config.n_ctx or model.n_ctx_train()
         parallel = config.parallel or auto_parallel(model, n_ctx)
-        self._scheduler = Scheduler(model, n_ctx, parallel, config.threads)
+        self._scheduler = Scheduler(
+            model, n_ctx, parallel, config.threads, prefix_reuse=config.prefix_reuse
+        )
         self.info = ModelInfo(
             model_id=config.model_id,
             n_ctx=n_ctx,

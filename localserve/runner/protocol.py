@@ -27,6 +27,7 @@ class RunnerConfig:
     threads: int
     token: str
     parallel: int | None = None
+    prefix_reuse: bool = True
     log_level: str = "info"
 
     def to_line(self) -> bytes:

@@ -90,8 +90,10 @@ class Scheduler:
         parallel: int,
         threads: int,
         n_batch: int = 512,
+        prefix_reuse: bool = True,
     ) -> None:
         self._model = model
+        self._prefix_reuse = prefix_reuse
         self._vocab = model.vocab
         self.parallel = parallel
         self.n_batch = max(n_batch, parallel)
@@ -102,6 +104,8 @@ class Scheduler:
         params.n_seq_max = parallel
         params.n_threads = threads
         params.n_threads_batch = threads
+        # As llama-cpp-python's Llama: on CPUs flash attention is slower for small batches.
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         # One KV stream per slot: a sequence's attention then never depends on what else is in
         # the batch, so a request gives the same tokens alone or among others (with one shared
         # stream, the attention rows of every sequence grow with the others' cells and the
@@ -184,20 +188,20 @@ class Scheduler:
 
     def _start(self, slot: Slot, request: GenerationRequest, sink: Sink) -> None:
         prompt = request.prompt_tokens
-        reuse = common_prefix(slot.cached, prompt)
-        donor = max(self._slots, key=lambda s: common_prefix(s.cached, prompt))
-        donor_reuse = common_prefix(donor.cached, prompt)
         # The last prompt token is always decoded again: its logits give the first sample.
         limit = len(prompt) - 1
-        if donor_reuse > reuse and donor is not slot:
-            reuse = min(donor_reuse, limit)
+        own = common_prefix(slot.cached, prompt) if self._prefix_reuse else 0
+        donor = max(self._slots, key=lambda s: common_prefix(s.cached, prompt))
+        donated = common_prefix(donor.cached, prompt) if self._prefix_reuse else 0
+        if donated > own and donor is not slot:
+            reuse = min(donated, limit)
             # Slots live in separate KV streams, which llama.cpp copies only whole: take the
             # donor's sequence, then cut it back to the shared prefix.
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
             llama_cpp.llama_memory_seq_cp(self._memory, donor.seq_id, slot.seq_id, -1, -1)
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
         else:
-            reuse = min(reuse, limit)
+            reuse = min(own, limit)
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
         slot.cached = prompt[:reuse]
         params = request.params

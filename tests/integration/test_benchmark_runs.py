@@ -49,3 +49,20 @@ def test_concurrency_benchmark_prints_its_table() -> None:
         for peer in ("localserve", "llama_cpp.server", "direct batch loop"):
             assert (level, peer) in seen
     assert all(float(row[3]) > 0 for row in rows)
+
+
+def test_chat_followup_benchmark_prints_its_table() -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.chat_followup",
+            "--rounds", "1", "--history-tokens", "300",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row[1].strip() for row in rows] == ["with prefix reuse", "without prefix reuse"]
+    assert all(float(row[2]) > 0 for row in rows)
