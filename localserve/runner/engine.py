@@ -197,6 +197,8 @@ class Engine:
     # -- generation -------------------------------------------------------------------------
     def prepare(self, prompt_tokens: list[int], params: SamplingParams) -> GenerationRequest:
         """Everything that can reject a request, done before a stream starts."""
+        if not prompt_tokens:
+            raise InvalidRequestError("The prompt is empty.", param="prompt")
         return GenerationRequest(
             prompt_tokens=prompt_tokens,
             max_tokens=self.check_fits(prompt_tokens, params.max_tokens),

@@ -174,7 +174,12 @@ class Scheduler:
                 if slot is None:
                     return
                 self._waiting.popleft()
-                self._start(slot, request, sink)
+                try:
+                    self._start(slot, request, sink)
+                except Exception as exc:  # this request fails alone; the others go on
+                    log.exception("Could not start a sequence")
+                    slot.busy = False
+                    sink.close(exc)
 
     def _claim_slot(self, prompt: list[int]) -> Slot | None:
         free = [slot for slot in self._slots if not slot.busy]
@@ -300,6 +305,7 @@ class Scheduler:
 
     def _finish(self, sequence: Sequence, error: BaseException | None = None) -> None:
         self._active.remove(sequence)
+        sequence.sampler.close()  # type: ignore[no-untyped-call]
         slot = sequence.slot
         slot.busy = False
         slot.last_used = time.monotonic()

@@ -186,3 +186,10 @@ def test_server_still_serves_after_all_that(http: httpx.Client) -> None:
     )
     assert response.status_code == 200
     assert response.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_empty_prompt_is_400(http: httpx.Client) -> None:
+    response = http.post(
+        "/completions", json={"model": STARTER_MODEL, "prompt": "", "max_tokens": 4}
+    )
+    assert assert_openai_error(response, 400)["param"] == "prompt"
