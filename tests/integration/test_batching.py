@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -39,6 +40,26 @@ def complete(daemon: DaemonProcess, **body: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+@contextlib.contextmanager
+def long_stream(daemon: DaemonProcess, prompt: str, events: int) -> Iterator[None]:
+    """Hold a 3000-token stream open, after reading ``events`` lines of it."""
+    body = {"model": STARTER_MODEL, "prompt": prompt, "max_tokens": 3000, "stream": True}
+    with httpx.stream(
+        "POST", f"{daemon.base_url}/completions", headers=daemon.headers(), json=body, timeout=60
+    ) as response:
+        lines = response.iter_lines()
+        for _ in range(events):
+            next(lines)
+        yield
+
+
+def cold_run(home: Path, prompt: str, **args: Any) -> dict[str, Any]:
+    """The same request on a fresh daemon, whose cache holds nothing."""
+    with DaemonProcess(home, "--parallel", "2") as daemon:
+        daemon.wait_until_model("ready")
+        return complete(daemon, prompt=prompt, **args)
 
 
 def run_together(daemon: DaemonProcess, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,9 +110,7 @@ def test_prefix_reuse_returns_the_same_tokens_as_a_cold_run(tmp_path: Path) -> N
     first_turn = history + "\nUser: What should I plant in spring?\nAssistant:"
     second_turn = first_turn + " Tomatoes and basil.\nUser: And in autumn?\nAssistant:"
     args = {"max_tokens": 16, "temperature": 0}
-    with DaemonProcess(tmp_path / "cold", "--parallel", "2") as cold_daemon:
-        cold_daemon.wait_until_model("ready")
-        cold = complete(cold_daemon, prompt=second_turn, **args)
+    cold = cold_run(tmp_path / "cold", second_turn, **args)
     with DaemonProcess(tmp_path / "warm", "--parallel", "2") as daemon:
         daemon.wait_until_model("ready")
         complete(daemon, prompt=first_turn, **args)
@@ -113,17 +132,8 @@ def test_requests_beyond_the_slots_wait_then_complete(tmp_path: Path) -> None:
 def test_cancelled_stream_frees_its_slot(tmp_path: Path) -> None:
     with DaemonProcess(tmp_path / "home", "--parallel", "1") as daemon:
         daemon.wait_until_model("ready")
-        body = {"model": STARTER_MODEL, "prompt": "1, 2, 3,", "max_tokens": 3000, "stream": True}
-        with httpx.stream(
-            "POST",
-            f"{daemon.base_url}/completions",
-            headers=daemon.headers(),
-            json=body,
-            timeout=60,
-        ) as response:
-            lines = response.iter_lines()
-            for _ in range(6):
-                next(lines)
+        with long_stream(daemon, "1, 2, 3,", events=6):
+            pass
         # With one slot, this waits forever unless the abandoned stream gave the slot back.
         result = complete(daemon, prompt="Hello", max_tokens=4, temperature=0)
         assert result["usage"]["completion_tokens"] >= 1
@@ -135,22 +145,10 @@ def test_prefix_is_copied_from_a_busy_slot(tmp_path: Path) -> None:
     history = "Notes on the history of the bicycle, chapter by chapter. " * 30
     follow_up = history + "\nQuestion: who invented it?\nAnswer:"
     args = {"max_tokens": 12, "temperature": 0}
-    with DaemonProcess(tmp_path / "cold", "--parallel", "2") as cold_daemon:
-        cold_daemon.wait_until_model("ready")
-        cold = complete(cold_daemon, prompt=follow_up, **args)
+    cold = cold_run(tmp_path / "cold", follow_up, **args)
     with DaemonProcess(tmp_path / "warm", "--parallel", "2") as daemon:
         daemon.wait_until_model("ready")
-        body = {"model": STARTER_MODEL, "prompt": history, "max_tokens": 3000, "stream": True}
-        with httpx.stream(
-            "POST",
-            f"{daemon.base_url}/completions",
-            headers=daemon.headers(),
-            json=body,
-            timeout=60,
-        ) as busy:
-            lines = busy.iter_lines()
-            for _ in range(4):
-                next(lines)
+        with long_stream(daemon, history, events=4):
             # Slot 0 is still generating after the history; this request gets slot 1.
             warm = complete(daemon, prompt=follow_up, **args)
     cached = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
