@@ -130,11 +130,6 @@ class Scheduler:
             self._waiting.append((request, sink))
             self._wakeup.notify()
 
-    def wake(self) -> None:
-        """Make the loop look at cancellations now (a client went away)."""
-        with self._wakeup:
-            self._wakeup.notify()
-
     def close(self) -> None:
         with self._wakeup:
             self._stopping = True
@@ -257,8 +252,7 @@ class Scheduler:
         for sequence in self._active:
             sequence.logits_index = -1
             if sequence.next_token is not None:
-                self._add(rows, sequence.next_token, len(sequence.slot.cached), sequence, True)
-                sequence.slot.cached.append(sequence.next_token)
+                self._add(rows, sequence.next_token, sequence, logits=True)
                 sequence.next_token = None
                 rows += 1
         for sequence in self._active:
@@ -269,8 +263,7 @@ class Scheduler:
             for offset in range(chunk):
                 position = sequence.prefilled + offset
                 last = position == len(sequence.prompt) - 1
-                self._add(rows, sequence.prompt[position], position, sequence, last)
-                sequence.slot.cached.append(sequence.prompt[position])
+                self._add(rows, sequence.prompt[position], sequence, logits=last)
                 rows += 1
             sequence.prefilled += chunk
         if rows == 0:
@@ -293,10 +286,12 @@ class Scheduler:
             else:
                 sequence.next_token = token
 
-    def _add(self, row: int, token: int, position: int, sequence: Sequence, logits: bool) -> None:
+    def _add(self, row: int, token: int, sequence: Sequence, logits: bool) -> None:
+        """Put ``token`` in batch row ``row`` at the next position of the sequence's slot."""
         batch = self._batch
         batch.token[row] = token
-        batch.pos[row] = position
+        batch.pos[row] = len(sequence.slot.cached)
+        sequence.slot.cached.append(token)
         batch.n_seq_id[row] = 1
         batch.seq_id[row][0] = sequence.slot.seq_id
         batch.logits[row] = logits
