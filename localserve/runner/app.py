@@ -101,6 +101,11 @@ def log_generation(stats: GenerationStats) -> None:
         f"{ttft * 1000:.0f} ms" if ttft is not None else "-",
         f"{rate:.1f} tok/s" if rate is not None else "-",
     )
+    drafted = stats.accepted_draft_tokens + stats.rejected_draft_tokens
+    if drafted:
+        log.info(
+            "prompt lookup: %d of %d drafted tokens accepted", stats.accepted_draft_tokens, drafted
+        )
 
 
 class RunnerAPI:

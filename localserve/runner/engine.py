@@ -204,6 +204,7 @@ class Engine:
             max_tokens=self.check_fits(prompt_tokens, params.max_tokens),
             grammar=self._grammar(params.response_format),
             params=params,
+            prompt_lookup=params.prompt_lookup,
         )
 
     @staticmethod

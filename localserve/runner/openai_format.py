@@ -23,6 +23,11 @@ def usage(stats: GenerationStats) -> dict[str, Any]:
         "completion_tokens": stats.completion_tokens,
         "total_tokens": stats.prompt_tokens + stats.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
+        # OpenAI's names for predicted-output tokens; ours are prompt-lookup drafts.
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": stats.accepted_draft_tokens,
+            "rejected_prediction_tokens": stats.rejected_draft_tokens,
+        },
     }
 
 

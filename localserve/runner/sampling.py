@@ -19,3 +19,4 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     response_format: dict[str, Any] | None = None
+    prompt_lookup: bool = False  # speculative decoding with drafts from the prompt

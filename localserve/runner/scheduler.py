@@ -8,6 +8,11 @@ from another (``llama_memory_seq_cp``), and only the rest is prefilled. Free slo
 least-recently-used first, which is the eviction policy for idle prefixes. Requests beyond the
 slots wait in a FIFO queue. The whole loop runs on one thread: llama.cpp contexts are not
 thread-safe, and the event loop only ever calls ``submit``.
+
+A request may ask for speculative decoding by prompt lookup: its next token goes into the step
+with a few drafted tokens behind it, the model's samples at those rows are compared with the
+drafts, and the cells of rejected drafts are removed. Samples are drawn one by one through the
+sequence's own sampler, so penalties, grammar and seed see exactly the accepted history.
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ from typing import Any, Protocol
 import llama_cpp
 from llama_cpp import _internals
 
+from localserve.runner.lookup import DraftControl, PromptLookup
 from localserve.runner.sampling import SamplingParams
 from localserve.runner.text import GenerationStats, TextAssembler
 
 log = logging.getLogger("localserve.runner")
 
 PENALTY_LAST_N = 64  # as llama-cpp-python's Llama does
+# Drafted rows per step, shared by the generating sequences: with several streams the batch is
+# already full of useful work, and a rejected draft would slow all of them.
+DRAFT_ROW_BUDGET = 8
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class GenerationRequest:
     max_tokens: int
     grammar: Any  # llama_cpp.llama_grammar.LlamaGrammar | None
     params: SamplingParams
+    prompt_lookup: bool = False
 
 
 class Sink(Protocol):
@@ -66,7 +76,10 @@ class Sequence:
     text: TextAssembler
     prefilled: int  # prompt tokens already in the KV cache
     next_token: int | None = None  # sampled, to be decoded in the next step
-    logits_index: int = -1  # this step's batch row whose logits we sample from
+    sample_rows: list[int] = field(default_factory=list)  # this step's rows to sample from
+    drafts: list[int] = field(default_factory=list)  # this step's drafted tokens
+    lookup: PromptLookup | None = None  # set when the request speculates
+    control: DraftControl = field(default_factory=DraftControl)
 
     @property
     def prompt(self) -> list[int]:
@@ -208,8 +221,9 @@ class Scheduler:
         stats = sink.stats
         stats.cached_tokens = reuse
         text = TextAssembler(self._detokenize, self._is_eog, params.stop, request.max_tokens, stats)
+        lookup = PromptLookup(prompt) if request.prompt_lookup else None
         self._active.append(
-            Sequence(slot, request, sink, self._sampler(request), text, prefilled=reuse)
+            Sequence(slot, request, sink, self._sampler(request), text, reuse, lookup=lookup)
         )
         if reuse:
             log.debug("slot %d reuses %d of %d prompt tokens", slot.seq_id, reuse, len(prompt))
@@ -249,12 +263,21 @@ class Scheduler:
         """One ``llama_decode``: a token for every generating sequence, then prompt chunks."""
         batch = self._batch
         rows = 0
+        generating = [s for s in self._active if s.next_token is not None]
+        draft_budget = DRAFT_ROW_BUDGET - len(generating)
         for sequence in self._active:
-            sequence.logits_index = -1
-            if sequence.next_token is not None:
-                self._add(rows, sequence.next_token, sequence, logits=True)
-                sequence.next_token = None
+            sequence.sample_rows = []
+            sequence.drafts = []
+        for sequence in generating:
+            assert sequence.next_token is not None
+            self._add(rows, sequence.next_token, sequence, logits=True)
+            sequence.next_token = None
+            rows += 1
+            drafts = self._drafts(sequence, min(draft_budget, self.n_batch - rows))
+            for token in drafts:
+                self._add(rows, token, sequence, logits=True)
                 rows += 1
+            draft_budget -= len(drafts)
         for sequence in self._active:
             missing = len(sequence.prompt) - sequence.prefilled
             if missing <= 0 or rows >= self.n_batch:
@@ -273,18 +296,48 @@ class Scheduler:
         if status != 0:
             raise RuntimeError(f"llama_decode failed with status {status}")
         for sequence in list(self._active):
-            if sequence.logits_index < 0:
-                continue
-            token = llama_cpp.llama_sampler_sample(
-                sequence.sampler.sampler, self._ctx, sequence.logits_index
-            )
+            if sequence.sample_rows:
+                self._sample(sequence)
+
+    def _drafts(self, sequence: Sequence, room: int) -> list[int]:
+        if sequence.lookup is None or room <= 0:
+            return []
+        # Never draft past the token budget: those rows could not be used.
+        left = sequence.text.tokens_left - 1
+        limit = min(room, left, sequence.control.next_length())
+        sequence.drafts = sequence.lookup.draft(limit)
+        return sequence.drafts
+
+    def _sample(self, sequence: Sequence) -> None:
+        """Sample at each of the sequence's rows while the samples confirm its drafts."""
+        drafts = sequence.drafts
+        accepted = 0
+        for index, row in enumerate(sequence.sample_rows):
+            token = llama_cpp.llama_sampler_sample(sequence.sampler.sampler, self._ctx, row)
+            if sequence.lookup is not None:
+                sequence.lookup.extend([token])
             piece = sequence.text.feed(token)
             if piece:
                 sequence.sink.emit(piece)
-            if sequence.text.finished:
-                self._finish(sequence)
-            else:
-                sequence.next_token = token
+            confirmed = index < len(drafts) and token == drafts[index]
+            accepted += confirmed
+            if sequence.text.finished or not confirmed:
+                break
+        sequence.control.record(len(drafts), accepted)
+        stats = sequence.sink.stats
+        stats.accepted_draft_tokens += accepted
+        stats.rejected_draft_tokens += len(drafts) - accepted
+        # Cells of drafts the model did not confirm hold the wrong tokens: remove them.
+        rejected = len(drafts) - accepted
+        if rejected:
+            slot = sequence.slot
+            keep = len(slot.cached) - rejected
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
+            del slot.cached[keep:]
+        if sequence.text.finished:
+            self._finish(sequence)
+        else:
+            sequence.next_token = token
 
     def _add(self, row: int, token: int, sequence: Sequence, logits: bool) -> None:
         """Put ``token`` in batch row ``row`` at the next position of the sequence's slot."""
@@ -296,7 +349,7 @@ class Scheduler:
         batch.seq_id[row][0] = sequence.slot.seq_id
         batch.logits[row] = logits
         if logits:
-            sequence.logits_index = row
+            sequence.sample_rows.append(row)
 
     def _finish(self, sequence: Sequence, error: BaseException | None = None) -> None:
         self._active.remove(sequence)

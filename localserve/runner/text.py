@@ -16,6 +16,8 @@ class GenerationStats:
     prompt_tokens: int
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens whose KV cells were reused, not recomputed
+    accepted_draft_tokens: int = 0  # prompt-lookup guesses the model confirmed
+    rejected_draft_tokens: int = 0
     finish_reason: str = "stop"
     started_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
@@ -67,6 +69,10 @@ class TextAssembler:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
         self.finished = False
+
+    @property
+    def tokens_left(self) -> int:
+        return self._max_tokens - self.stats.completion_tokens
 
     def feed(self, token: int) -> str:
         """Text to send after ``token``; sets ``finished`` when the generation is over."""

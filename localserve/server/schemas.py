@@ -6,7 +6,7 @@ Unknown fields are accepted and ignored (clients send vendor extras such as ``us
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -44,6 +44,15 @@ class GenerationRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
+    prompt_lookup: bool | None = Field(
+        None,
+        description="localserve extension: speculative decoding with drafts looked up in the "
+        "prompt. Default: on for /v1/completions (code completion repeats its context), off "
+        "for chat.",
+    )
+
+    # Where prompt lookup measurably helps by default (docs/benchmarks.md).
+    prompt_lookup_default: ClassVar[bool] = False
 
     @field_validator("stop")
     @classmethod
@@ -74,6 +83,9 @@ class GenerationRequest(BaseModel):
             seed=self.seed,
             stop=tuple(stops),
             response_format=self.response_format.model_dump() if self.response_format else None,
+            prompt_lookup=(
+                self.prompt_lookup_default if self.prompt_lookup is None else self.prompt_lookup
+            ),
         )
 
 
@@ -110,6 +122,8 @@ class ChatCompletionRequest(GenerationRequest):
 class CompletionRequest(GenerationRequest):
     prompt: str | list[str]
     suffix: str | None = None
+
+    prompt_lookup_default: ClassVar[bool] = True
 
     @field_validator("prompt")
     @classmethod

@@ -72,8 +72,16 @@ def test_runner_reports_its_slots(batching: DaemonProcess) -> None:
 
 
 def test_concurrent_streams_match_the_same_requests_one_at_a_time(batching: DaemonProcess) -> None:
+    # Without prompt lookup: its draft rows round differently from one-token steps, so with it
+    # the text may differ at near-ties depending on the other streams (test_prompt_lookup.py).
     bodies = [
-        {"prompt": prompt, "max_tokens": 24, "temperature": 0.8, "seed": 100 + index}
+        {
+            "prompt": prompt,
+            "max_tokens": 24,
+            "temperature": 0.8,
+            "seed": 100 + index,
+            "prompt_lookup": False,
+        }
         for index, prompt in enumerate(PROMPTS)
     ]
     alone = [complete(batching, **body)["choices"][0]["text"] for body in bodies]

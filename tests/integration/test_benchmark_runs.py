@@ -47,3 +47,14 @@ def test_chat_followup_benchmark_prints_its_table() -> None:
     rows = benchmark_rows("chat_followup", "--rounds", "1", "--history-tokens", "300")
     assert [row[0] for row in rows] == ["with prefix reuse", "without prefix reuse"]
     assert all(float(row[1]) > 0 for row in rows)
+
+
+def test_prompt_lookup_benchmark_prints_its_table() -> None:
+    rows = benchmark_rows("prompt_lookup", "--rounds", "1", "--max-tokens", "24")
+    assert [row[0] for row in rows] == [
+        "code: repeat a block",
+        "code: continue a file",
+        "prose",
+        "counting",
+    ]
+    assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows)
