@@ -6,6 +6,11 @@
     ├── DaemonNotRunningError       a client command found no daemon to talk to
     ├── ModelNotFoundError          a model name or path that does not exist
     ├── ModelLoadError              a model file that cannot be loaded (corrupt, not GGUF, OOM)
+    ├── InvalidModelFileError       a file whose GGUF header is missing, truncated or absurd
+    ├── HubError                    the Hugging Face Hub refused or could not be reached
+    │   └── RepoNotFoundError       no such repo, or no such file in it (or no access)
+    ├── DownloadError               a download that failed (bad checksum, connection lost)
+    │   └── DiskSpaceError          not enough free disk for the download
     ├── BackendUnavailableError     the backend for a model died or is restarting
     │   └── BackendTimeoutError     the backend stopped sending within the request timeout
     └── InvalidRequestError         a request the model cannot serve as asked
@@ -46,6 +51,26 @@ class ModelNotFoundError(LocalserveError):
 
 
 class ModelLoadError(LocalserveError):
+    pass
+
+
+class InvalidModelFileError(LocalserveError):
+    pass
+
+
+class HubError(LocalserveError):
+    pass
+
+
+class RepoNotFoundError(HubError):
+    pass
+
+
+class DownloadError(LocalserveError):
+    pass
+
+
+class DiskSpaceError(DownloadError):
     pass
 
 

@@ -56,6 +56,7 @@ class ModelInfo:
     gpu_offload_supported: bool
     threads: int
     parallel: int
+    rss_before_load_bytes: int  # the runner's RSS before the model: the base of memory figures
 
 
 def check_gguf_magic(path: Path) -> None:
@@ -83,6 +84,7 @@ def auto_parallel(model: Any, n_ctx: int, most: int = 8) -> int:
 
 class Engine:
     def __init__(self, config: EngineConfig) -> None:
+        rss_before_load = psutil.Process().memory_info().rss
         check_gguf_magic(config.model_path)
         supports_offload = bool(llama_cpp.llama_supports_gpu_offload())
         gpu_layers = resolve_gpu_layers(config.gpu_layers, supports_offload)
@@ -133,6 +135,7 @@ class Engine:
             gpu_offload_supported=supports_offload,
             threads=config.threads,
             parallel=parallel,
+            rss_before_load_bytes=rss_before_load,
         )
 
     def submit(self, request: GenerationRequest, sink: Sink) -> None:

