@@ -203,5 +203,10 @@ def key_revoke(name: str) -> None:
     click.echo(f"Client key '{name}' revoked.")
 
 
+from localserve.cli_models import models  # noqa: E402 - registered after the core commands
+
+cli.add_command(models)
+
+
 def main() -> None:
     cli(prog_name="localserve")

@@ -28,9 +28,15 @@ def model_id_for(path: Path) -> str:
 
 
 def installed_models(models_dir: Path) -> dict[str, Path]:
-    if not models_dir.is_dir():
-        return {}
-    return {model_id_for(path): path for path in sorted(models_dir.rglob("*.gguf"))}
+    """Library models by name -> their (first) file; the starter is resolved on its own."""
+    from localserve.hub.library import Library
+
+    library = Library(models_dir)
+    return {
+        record.name: library.paths(record)[0]
+        for record in library.records()
+        if record.name != STARTER_MODEL_ID
+    }
 
 
 def starter_model() -> ResolvedModel:

@@ -10,6 +10,7 @@ import pytest
 from localserve.daemon.daemon import check_loopback_host
 from localserve.errors import ConfigError, ModelNotFoundError
 from localserve.hardware.devices import ALL_LAYERS, physical_cores, resolve_gpu_layers
+from localserve.hub.library import Library
 from localserve.hub.resolve import model_id_for, resolve_model
 from localserve.hub.starter import STARTER_MODEL_ID, starter_model_path
 from localserve.runner.text import held_back_length
@@ -80,11 +81,14 @@ def test_model_ids_from_file_names() -> None:
 def test_resolve_starter_and_paths(tmp_path: Path) -> None:
     assert resolve_model(None, tmp_path).model_id == STARTER_MODEL_ID
     assert resolve_model("starter", tmp_path).path == starter_model_path()
-    local = tmp_path / "models" / "My-Model.Q8_0.gguf"
-    local.parent.mkdir()
+    local = tmp_path / "My-Model.Q8_0.gguf"
     local.write_bytes(b"GGUF")
     assert resolve_model(str(local), tmp_path).model_id == "my-model.q8_0"
-    assert resolve_model("my-model.q8_0", tmp_path / "models").path == local
+    # Names resolve through the library's records.
+    starter = starter_model_path()
+    assert starter is not None
+    Library(tmp_path / "models").import_file(starter, name="my-model.q8_0", copy=False)
+    assert resolve_model("my-model.q8_0", tmp_path / "models").path == starter
     with pytest.raises(ModelNotFoundError) as caught:
         resolve_model("nope", tmp_path / "models")
     assert "my-model.q8_0" in str(caught.value)
