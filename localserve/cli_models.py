@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from localserve.errors import DownloadError
-from localserve.hardware.memory import sample_memory
-from localserve.hub.fit import FitEstimate, estimate_fit
-from localserve.hub.library import Library, ModelRecord, format_bytes
+from localserve.hardware.memory import MemorySnapshot, sample_memory
+from localserve.hub.fit import HEADROOM, FitEstimate, estimate_fit
+from localserve.hub.library import Library, ModelRecord, describe_file, format_bytes, model_name_for
 from localserve.paths import app_paths
 
 
@@ -25,8 +26,10 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
-def fit_of(record: ModelRecord, ctx: int | None, parallel: int = 1) -> FitEstimate:
-    return estimate_fit(record, sample_memory(), ctx, parallel, gpu_offload_supported())
+def fit_of(
+    record: ModelRecord, memory: MemorySnapshot, ctx: int | None, parallel: int = 1
+) -> FitEstimate:
+    return estimate_fit(record, memory, ctx, parallel, gpu_offload_supported())
 
 
 @click.group()
@@ -37,13 +40,14 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """Installed models with size, quant, context length and fit on this machine."""
+    memory = sample_memory()
     rows = [
         (
             r.name,
             format_bytes(r.size_bytes),
             r.quant_type,
             str(r.context_length),
-            fit_of(r, None).verdict.value,
+            fit_of(r, memory, None).verdict.value,
         )
         for r in library().records()
     ]
@@ -83,14 +87,12 @@ def models_fit(model: str, ctx: int | None, parallel: int) -> None:
     lib = library()
     path = Path(model).expanduser()
     if path.is_file():
-        from localserve.hub.library import describe_file
-
         header, _, size = describe_file(path)
-        record = ModelRecord.from_header(path.name, [str(path)], header, size)
+        record = ModelRecord.from_header(model_name_for(path.name), [str(path)], header, size)
     else:
         record = lib.get(model)
-    fit = fit_of(record, ctx, parallel)
     memory = sample_memory()
+    fit = fit_of(record, memory, ctx, parallel)
     click.echo(f"{record.name}: {record.architecture}, {record.quant_type}, {record.layers} layers")
     click.echo(f"  weights     {format_bytes(fit.weights_bytes)}")
     click.echo(
@@ -139,7 +141,7 @@ def models_files(repo: str) -> None:
     for model in repo_models(repo):
         # Before download only sizes are known: weights plus ~20% for cache and buffers.
         need = model.size * 1.2
-        verdict = "fits" if need <= budget * 0.9 else "too large"
+        verdict = "fits" if need <= budget * HEADROOM else "too large"
         shards = f" ({len(model.files)} shards)" if len(model.files) > 1 else ""
         rows.append((model.quant, model.first_file + shards, format_bytes(model.size), verdict))
     print_table(("QUANT", "FILE", "SIZE", "FIT (approx.)"), rows)
@@ -159,8 +161,6 @@ def models_pull(spec: str, name: str | None) -> None:
     last = [0.0]
 
     def show(progress: PullProgress) -> None:
-        import time
-
         now = time.monotonic()
         if now - last[0] < 0.25 and progress.done_bytes < progress.total_bytes:
             return

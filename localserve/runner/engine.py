@@ -25,10 +25,9 @@ from localserve.errors import (
     UnsupportedFeatureError,
 )
 from localserve.hardware.devices import resolve_gpu_layers
+from localserve.runner.protocol import EMBEDDING_CTX
 from localserve.runner.sampling import SamplingParams
 from localserve.runner.scheduler import GenerationRequest, Scheduler, Sink
-
-EMBEDDING_CTX = 512  # the binding's own context only embeds; inputs are capped at n_batch anyway
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ EVENT_READY = "ready"
 EVENT_LOAD_FAILED = "load_failed"
 EXIT_LOAD_FAILED = 3
 
+# How a runner lays out its contexts; the fit estimate (hub/fit.py) plans with the same numbers.
+EMBEDDING_CTX = 512  # cells of the binding's own context, which only embeds
+BATCH_TOKENS = 512  # n_batch of the batching context and of the embedding context
+
 
 @dataclass(frozen=True)
 class RunnerConfig:

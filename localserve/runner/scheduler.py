@@ -28,6 +28,7 @@ import llama_cpp
 from llama_cpp import _internals
 
 from localserve.runner.lookup import DraftControl, PromptLookup
+from localserve.runner.protocol import BATCH_TOKENS
 from localserve.runner.sampling import SamplingParams
 from localserve.runner.text import GenerationStats, TextAssembler
 
@@ -102,7 +103,7 @@ class Scheduler:
         n_ctx_per_sequence: int,
         parallel: int,
         threads: int,
-        n_batch: int = 512,
+        n_batch: int = BATCH_TOKENS,
         prefix_reuse: bool = True,
     ) -> None:
         self._model = model

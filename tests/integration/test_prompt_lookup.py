@@ -11,6 +11,7 @@ several logits (an off-by-one in the trimming gave 22).
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,20 +23,11 @@ import pytest
 
 from localserve.runner.engine import Engine, EngineConfig
 from localserve.runner.sampling import SamplingParams
-from localserve.runner.text import GenerationStats, TextAssembler
+from localserve.runner.text import GenerationStats, TextAssembler, held_back_length
 from tests.daemon_process import STARTER_MODEL, DaemonProcess
 from tests.model_files import starter_path
 
-FUNCTION = '''def held_back_length(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest tail of text that could still grow into a stop string."""
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest
-'''
+FUNCTION = inspect.getsource(held_back_length)  # real code for the model to repeat
 REPEAT = FUNCTION + "\n\n# The same function again, unchanged:\n" + FUNCTION.split("\n")[0] + "\n"
 PROSE = "Once upon a time, in a small village by the sea, there lived"
 ROUNDING = 0.5  # logits; genuine near-ties measured here differ by at most 0.12
