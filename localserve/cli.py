@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 import click
-import httpx
 import psutil
 import tomli_w
 
 from localserve import __version__
+from localserve.client import DaemonClient
 from localserve.config import Settings, load_settings
 from localserve.daemon.state import DaemonState, is_alive, read_state
 from localserve.errors import DaemonNotRunningError, LocalserveError
@@ -98,16 +98,12 @@ def status() -> None:
         f"localserve {state.version} is running at {state.url}/v1 (pid {state.pid}, up {uptime}s)"
     )
     try:
-        response = httpx.get(
-            f"{state.url}/localserve/v1/status",
-            headers={"authorization": f"Bearer {KeyStore(paths).admin_key()}"},
-            timeout=3.0,
-        )
-        response.raise_for_status()
-    except httpx.HTTPError as exc:
+        with DaemonClient(state, KeyStore(paths).admin_key(), timeout=3.0) as client:
+            details = client.get("/status")
+    except LocalserveError as exc:
         click.echo(f"  (could not read details: {exc})")
         return
-    for model in response.json()["models"]:
+    for model in details["models"]:
         line = f"  model {model['model_id']}: {model['state']}"
         info = model.get("info") or {}
         if info:
@@ -203,9 +199,11 @@ def key_revoke(name: str) -> None:
     click.echo(f"Client key '{name}' revoked.")
 
 
-from localserve.cli_models import models  # noqa: E402 - registered after the core commands
+from localserve.cli_hub import hub  # noqa: E402 - registered after the core commands
+from localserve.cli_models import models  # noqa: E402
 
 cli.add_command(models)
+cli.add_command(hub)
 
 
 def main() -> None:

@@ -9,21 +9,17 @@ from pathlib import Path
 
 import click
 
-from localserve.errors import DownloadError
+from localserve.client import DaemonClient
+from localserve.errors import DownloadError, LocalserveError
+from localserve.hardware.devices import gpu_offload_supported
 from localserve.hardware.memory import MemorySnapshot, sample_memory
-from localserve.hub.fit import HEADROOM, FitEstimate, estimate_fit
+from localserve.hub.fit import FitEstimate, estimate_fit
 from localserve.hub.library import Library, ModelRecord, describe_file, format_bytes, model_name_for
 from localserve.paths import app_paths
 
 
 def library() -> Library:
     return Library(app_paths().ensure().models_dir)
-
-
-def gpu_offload_supported() -> bool:
-    import llama_cpp
-
-    return bool(llama_cpp.llama_supports_gpu_offload())
 
 
 def fit_of(
@@ -74,7 +70,12 @@ def models_rm(name: str, yes: bool) -> None:
     record = lib.get(name)
     if not yes:
         click.confirm(f"Remove {record.name} ({format_bytes(record.size_bytes)})?", abort=True)
-    lib.remove(record.name)
+    client = DaemonClient.connect_if_running(app_paths())
+    if client is not None:  # the daemon unloads it first if it is loaded
+        with client:
+            client.delete(f"/models/{record.name}")
+    else:
+        lib.remove(record.name)
     click.echo(f"Removed {record.name}.")
 
 
@@ -131,51 +132,60 @@ def models_search(query: str, limit: int) -> None:
 
 @models.command("files")
 @click.argument("repo")
-def models_files(repo: str) -> None:
-    """A repo's GGUF quants with their size and a rough fit verdict for this machine."""
-    from localserve.hub.catalog import repo_models
+@click.option("--ctx", type=int, help="Context length to plan for (default: up to 4096).")
+def models_files(repo: str, ctx: int | None) -> None:
+    """A repo's GGUF quants with their size and fit on this machine.
 
-    memory = sample_memory()
-    budget = max([g.free_bytes for g in memory.gpus] + [memory.ram_free_bytes])
+    The fit is estimated from the model's real shape: the GGUF header is read from the start
+    of the smallest file (a few MB), not the whole download.
+    """
+    from localserve.hub.quants import quant_choices
+
+    choices = quant_choices(repo, sample_memory(), gpu_offload_supported(), ctx)
+    if not choices:
+        click.echo(f"'{repo}' has no GGUF files.")
+        return
     rows = []
-    for model in repo_models(repo):
-        # Before download only sizes are known: weights plus ~20% for cache and buffers.
-        need = model.size * 1.2
-        verdict = "fits" if need <= budget * HEADROOM else "too large"
+    for choice in choices:
+        model, fit = choice.model, choice.fit
         shards = f" ({len(model.files)} shards)" if len(model.files) > 1 else ""
-        rows.append((model.quant, model.first_file + shards, format_bytes(model.size), verdict))
-    print_table(("QUANT", "FILE", "SIZE", "FIT (approx.)"), rows)
+        needs = format_bytes(fit.total_bytes) if fit else "?"
+        verdict = fit.describe() if fit else "unknown"
+        rows.append(
+            (model.quant, model.first_file + shards, format_bytes(model.size), needs, verdict)
+        )
+    print_table(("QUANT", "FILE", "SIZE", "NEEDS", "FIT"), rows)
+    if choices[0].problem:
+        click.echo(f"No fit estimate: {choices[0].problem}", err=True)
 
 
 @models.command("pull")
 @click.argument("spec", metavar="REPO[:QUANT|:FILE]")
 @click.option("--name", help="Name in the library (default: from the file name).")
 def models_pull(spec: str, name: str | None) -> None:
-    """Download a model from the Hub: resumable, sha256-verified."""
-    from localserve.hub.catalog import choose_model, repo_models
+    """Download a model from the Hub: resumable, sha256-verified.
+
+    With the daemon running, the download runs there (it survives this terminal, and a second
+    pull of the same file joins it); otherwise in this process.
+    """
+    client = DaemonClient.connect_if_running(app_paths())
+    if client is not None:
+        with client:
+            pull_through_daemon(client, spec, name)
+        return
+    from localserve.hub.catalog import choose_model, parse_pull_spec, repo_models
     from localserve.hub.download import PullCancelled, PullProgress, pull
 
-    repo, _, selector = spec.partition(":")
-    remote = choose_model(repo, selector or None, repo_models(repo))
+    repo, selector = parse_pull_spec(spec)
+    remote = choose_model(repo, selector, repo_models(repo))
     click.echo(f"Pulling {remote.first_file} ({format_bytes(remote.size)}) from {repo}")
-    last = [0.0]
+    bar = ProgressLine()
 
     def show(progress: PullProgress) -> None:
-        now = time.monotonic()
-        if now - last[0] < 0.25 and progress.done_bytes < progress.total_bytes:
-            return
-        last[0] = now
-        eta = progress.eta_seconds
-        click.echo(
-            f"\r  {format_bytes(progress.done_bytes)} / {format_bytes(progress.total_bytes)}"
-            f"  {format_bytes(progress.rate)}/s"
-            f"  ETA {f'{eta:.0f} s' if eta is not None else '-'}   ",
-            nl=False,
-        )
+        bar.show(progress.done_bytes, progress.total_bytes, progress.rate, progress.eta_seconds)
 
-    cancel = threading.Event()
     try:
-        record = pull(remote, library(), name=name, on_progress=show, cancel=cancel)
+        record = pull(remote, library(), name=name, on_progress=show, cancel=threading.Event())
     except (KeyboardInterrupt, PullCancelled):
         click.echo("\nCancelled. Run the same command again to resume.", err=True)
         raise SystemExit(130) from None
@@ -183,6 +193,69 @@ def models_pull(spec: str, name: str | None) -> None:
         click.echo("")
         raise
     click.echo(f"\nInstalled {record.name} (sha256 verified).")
+
+
+def pull_through_daemon(client: DaemonClient, spec: str, name: str | None) -> None:
+    started = job = client.post("/pulls", json={"model": spec, "name": name})
+    joined = " (joining the download already running)" if job["joined"] else ""
+    click.echo(
+        f"Pulling {job['files'][0]} ({format_bytes(job['total_bytes'])}) from "
+        f"{job['repo_id']} in the daemon{joined}"
+    )
+    bar = ProgressLine()
+    try:
+        for job in client.events(f"/pulls/{started['id']}/events"):
+            bar.show(
+                job["done_bytes"], job["total_bytes"], job["bytes_per_second"], job["eta_seconds"]
+            )
+    except KeyboardInterrupt:
+        client.delete(f"/pulls/{started['id']}")
+        click.echo("\nCancelled. Run the same command again to resume.", err=True)
+        raise SystemExit(130) from None
+    click.echo("")
+    if job["state"] == "done":
+        click.echo(f"Installed {job['model']} (sha256 verified).")
+    elif job["state"] == "cancelled":
+        click.echo("The download was cancelled; pull again to resume.", err=True)
+        raise SystemExit(130)
+    else:
+        raise LocalserveError(job["error"] or "The download failed.")
+
+
+class ProgressLine:
+    """One self-rewriting terminal line: bytes done, rate, ETA (at most 4 updates a second)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def show(self, done: int, total: int, rate: float, eta: float | None) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.25 and done < total:
+            return
+        self._last = now
+        click.echo(
+            f"\r  {format_bytes(done)} / {format_bytes(total)}  {format_bytes(rate)}/s"
+            f"  ETA {f'{eta:.0f} s' if eta is not None else '-'}   ",
+            nl=False,
+        )
+
+
+@models.command("load")
+@click.argument("name")
+def models_load(name: str) -> None:
+    """Load a model in the running daemon now (requests naming it also load it)."""
+    with DaemonClient.connect(app_paths(), timeout=600.0) as client:
+        status = client.post(f"/models/{name}/load")
+    click.echo(f"{status['model_id']} is {status['state']}.")
+
+
+@models.command("unload")
+@click.argument("name")
+def models_unload(name: str) -> None:
+    """Unload a model from the running daemon, giving its memory back."""
+    with DaemonClient.connect(app_paths()) as client:
+        result = client.post(f"/models/{name}/unload")
+    click.echo(f"Unloaded {name}." if result["unloaded"] else f"{name} was not loaded.")
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

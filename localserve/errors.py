@@ -6,6 +6,7 @@
     ├── DaemonNotRunningError       a client command found no daemon to talk to
     ├── ModelNotFoundError          a model name or path that does not exist
     ├── ModelLoadError              a model file that cannot be loaded (corrupt, not GGUF, OOM)
+    │   └── ModelTooLargeError      the fit estimate says it does not fit in free memory now
     ├── InvalidModelFileError       a file whose GGUF header is missing, truncated or absurd
     ├── HubError                    the Hugging Face Hub refused or could not be reached
     │   └── RepoNotFoundError       no such repo, or no such file in it (or no access)
@@ -51,6 +52,10 @@ class ModelNotFoundError(LocalserveError):
 
 
 class ModelLoadError(LocalserveError):
+    pass
+
+
+class ModelTooLargeError(ModelLoadError):
     pass
 
 

@@ -114,17 +114,31 @@ class DaemonProcess:
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.admin_key}"}
 
-    def model_status(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/localserve/v1/status", headers=self.headers(), timeout=5)
-        response.raise_for_status()
-        models: list[dict[str, Any]] = response.json()["models"]
-        return models[0]
+    def control(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A control API call with the admin key (``path`` after ``/localserve/v1``)."""
+        kwargs.setdefault("timeout", 30)
+        return httpx.request(
+            method, f"{self.url}/localserve/v1{path}", headers=self.headers(), **kwargs
+        )
 
-    def wait_until_model(self, *states: str, timeout: float = 60.0) -> dict[str, Any]:
+    def model_status(self, model: str | None = None) -> dict[str, Any]:
+        """The status of ``model`` (default: the model it serves by default)."""
+        response = self.control("GET", "/status", timeout=5)
+        response.raise_for_status()
+        details = response.json()
+        wanted = model or details["default_model"]
+        for status in details["models"]:
+            if status["model_id"] == wanted:
+                return dict(status)
+        return {"model_id": wanted, "state": "unloaded"}
+
+    def wait_until_model(
+        self, *states: str, model: str | None = None, timeout: float = 60.0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            status = self.model_status()
+            status = self.model_status(model)
             if status["state"] in states:
                 return status
             time.sleep(0.1)

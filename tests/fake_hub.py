@@ -6,9 +6,13 @@
 - ``HEAD|GET /{repo}/resolve/{rev}/{file}`` -> the bytes, with ``Range``, ``ETag``,
   ``X-Repo-Commit``, ``Accept-Ranges``; 404 with ``X-Error-Code: RepoNotFound|EntryNotFound``.
 
+- ``GET /api/whoami-v2`` -> the account of a valid ``Authorization: Bearer`` token, else 401.
+
 Faults on demand: ``drop_after`` closes the connection mid-body (once per setting),
-``corrupt`` flips a byte in what it sends, ``requests`` records every request path and Range.
-Point ``HF_ENDPOINT`` at ``hub.url``.
+``corrupt`` flips a byte in what it sends, ``bytes_per_second`` slows file bodies down (to
+overlap or cancel downloads), ``requests`` records every request path and Range. A repo added
+with ``gated=True`` answers 401 with ``X-Error-Code: GatedRepo`` unless a token in ``tokens``
+is sent. Point ``HF_ENDPOINT`` at ``hub.url``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,6 +37,7 @@ class FakeRepo:
     likes: int = 10
     last_modified: str = "2026-10-01T12:00:00.000Z"
     extra_files: dict[str, bytes] = field(default_factory=dict)  # non-LFS (README.md...)
+    gated: bool = False
 
 
 class FakeHub:
@@ -39,6 +45,8 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.drop_after: int | None = None  # bytes of body, then the connection is cut
         self.corrupt = False
+        self.bytes_per_second: int | None = None
+        self.tokens: dict[str, str] = {}  # token -> account name
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -158,6 +166,21 @@ class FakeHub:
                 parsed = urlparse(self.path)
                 path = unquote(parsed.path)
                 hub.requests.append((self.command, path, self.headers.get("Range")))
+                if path == "/api/whoami-v2":
+                    account = hub.tokens.get(self.bearer() or "")
+                    if account is None:
+                        invalid = "Invalid credentials in Authorization header"
+                        self.send_json(401, {"error": invalid})
+                    else:
+                        self.send_json(200, {"type": "user", "name": account})
+                    return
+                repo_match = path.split("/api/models/")[-1].split("/revision/")[0]
+                repo_match = repo_match.split("/resolve/")[0].lstrip("/")
+                gated = hub.repos.get(repo_match)
+                if gated is not None and gated.gated and self.bearer() not in hub.tokens:
+                    message = f"Access to model {repo_match} is restricted."
+                    self.send_json(401, {"error": message}, {"X-Error-Code": "GatedRepo"})
+                    return
                 if path == "/api/models":
                     self.send_json(200, hub.search(parse_qs(parsed.query)))
                     return
@@ -180,6 +203,10 @@ class FakeHub:
                         self.send_file(repo.files[name], head)
                     return
                 self.send_json(404, {"error": "Not found"})
+
+            def bearer(self) -> str | None:
+                scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+                return token if scheme.lower() == "bearer" else None
 
             def send_file(self, data: bytes, head: bool) -> None:
                 start, end = 0, len(data) - 1
@@ -218,6 +245,12 @@ class FakeHub:
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(2)
+                    return
+                if hub.bytes_per_second:
+                    step = max(1, hub.bytes_per_second // 20)
+                    for offset in range(0, len(body), step):
+                        self.wfile.write(body[offset : offset + step])
+                        time.sleep(0.05)
                     return
                 self.wfile.write(body)
 

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
         description="Reuse the KV cache of a prompt's known beginning (chat history, system "
         "prompt, file context) instead of recomputing it. Off only to measure what it saves.",
     )
+    max_loaded_models: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Models kept loaded at once. A request naming another installed model "
+        "loads it, unloading the least recently used idle one when this limit is reached.",
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 above)."
     )

@@ -1,4 +1,4 @@
-"""The daemon: the gateway (uvicorn + create_app) and the supervisor of the model's runner."""
+"""The daemon: the gateway (uvicorn + create_app), the pool of model runners, and downloads."""
 
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ import uvicorn
 
 from localserve import __version__
 from localserve.config import Settings
+from localserve.daemon.pool import ModelPool
+from localserve.daemon.pulls import PullManager
 from localserve.daemon.state import DaemonState, new_state, read_state, remove_state, write_state
-from localserve.daemon.supervisor import RunnerSpec, Supervisor
+from localserve.daemon.supervisor import RunnerSpec
 from localserve.errors import ConfigError
-from localserve.hardware.devices import physical_cores
+from localserve.hardware.devices import gpu_offload_supported, physical_cores
+from localserve.hub.library import Library
 from localserve.hub.resolve import ResolvedModel
 from localserve.paths import AppPaths
 from localserve.router.local import LocalBackend
@@ -29,6 +32,7 @@ from localserve.router.router import Router
 from localserve.security.keys import KeyStore
 from localserve.server.app import create_app
 from localserve.server.auth import KeyVerifier
+from localserve.server.routes.control import control_routes
 from localserve.serving import bind_socket, run_async
 
 log = logging.getLogger(__name__)
@@ -99,14 +103,14 @@ class Daemon:
         self.model = model
         self._on_listening = on_listening
 
-    def runner_spec(self) -> RunnerSpec:
+    def runner_spec(self, model: ResolvedModel) -> RunnerSpec:
         return RunnerSpec(
-            model_id=self.model.model_id,
-            model_path=self.model.path,
+            model_id=model.model_id,
+            model_path=model.path,
             n_ctx=self.settings.ctx,
             gpu_layers=self.settings.gpu_layers,
             threads=self.settings.threads or physical_cores(),
-            log_file=self.paths.runner_log(self.model.model_id),
+            log_file=self.paths.runner_log(model.model_id),
             log_level=self.settings.log_level,
             parallel=self.settings.parallel,
             prefix_reuse=self.settings.prefix_reuse,
@@ -123,12 +127,19 @@ class Daemon:
         sock = bind_socket(host, settings.port)
         port = sock.getsockname()[1]
         verifier = KeyVerifier(KeyStore(paths))
-        supervisor = Supervisor(self.runner_spec(), settings.runner_start_timeout)
-        timeout = httpx.Timeout(settings.request_timeout, connect=5.0)
-        client = httpx.AsyncClient(
-            timeout=timeout, limits=httpx.Limits(max_keepalive_connections=32)
+        library = Library(paths.models_dir)
+        pool = ModelPool(
+            library,
+            self.runner_spec,
+            start_timeout=settings.runner_start_timeout,
+            max_loaded=settings.max_loaded_models,
+            default=self.model,
+            gpu_offload=gpu_offload_supported(),
         )
-        backend = LocalBackend(supervisor, client, ready_timeout=settings.runner_start_timeout)
+        pulls = PullManager(library)
+        timeout = httpx.Timeout(settings.request_timeout, connect=5.0)
+        client = runner_client(timeout)
+        backend = LocalBackend(pool, client, ready_timeout=settings.runner_start_timeout)
         state = new_state(host, port, self.model.model_id, __version__)
 
         async def status() -> dict[str, Any]:
@@ -136,10 +147,12 @@ class Daemon:
                 "version": __version__,
                 "pid": state.pid,
                 "url": state.url,
-                "models": [asdict(supervisor.status())],
+                "default_model": self.model.model_id,
+                "max_loaded_models": settings.max_loaded_models,
+                "models": [asdict(model) for model in pool.status()],
             }
 
-        app = create_app(settings, Router([backend]), verifier, status)
+        app = create_app(settings, Router([backend]), verifier, control_routes(pool, pulls, status))
         server = GatewayServer(
             uvicorn.Config(
                 app,
@@ -149,7 +162,7 @@ class Daemon:
                 server_header=False,
             )
         )
-        supervisor.start()
+        await pool.load(self.model.model_id)
         try:
             serving = asyncio.create_task(server.serve(sockets=[sock]))
             while not server.started and not serving.done():
@@ -161,7 +174,8 @@ class Daemon:
                     self._on_listening(state)
             await serving
         finally:
-            await supervisor.stop()
+            pulls.cancel_all()
+            await pool.stop_all()
             await client.aclose()
             remove_state(paths.state_file)
             sock.close()

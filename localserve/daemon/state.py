@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from localserve.security.keys import write_private_file
+from localserve.security.secret_store import write_private_file
 
 
 @dataclass(frozen=True)

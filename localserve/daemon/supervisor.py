@@ -205,6 +205,7 @@ class Supervisor:
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._stop_requested.clear()
+            self._state = RunnerState.STARTING  # so a request arriving now waits for it
             self._task = asyncio.create_task(
                 self._keep_alive(), name=f"runner:{self.spec.model_id}"
             )

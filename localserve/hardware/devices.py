@@ -6,6 +6,7 @@ CUDA/Metal branches on a CPU-only machine by passing the answer in.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import psutil
@@ -16,6 +17,17 @@ ALL_LAYERS = -1  # llama.cpp's "offload every layer"
 def physical_cores() -> int:
     """Physical cores (hyper-threads do not speed up token generation), at least 1."""
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+@functools.cache
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can offload layers to a GPU (CUDA, Metal, Vulkan...).
+
+    Asks llama.cpp itself, so it imports ``llama_cpp`` (its shared library) on first call.
+    """
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
 
 
 def resolve_gpu_layers(setting: str | int, gpu_offload_supported: bool) -> int:

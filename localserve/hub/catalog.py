@@ -23,6 +23,7 @@ from huggingface_hub.errors import (
 
 from localserve.errors import HubError, RepoNotFoundError
 from localserve.hub.library import SHARD_PATTERN, safe_file_name
+from localserve.hub.token import hub_token
 
 QUANT_PATTERN = re.compile(
     r"(?<![A-Z0-9])(I?Q\d(?:_[A-Z0-9]+)*|F16|BF16|F32|MXFP4(?:_MOE)?)(?![A-Z0-9])", re.I
@@ -77,11 +78,13 @@ def hub_errors(repo_id: str | None = None) -> Iterator[None]:
         yield
     except GatedRepoError as exc:
         raise HubError(
-            f"{repo_id} is gated: accept its terms on huggingface.co and set HF_TOKEN."
+            f"{repo_id} is gated: accept its terms on huggingface.co, then run "
+            "`localserve hub login`."
         ) from exc
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise RepoNotFoundError(
-            f"The repo '{repo_id}' was not found on the Hub (or it is private: set HF_TOKEN)."
+            f"The repo '{repo_id}' was not found on the Hub (if it is private: "
+            "`localserve hub login`)."
         ) from exc
     except EntryNotFoundError as exc:
         raise RepoNotFoundError(f"A file was not found in '{repo_id}'.") from exc
@@ -93,14 +96,16 @@ def hub_errors(repo_id: str | None = None) -> Iterator[None]:
 
 def search_repos(query: str, limit: int = 20) -> list[RepoSummary]:
     with hub_errors():
-        found = HfApi().list_models(search=query, filter="gguf", sort="downloads", limit=limit)
+        found = HfApi(token=hub_token()).list_models(
+            search=query, filter="gguf", sort="downloads", limit=limit
+        )
         return [RepoSummary(m.id, m.downloads or 0, m.likes or 0, m.last_modified) for m in found]
 
 
 def repo_models(repo_id: str, revision: str | None = None) -> list[RemoteModel]:
     """The GGUF models in a repo, shards grouped, smallest first."""
     with hub_errors(repo_id):
-        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
+        info = HfApi(token=hub_token()).model_info(repo_id, revision=revision, files_metadata=True)
     commit = info.sha or revision or "main"
     singles: list[RemoteModel] = []
     shards: dict[str, list[RemoteFile]] = {}
@@ -148,3 +153,14 @@ def choose_model(repo_id: str, selector: str | None, models: list[RemoteModel]) 
         f"'{repo_id}' has several quants; pick one with {repo_id}:QUANT. Available: "
         + ", ".join(m.quant for m in models)
     )
+
+
+def parse_pull_spec(spec: str) -> tuple[str, str | None]:
+    """``owner/repo[:QUANT|:FILE]`` -> (repo, selector)."""
+    repo, _, selector = spec.strip().partition(":")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise RepoNotFoundError(
+            f"'{spec}' is not a Hub repo; use OWNER/REPO[:QUANT|:FILE], e.g. "
+            "bartowski/Qwen2.5-7B-Instruct-GGUF:Q4_K_M."
+        )
+    return repo, selector or None

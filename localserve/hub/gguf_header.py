@@ -8,6 +8,7 @@ hostile or truncated header gives a clear ``InvalidModelFileError`` instead of a
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,24 +105,35 @@ class GgufHeader:
         return FILE_TYPES.get(int(file_type), f"type {file_type}")
 
 
+class HeaderIncomplete(InvalidModelFileError):
+    """The header goes on past the bytes we have (a prefix fetched over HTTP): fetch more."""
+
+
 class _Reader:
-    def __init__(self, handle: BinaryIO, size: int, path: Path) -> None:
+    def __init__(self, handle: BinaryIO, size: int, available: int, name: str) -> None:
         self._handle = handle
-        self._size = size
-        self._path = path
+        self._size = size  # of the whole file
+        self._available = available  # bytes readable through the handle (a prefix, maybe)
+        self._name = name
 
     def fail(self, reason: str) -> InvalidModelFileError:
-        return InvalidModelFileError(f"{self._path.name} is not a valid GGUF file: {reason}.")
+        return InvalidModelFileError(f"{self._name} is not a valid GGUF file: {reason}.")
+
+    def _check_room(self, end: int) -> None:
+        if end > self._size:
+            raise self.fail("it ends inside its header (truncated download?)")
+        if end > self._available:
+            raise HeaderIncomplete(f"{self._name}: the header needs more than {end} bytes")
 
     def read(self, count: int) -> bytes:
+        self._check_room(self._handle.tell() + count)
         data = self._handle.read(count)
         if len(data) != count:
             raise self.fail("it ends inside its header (truncated download?)")
         return data
 
     def skip(self, count: int) -> None:
-        if self._handle.tell() + count > self._size:
-            raise self.fail("it ends inside its header (truncated download?)")
+        self._check_room(self._handle.tell() + count)
         self._handle.seek(count, 1)
 
     def scalar(self, fmt: str) -> Any:
@@ -157,6 +169,10 @@ class _Reader:
     def position(self) -> int:
         return self._handle.tell()
 
+    @property
+    def file_size(self) -> int:
+        return self._size
+
 
 def read_gguf_header(path: Path) -> GgufHeader:
     try:
@@ -165,41 +181,50 @@ def read_gguf_header(path: Path) -> GgufHeader:
     except OSError as exc:
         raise InvalidModelFileError(f"Cannot read {path}: {exc.strerror or exc}") from exc
     with handle:
-        reader = _Reader(handle, size, path)
-        if handle.read(4) != MAGIC:
-            raise reader.fail("it does not start with the GGUF magic bytes")
-        version = int(reader.scalar("<I"))
-        if version not in (2, 3):
-            raise reader.fail(f"format version {version} is not supported (2 or 3 are)")
-        tensor_count = reader.count(MAX_TENSORS, "the tensor count")
-        kv_count = reader.count(MAX_KV_COUNT, "the metadata count")
-        metadata: dict[str, Any] = {}
-        arrays: dict[str, int] = {}
-        for _ in range(kv_count):
-            key = reader.string(MAX_KEY_BYTES)
-            kind = int(reader.scalar("<I"))
-            if kind == _ARRAY:
-                item_kind = int(reader.scalar("<I"))
-                items = reader.count(MAX_ARRAY_ITEMS, f"the length of {key}")
-                reader.skip_array(item_kind, items)
-                arrays[key] = items
-            else:
-                metadata[key] = reader.value(kind)
-        parameters = 0
-        last_offset = 0
-        for _ in range(tensor_count):
-            reader.string(MAX_KEY_BYTES)
-            dims = int(reader.scalar("<I"))
-            if not 1 <= dims <= MAX_DIMS:
-                raise reader.fail(f"a tensor has {dims} dimensions")
-            elements = 1
-            for _ in range(dims):
-                elements *= int(reader.scalar("<Q"))
-            reader.scalar("<I")  # tensor type
-            last_offset = max(last_offset, int(reader.scalar("<Q")))
-            parameters += elements
-        alignment = int(metadata.get("general.alignment", 32)) or 32
-        data_start = -(-reader.position // alignment) * alignment
-        if tensor_count and data_start + last_offset >= size:
-            raise reader.fail("its tensor data lies past the end of the file (truncated?)")
-    return GgufHeader(version, metadata, tensor_count, parameters, size, arrays)
+        return parse_gguf_header(_Reader(handle, size, size, path.name))
+
+
+def read_gguf_header_prefix(data: bytes, file_size: int, name: str) -> GgufHeader:
+    """The header from the first ``len(data)`` bytes of a ``file_size``-byte file (fetched with
+    an HTTP Range request); HeaderIncomplete when the header runs past ``data``."""
+    return parse_gguf_header(_Reader(io.BytesIO(data), file_size, len(data), name))
+
+
+def parse_gguf_header(reader: _Reader) -> GgufHeader:
+    if reader.read(4) != MAGIC:
+        raise reader.fail("it does not start with the GGUF magic bytes")
+    version = int(reader.scalar("<I"))
+    if version not in (2, 3):
+        raise reader.fail(f"format version {version} is not supported (2 or 3 are)")
+    tensor_count = reader.count(MAX_TENSORS, "the tensor count")
+    kv_count = reader.count(MAX_KV_COUNT, "the metadata count")
+    metadata: dict[str, Any] = {}
+    arrays: dict[str, int] = {}
+    for _ in range(kv_count):
+        key = reader.string(MAX_KEY_BYTES)
+        kind = int(reader.scalar("<I"))
+        if kind == _ARRAY:
+            item_kind = int(reader.scalar("<I"))
+            items = reader.count(MAX_ARRAY_ITEMS, f"the length of {key}")
+            reader.skip_array(item_kind, items)
+            arrays[key] = items
+        else:
+            metadata[key] = reader.value(kind)
+    parameters = 0
+    last_offset = 0
+    for _ in range(tensor_count):
+        reader.string(MAX_KEY_BYTES)
+        dims = int(reader.scalar("<I"))
+        if not 1 <= dims <= MAX_DIMS:
+            raise reader.fail(f"a tensor has {dims} dimensions")
+        elements = 1
+        for _ in range(dims):
+            elements *= int(reader.scalar("<Q"))
+        reader.scalar("<I")  # tensor type
+        last_offset = max(last_offset, int(reader.scalar("<Q")))
+        parameters += elements
+    alignment = int(metadata.get("general.alignment", 32)) or 32
+    data_start = -(-reader.position // alignment) * alignment
+    if tensor_count and data_start + last_offset >= reader.file_size:
+        raise reader.fail("its tensor data lies past the end of the file (truncated?)")
+    return GgufHeader(version, metadata, tensor_count, parameters, reader.file_size, arrays)

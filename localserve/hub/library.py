@@ -215,15 +215,25 @@ class Library:
                     continue  # a broken record hides one model, never the whole list
         return found
 
-    def get(self, name: str) -> ModelRecord:
+    def find(self, name: str) -> ModelRecord | None:
+        """The model called ``name`` (any case; ``starter`` for the starter), or None.
+
+        Reads one record, not the whole library: the gateway calls this on every request.
+        """
         wanted = name.strip().lower()
-        if wanted == "starter":
-            wanted = STARTER_MODEL_ID
-        records = self.records()
-        for record in records:
-            if record.name == wanted:
-                return record
-        raise ModelNotFoundError(name, [record.name for record in records])
+        if wanted in {"starter", STARTER_MODEL_ID}:
+            return self.starter_record()
+        try:
+            record_file = self.folder(wanted) / RECORD_NAME
+            return ModelRecord.from_json(json.loads(record_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, InvalidModelFileError):
+            return None
+
+    def get(self, name: str) -> ModelRecord:
+        record = self.find(name)
+        if record is None:
+            raise ModelNotFoundError(name, [record.name for record in self.records()])
+        return record
 
     def paths(self, record: ModelRecord) -> list[Path]:
         """The files of a model, first shard first."""

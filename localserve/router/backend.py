@@ -41,6 +41,10 @@ class Backend(Protocol):
 
     def models(self) -> list[ModelCard]: ...
 
+    def serves(self, model: str) -> bool:
+        """Whether a request naming ``model`` belongs here (cheap: called per request)."""
+        ...
+
     async def send(self, path: str, payload: Payload) -> UpstreamResponse:
         """POST ``payload`` to ``path`` (e.g. ``/v1/chat/completions``) and open the response.
 

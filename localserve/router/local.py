@@ -1,15 +1,15 @@
-"""The backend for a model served by a local runner child process."""
+"""The backend for models served by local runner child processes (one per loaded model)."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 import httpx
 
-from localserve.daemon.supervisor import Supervisor
+from localserve.daemon.pool import ModelPool
 from localserve.errors import BackendTimeoutError, BackendUnavailableError
 from localserve.router.backend import ModelCard, Payload
 
@@ -29,6 +29,7 @@ def backend_error(exc: httpx.HTTPError, what: str) -> BackendUnavailableError:
 @dataclass
 class HttpxUpstream:
     response: httpx.Response
+    on_close: Callable[[], None] = field(default=lambda: None)
 
     @property
     def status_code(self) -> int:
@@ -52,41 +53,53 @@ class HttpxUpstream:
             raise backend_error(exc, "before answering") from exc
 
     async def aclose(self) -> None:
-        await self.response.aclose()
+        try:
+            await self.response.aclose()
+        finally:
+            on_close, self.on_close = self.on_close, lambda: None
+            on_close()
 
 
 class LocalBackend:
     name = LOCAL_BACKEND
 
-    def __init__(self, supervisor: Supervisor, client: httpx.AsyncClient, ready_timeout: float):
-        self._supervisor = supervisor
+    def __init__(self, pool: ModelPool, client: httpx.AsyncClient, ready_timeout: float):
+        self._pool = pool
         self._client = client
         self._ready_timeout = ready_timeout
         self._created = int(time.time())
 
-    @property
-    def model_id(self) -> str:
-        return self._supervisor.spec.model_id
-
     def models(self) -> list[ModelCard]:
-        return [ModelCard(id=self.model_id, owned_by="local", created=self._created)]
+        return [
+            ModelCard(id=model_id, owned_by="local", created=self._created)
+            for model_id in self._pool.model_ids()
+        ]
+
+    def serves(self, model: str) -> bool:
+        return self._pool.serves(model)
 
     async def send(self, path: str, payload: Payload) -> HttpxUpstream:
-        endpoint = await self._supervisor.ready(self._ready_timeout)
-        request = self._client.build_request(
-            "POST",
-            endpoint.base_url + path,
-            content=json.dumps(payload).encode("utf-8"),
-            headers={
-                "authorization": f"Bearer {endpoint.token}",
-                "content-type": "application/json",
-            },
-        )
+        """Relay to the runner of ``payload["model"]``, loading that model first if needed."""
+        supervisor = await self._pool.acquire(str(payload["model"]))
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise backend_error(exc, "before answering") from exc
-        except httpx.HTTPError as exc:
-            self._supervisor.runner_lost(endpoint)
-            raise backend_error(exc, "answering") from exc
-        return HttpxUpstream(response)
+            endpoint = await supervisor.ready(self._ready_timeout)
+            request = self._client.build_request(
+                "POST",
+                endpoint.base_url + path,
+                content=json.dumps(payload).encode("utf-8"),
+                headers={
+                    "authorization": f"Bearer {endpoint.token}",
+                    "content-type": "application/json",
+                },
+            )
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                raise backend_error(exc, "before answering") from exc
+            except httpx.HTTPError as exc:
+                supervisor.runner_lost(endpoint)
+                raise backend_error(exc, "answering") from exc
+        except BaseException:
+            self._pool.release(supervisor)
+            raise
+        return HttpxUpstream(response, on_close=lambda: self._pool.release(supervisor))

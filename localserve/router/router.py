@@ -15,12 +15,12 @@ class Router:
 
     def card(self, model: str) -> ModelCard:
         for card in self.models():
-            if card.id == model:
+            if card.id == model.strip().lower():
                 return card
         raise ModelNotFoundError(model, [card.id for card in self.models()])
 
     def backend_for(self, model: str) -> Backend:
         for backend in self._backends:
-            if any(card.id == model for card in backend.models()):
+            if backend.serves(model):
                 return backend
         raise ModelNotFoundError(model, [card.id for card in self.models()])

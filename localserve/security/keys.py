@@ -14,24 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import keyring
-import keyring.errors
-
 from localserve.errors import KeyStoreError
 from localserve.paths import AppPaths
+from localserve.security.secret_store import StoredSecret, write_private_file
 
 log = logging.getLogger(__name__)
 
-KEYRING_SERVICE = "localserve"
 KEYRING_ADMIN_USER = "admin-key"
 ADMIN_KEY_PREFIX = "lsa-"
 CLIENT_KEY_PREFIX = "lsk-"
@@ -44,20 +39,6 @@ def new_key(prefix: str) -> str:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Atomically write ``text`` to ``path`` readable by this user only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -79,61 +60,27 @@ class KeyStore:
 
     def __init__(self, paths: AppPaths) -> None:
         self._paths = paths
+        self._admin = StoredSecret(KEYRING_ADMIN_USER, paths.admin_key_file, "the admin key")
 
     # -- admin key --------------------------------------------------------------------------
     def admin_key(self) -> str:
         """The admin key, created on first use."""
-        key = self._read_admin_key()
+        key = self._admin.get()
         if key is None:
             key = new_key(ADMIN_KEY_PREFIX)
-            self._store_admin_key(key)
+            self._admin.set(key)
         return key
 
     def rotate_admin_key(self) -> str:
         key = new_key(ADMIN_KEY_PREFIX)
-        self._store_admin_key(key)
+        self._admin.set(key)
         data = self._load()
         data["admin_generation"] = int(data.get("admin_generation", 0)) + 1
         self._save(data)
         return key
 
     def admin_key_location(self) -> str:
-        if self._keyring_value() is not None:
-            return f"system keyring ({type(keyring.get_keyring()).__name__})"
-        return str(self._paths.admin_key_file)
-
-    def _read_admin_key(self) -> str | None:
-        from_keyring = self._keyring_value()
-        if from_keyring:
-            return from_keyring
-        try:
-            return self._paths.admin_key_file.read_text(encoding="utf-8").strip() or None
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise KeyStoreError(f"Cannot read {self._paths.admin_key_file}: {exc}") from exc
-
-    def _store_admin_key(self, key: str) -> None:
-        try:
-            keyring.set_password(KEYRING_SERVICE, KEYRING_ADMIN_USER, key)
-        except keyring.errors.KeyringError as exc:
-            log.warning(
-                "No usable keyring backend (%s); storing the admin key in %s (mode 0600).",
-                type(exc).__name__,
-                self._paths.admin_key_file,
-            )
-            write_private_file(self._paths.admin_key_file, key + "\n")
-        else:
-            # A stale fallback file would otherwise shadow nothing but confuse people.
-            self._paths.admin_key_file.unlink(missing_ok=True)
-
-    @staticmethod
-    def _keyring_value() -> str | None:
-        try:
-            value = keyring.get_password(KEYRING_SERVICE, KEYRING_ADMIN_USER)
-        except keyring.errors.KeyringError:
-            return None
-        return value or None
+        return self._admin.location()
 
     # -- client keys ------------------------------------------------------------------------
     def client_keys(self) -> list[ClientKey]:

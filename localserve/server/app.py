@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.middleware.cors import CORSMiddleware
 
 from localserve import __version__
@@ -15,8 +15,6 @@ from localserve.server.auth import KeyVerifier, Principal, presented_key
 from localserve.server.errors import WWW_AUTHENTICATE, APIError, install_error_handlers
 from localserve.server.routes.openai import openai_routes
 from localserve.server.security import BodySizeLimit, LoopbackHostGuard
-
-StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
 
 
 def key_dependency(verifier: KeyVerifier) -> Callable[[Request], Principal]:
@@ -42,9 +40,9 @@ def key_dependency(verifier: KeyVerifier) -> Callable[[Request], Principal]:
 
 
 def create_app(
-    settings: Settings, router: Router, verifier: KeyVerifier, status: StatusProvider
+    settings: Settings, router: Router, verifier: KeyVerifier, control: APIRouter
 ) -> Any:
-    """The gateway ASGI app. ``status`` feeds the control API's status endpoint."""
+    """The gateway ASGI app: the OpenAI API for any key, ``control`` for the admin key."""
     app = FastAPI(title="localserve", version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     require_key = key_dependency(verifier)
@@ -58,10 +56,7 @@ def create_app(
             raise APIError(403, "This endpoint needs the admin key.", code="admin_key_required")
         return principal
 
-    @app.get("/localserve/v1/status", dependencies=[Depends(require_admin)])
-    async def daemon_status() -> dict[str, Any]:
-        return await status()
-
+    app.include_router(control, dependencies=[Depends(require_admin)])
     app.include_router(openai_routes(router), dependencies=[Depends(require_key)])
 
     asgi: Any = app

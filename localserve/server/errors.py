@@ -16,10 +16,16 @@ from localserve.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     ContextOverflowError,
+    DiskSpaceError,
+    DownloadError,
+    HubError,
+    InvalidModelFileError,
     InvalidRequestError,
     LocalserveError,
     ModelLoadError,
     ModelNotFoundError,
+    ModelTooLargeError,
+    RepoNotFoundError,
     UnsupportedFeatureError,
 )
 from localserve.server.disconnect import ClientDisconnected
@@ -75,12 +81,24 @@ def api_error_from(exc: LocalserveError) -> APIError:
     """Translate a core exception into the HTTP error a client should see."""
     if isinstance(exc, ModelNotFoundError):
         return APIError(404, str(exc), code="model_not_found", param="model")
+    if isinstance(exc, RepoNotFoundError):
+        return APIError(404, str(exc), code="repo_not_found")
+    if isinstance(exc, HubError):
+        return APIError(502, str(exc), "server_error", code="hub_error")
+    if isinstance(exc, DiskSpaceError):
+        return APIError(507, str(exc), "server_error", code="insufficient_storage")
+    if isinstance(exc, DownloadError):
+        return APIError(502, str(exc), "server_error", code="download_failed")
+    if isinstance(exc, InvalidModelFileError):
+        return APIError(400, str(exc), code="invalid_model_file")
     if isinstance(exc, ContextOverflowError):
         return APIError(400, str(exc), code="context_length_exceeded", param=exc.param)
     if isinstance(exc, UnsupportedFeatureError):
         return APIError(400, str(exc), code="unsupported_feature", param=exc.param)
     if isinstance(exc, InvalidRequestError):
         return APIError(400, str(exc), param=exc.param)
+    if isinstance(exc, ModelTooLargeError):
+        return APIError(503, str(exc), "server_error", code="model_too_large")
     if isinstance(exc, ModelLoadError):
         return APIError(503, str(exc), "server_error", code="model_load_failed")
     if isinstance(exc, BackendTimeoutError):

@@ -16,11 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 from localserve.errors import DiskSpaceError, DownloadError
+from localserve.hardware.memory import MemorySnapshot
 from localserve.hub.catalog import choose_model, repo_models
-from localserve.hub.download import PullCancelled, PullProgress, pull
+from localserve.hub.download import LOCK_NAME, PullCancelled, PullProgress, pull
+from localserve.hub.fit import estimate_fit
+from localserve.hub.gguf_header import read_gguf_header
 from localserve.hub.library import Library
+from localserve.hub.quants import FIRST_FETCH, fetch_remote_header, quant_choices
 from tests.daemon_process import DaemonProcess
 from tests.fake_hub import FakeHub
 from tests.model_files import starter_path
@@ -28,6 +33,7 @@ from tests.model_files import starter_path
 REPO = "example/SmolLM2-135M-Instruct-GGUF"
 FILE = "SmolLM2-135M-Instruct-Q4_1.gguf"
 NAME = "smollm2-135m-instruct-q4_1"
+MEMORY = MemorySnapshot(ram_total_bytes=16 * 2**30, ram_free_bytes=8 * 2**30)
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +77,76 @@ def test_search_and_files_list_what_the_hub_has(hub: FakeHub) -> None:
     assert found.returncode == 0, found.stderr
     assert REPO in found.stdout and "1000" in found.stdout
     assert "tiny-coder" not in found.stdout
+    hub.requests.clear()
     files = cli("models", "files", REPO)
     assert files.returncode == 0, files.stderr
     assert "Q4_1" in files.stdout and FILE in files.stdout and "98.4 MB" in files.stdout
     assert "README" not in files.stdout
+    # The verdict comes from the real header, read from the first bytes of the file only.
+    assert "NEEDS" in files.stdout and "CPU only" in files.stdout
+    fetched = [r for m, p, r in hub.requests if m == "GET" and FILE in p]
+    assert fetched == [f"bytes=0-{FIRST_FETCH - 1}"]
+
+
+def test_the_remote_header_is_read_from_a_prefix_fetched_in_steps(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header longer than the first fetch (big vocabularies) is read with a larger one."""
+    monkeypatch.setattr("localserve.hub.quants.FIRST_FETCH", 4096)
+    remote = choose_model(REPO, None, repo_models(REPO))
+    hub.requests.clear()
+    header = fetch_remote_header(remote)
+    local = read_gguf_header(starter_path())
+    assert header.metadata == local.metadata and header.tensor_count == local.tensor_count
+    assert header.parameter_count == local.parameter_count
+    ranges = [r for m, p, r in hub.requests if m == "GET" and FILE in p]
+    assert len(ranges) >= 2 and ranges[0] == "bytes=0-4095"
+
+
+def test_files_estimate_matches_the_installed_models_estimate(
+    hub: FakeHub, isolated_home: Path
+) -> None:
+    """Before and after download, the same file gets the same estimate."""
+    before = {c.model.quant: c.fit for c in quant_choices(REPO, MEMORY, False, 2048)}
+    assert cli("models", "pull", REPO).returncode == 0
+    record = library(isolated_home).get(NAME)
+    after = estimate_fit(record, MEMORY, 2048, 1, False)
+    assert before["Q4_1"] == after
+
+
+def test_gated_repos_need_a_hub_login(
+    hub: FakeHub, isolated_home: Path, starter_bytes: bytes
+) -> None:
+    hub.add_repo("gated/SmolLM2-GGUF", {FILE: starter_bytes}, gated=True)
+    hub.tokens["hf_good_token"] = "tester"
+    refused = cli("models", "pull", "gated/SmolLM2-GGUF")
+    assert refused.returncode == 1
+    assert "gated" in refused.stderr and "localserve hub login" in refused.stderr
+    bad = cli("hub", "login", "--token-from-stdin", input="hf_wrong\n")
+    assert bad.returncode == 1 and "rejected" in bad.stderr
+    assert "Not logged in" in cli("hub", "status").stdout
+    good = cli("hub", "login", "--token-from-stdin", input="hf_good_token\n")
+    assert good.returncode == 0, good.stderr
+    assert "as tester" in good.stdout
+    token_file = isolated_home / "config" / "hf.token"  # the test keyring has no backend
+    assert token_file.read_text().strip() == "hf_good_token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert "account tester" in cli("hub", "status").stdout
+    pulled = cli("models", "pull", "gated/SmolLM2-GGUF")
+    assert pulled.returncode == 0, pulled.stderr
+    assert "hf_good_token" not in pulled.stdout + pulled.stderr
+    assert "removed" in cli("hub", "logout").stdout
+    assert not token_file.exists()
+
+
+def test_a_folder_being_downloaded_by_another_process_is_refused(
+    hub: FakeHub, isolated_home: Path
+) -> None:
+    lib = library(isolated_home)
+    remote = choose_model(REPO, None, repo_models(REPO))
+    lib.folder(NAME).mkdir(parents=True)
+    with FileLock(lib.folder(NAME) / LOCK_NAME), pytest.raises(DownloadError, match="already"):
+        pull(remote, lib)
 
 
 def test_pull_installs_a_verified_model_that_serves(

@@ -1,0 +1,94 @@
+"""A repo's quants with a real fit estimate, before anything is downloaded.
+
+The fit estimate needs the model's shape (layers, KV heads, head sizes, vocabulary), which lives
+in the GGUF header at the start of the file. We fetch just that prefix with an HTTP Range request
+(4 MiB first, more only if the header is longer: large vocabularies run to a few MiB). Every
+quant of a repo shares the shape, so one header serves them all; each quant's weights are its
+own size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import httpx
+from huggingface_hub import hf_hub_url
+from huggingface_hub.utils._headers import build_hf_headers
+
+from localserve.errors import HubError, InvalidModelFileError
+from localserve.hardware.memory import MemorySnapshot
+from localserve.hub.catalog import RemoteModel, repo_models
+from localserve.hub.fit import FitEstimate, estimate_fit
+from localserve.hub.gguf_header import GgufHeader, HeaderIncomplete, read_gguf_header_prefix
+from localserve.hub.library import ModelRecord, model_name_for
+from localserve.hub.token import hub_token
+
+log = logging.getLogger(__name__)
+
+FIRST_FETCH = 4 * 2**20
+MAX_FETCH = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class QuantChoice:
+    model: RemoteModel
+    fit: FitEstimate | None  # None when the header could not be read
+    problem: str | None = None  # why fit is None
+
+
+def fetch_remote_header(remote: RemoteModel) -> GgufHeader:
+    """The GGUF header of ``remote``'s first file, read from a prefix of it."""
+    first = remote.files[0]
+    url = hf_hub_url(remote.repo_id, first.name, revision=remote.revision)
+    headers = build_hf_headers(token=hub_token())
+    fetch = FIRST_FETCH
+    with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(30.0)) as client:
+        while True:
+            want = min(fetch, first.size) if first.size else fetch
+            try:
+                response = client.get(url, headers={**headers, "Range": f"bytes=0-{want - 1}"})
+            except httpx.HTTPError as exc:
+                raise HubError(f"Cannot read the header of {first.name}: {exc}") from exc
+            if response.status_code not in (200, 206):
+                raise HubError(f"The Hub answered {response.status_code} for {first.name}.")
+            try:
+                return read_gguf_header_prefix(
+                    response.content[:want], first.size or len(response.content), first.basename
+                )
+            except HeaderIncomplete:
+                if want >= MAX_FETCH or want >= first.size:
+                    raise InvalidModelFileError(
+                        f"{first.name}: its header is larger than {MAX_FETCH // 2**20} MiB."
+                    ) from None
+                fetch *= 4
+
+
+def quant_choices(
+    repo_id: str,
+    memory: MemorySnapshot,
+    gpu_offload: bool,
+    context_length: int | None = None,
+) -> list[QuantChoice]:
+    """Every GGUF model in ``repo_id``, smallest first, with its fit on this machine."""
+    models = repo_models(repo_id)
+    if not models:
+        return []
+    try:
+        header: GgufHeader | None = fetch_remote_header(models[0])
+        problem = None
+    except (HubError, InvalidModelFileError) as exc:
+        log.warning("No fit estimate for %s: %s", repo_id, exc)
+        header, problem = None, str(exc)
+    choices = []
+    for model in models:
+        if header is None:
+            choices.append(QuantChoice(model, None, problem))
+            continue
+        files = [f.name for f in model.files]
+        record = ModelRecord.from_header(
+            model_name_for(model.files[0].basename), files, header, model.size
+        )
+        fit = estimate_fit(record, memory, context_length, 1, gpu_offload)
+        choices.append(QuantChoice(model, fit))
+    return choices
