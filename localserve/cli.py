@@ -89,20 +89,33 @@ def running_daemon(paths: AppPaths) -> DaemonState:
 
 
 @cli.command()
-def status() -> None:
-    """Show whether the daemon is running, where, and the state of its model."""
+@click.option("--watch", "-w", is_flag=True, help="Keep showing live figures until Ctrl-C.")
+def status(watch: bool) -> None:
+    """Show whether the daemon is running, its models, live tok/s and memory."""
     paths = current_paths()
     state = running_daemon(paths)
+    with DaemonClient(state, KeyStore(paths).admin_key(), timeout=5.0) as client:
+        if not watch:
+            click.echo(describe_status(state, client.get("/status"), client.get("/stats")))
+            return
+        clear = "\x1b[H\x1b[J" if sys.stdout.isatty() else ""
+        try:
+            for stats in client.events("/stats/events"):
+                details = client.get("/status")
+                click.echo(clear + describe_status(state, details, stats))
+                if not clear:
+                    click.echo("")
+        except KeyboardInterrupt:
+            return
+
+
+def describe_status(state: DaemonState, details: dict[str, Any], stats: dict[str, Any]) -> str:
+    from localserve.hub.library import format_bytes
+
     uptime = int(time.time() - state.started_at)
-    click.echo(
+    lines = [
         f"localserve {state.version} is running at {state.url}/v1 (pid {state.pid}, up {uptime}s)"
-    )
-    try:
-        with DaemonClient(state, KeyStore(paths).admin_key(), timeout=3.0) as client:
-            details = client.get("/status")
-    except LocalserveError as exc:
-        click.echo(f"  (could not read details: {exc})")
-        return
+    ]
     for model in details["models"]:
         line = f"  model {model['model_id']}: {model['state']}"
         info = model.get("info") or {}
@@ -110,9 +123,33 @@ def status() -> None:
             line += f", ctx {info.get('n_ctx')}, gpu layers {info.get('gpu_layers')}"
         if model.get("restarts"):
             line += f", restarted {model['restarts']}x"
-        click.echo(line)
+        lines.append(line)
         if model.get("last_error") and model["state"] != "ready":
-            click.echo(f"  last error: {model['last_error']}")
+            lines.append(f"  last error: {model['last_error']}")
+    live, recent, totals = stats["live"], stats["recent"], stats["totals"]
+    ttft = recent["ttft_p50_s"]
+    lines.append(
+        f"  live: {live['generation_tps']:.1f} tok/s generated, {live['prompt_tps']:.1f} tok/s "
+        f"prompt, {live['active_requests']} active"
+        + (f"; TTFT p50 {ttft * 1000:.0f} ms" if ttft is not None else "")
+    )
+    lines.append(
+        f"  since start: {totals['requests']} requests, {totals['prompt_tokens']} prompt + "
+        f"{totals['completion_tokens']} generated tokens"
+    )
+    memory = stats["memory"]
+    line = (
+        f"  memory: RAM {format_bytes(memory['ram_used_bytes'])} of "
+        f"{format_bytes(memory['ram_total_bytes'])} in use, runners "
+        f"{format_bytes(memory['runners_rss_bytes'])}"
+    )
+    for gpu in memory["gpus"]:
+        line += (
+            f"; GPU {gpu['index']} {format_bytes(gpu['used_bytes'])} of "
+            f"{format_bytes(gpu['total_bytes'])}"
+        )
+    lines.append(line)
+    return "\n".join(lines)
 
 
 @cli.command()

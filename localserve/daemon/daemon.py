@@ -22,6 +22,7 @@ from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullManager
 from localserve.daemon.state import DaemonState, new_state, read_state, remove_state, write_state
 from localserve.daemon.supervisor import RunnerSpec
+from localserve.daemon.telemetry import Telemetry
 from localserve.errors import ConfigError
 from localserve.hardware.devices import gpu_offload_supported, physical_cores
 from localserve.hub.library import Library
@@ -128,6 +129,7 @@ class Daemon:
         port = sock.getsockname()[1]
         verifier = KeyVerifier(KeyStore(paths))
         library = Library(paths.models_dir)
+        telemetry = Telemetry(lambda: pool.in_flight(), lambda: pool.runner_pids())
         pool = ModelPool(
             library,
             self.runner_spec,
@@ -135,6 +137,7 @@ class Daemon:
             max_loaded=settings.max_loaded_models,
             default=self.model,
             gpu_offload=gpu_offload_supported(),
+            on_event=telemetry.on_runner_event,
         )
         pulls = PullManager(library)
         timeout = httpx.Timeout(settings.request_timeout, connect=5.0)
@@ -152,7 +155,8 @@ class Daemon:
                 "models": [asdict(model) for model in pool.status()],
             }
 
-        app = create_app(settings, Router([backend]), verifier, control_routes(pool, pulls, status))
+        control = control_routes(pool, pulls, telemetry, status)
+        app = create_app(settings, Router([backend]), verifier, control)
         server = GatewayServer(
             uvicorn.Config(
                 app,
@@ -163,6 +167,7 @@ class Daemon:
             )
         )
         await pool.load(self.model.model_id)
+        sampler = asyncio.create_task(telemetry.run_sampler())
         try:
             serving = asyncio.create_task(server.serve(sockets=[sock]))
             while not server.started and not serving.done():
@@ -174,6 +179,7 @@ class Daemon:
                     self._on_listening(state)
             await serving
         finally:
+            sampler.cancel()
             pulls.cancel_all()
             await pool.stop_all()
             await client.aclose()

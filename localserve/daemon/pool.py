@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 import psutil
 
-from localserve.daemon.supervisor import RunnerSpec, RunnerState, Supervisor, SupervisorStatus
+from localserve.daemon.supervisor import (
+    EventHandler,
+    RunnerSpec,
+    RunnerState,
+    Supervisor,
+    SupervisorStatus,
+)
 from localserve.errors import BackendUnavailableError, ModelNotFoundError, ModelTooLargeError
 from localserve.hardware.memory import sample_memory
 from localserve.hub.fit import Verdict, estimate_fit
@@ -50,6 +56,7 @@ class ModelPool:
         max_loaded: int,
         default: ResolvedModel,
         gpu_offload: bool = False,
+        on_event: EventHandler | None = None,
     ) -> None:
         self.library = library
         self.default = default
@@ -57,6 +64,7 @@ class ModelPool:
         self._start_timeout = start_timeout
         self._max_loaded = max_loaded
         self._gpu_offload = gpu_offload
+        self._on_event = on_event
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = asyncio.Lock()
 
@@ -120,6 +128,14 @@ class ModelPool:
     def status(self) -> list[SupervisorStatus]:
         return [entry.supervisor.status() for entry in self._loaded.values()]
 
+    def in_flight(self) -> int:
+        """Requests being answered by any loaded model (streams count until they close)."""
+        return sum(entry.in_flight for entry in self._loaded.values())
+
+    def runner_pids(self) -> dict[str, int]:
+        pids = {name: entry.supervisor.status().pid for name, entry in self._loaded.items()}
+        return {name: pid for name, pid in pids.items() if pid is not None}
+
     def is_loaded(self, model_id: str) -> bool:
         return model_id.strip().lower() in self._loaded
 
@@ -141,7 +157,7 @@ class ModelPool:
         await self._make_room_locked()
         if record is not None:
             self._check_fit(record, spec)
-        supervisor = Supervisor(spec, self._start_timeout)
+        supervisor = Supervisor(spec, self._start_timeout, self._on_event)
         entry = LoadedModel(supervisor, last_used=time.monotonic())
         self._loaded[model.model_id] = entry
         log.info("Loading %s", model.model_id)

@@ -17,6 +17,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -26,6 +27,8 @@ from localserve.errors import BackendUnavailableError, ModelLoadError
 from localserve.runner.protocol import EVENT_READY, RunnerConfig
 
 log = logging.getLogger(__name__)
+
+EventHandler = Callable[[str, dict[str, Any]], None]  # (model id, event)
 
 INITIAL_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 30.0
@@ -72,6 +75,10 @@ class SupervisorStatus:
     last_error: str | None = None
     pid: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def ignore(model_id: str, event: dict[str, Any]) -> None:
+    pass
 
 
 def describe_exit(code: int | None) -> str:
@@ -153,6 +160,17 @@ class RunnerProcess:
             return {}
         return event if isinstance(event, dict) else {}
 
+    async def read_events(self, on_event: EventHandler) -> None:
+        """Pass each JSON line the ready runner writes (reports) to ``on_event`` until EOF."""
+        assert self._process is not None and self._process.stdout is not None
+        while line := await self._process.stdout.readline():
+            event = self._parse(line)
+            if event:
+                try:
+                    on_event(self.spec.model_id, event)
+                except Exception:  # a telemetry bug must not stop the reading (and the runner)
+                    log.exception("Could not handle a runner event")
+
     async def wait(self) -> int:
         assert self._process is not None
         return await self._process.wait()
@@ -176,9 +194,12 @@ class RunnerProcess:
 class Supervisor:
     """Keeps the runner of one model alive."""
 
-    def __init__(self, spec: RunnerSpec, start_timeout: float) -> None:
+    def __init__(
+        self, spec: RunnerSpec, start_timeout: float, on_event: EventHandler | None = None
+    ) -> None:
         self.spec = spec
         self._start_timeout = start_timeout
+        self._on_event = on_event
         self._state = RunnerState.STOPPED
         self._changed = asyncio.Condition()
         self._endpoint: RunnerEndpoint | None = None
@@ -269,7 +290,12 @@ class Supervisor:
             log.info("Runner for %s ready (pid %s)", self.spec.model_id, endpoint.pid)
             await self._set_state(RunnerState.READY, endpoint)
             started = time.monotonic()
-            code = await self._process.wait()
+            # Always drain stdout: a runner writing reports into a full pipe would block.
+            reader = asyncio.create_task(self._process.read_events(self._on_event or ignore))
+            try:
+                code = await self._process.wait()
+            finally:
+                reader.cancel()
             if self._stop_requested.is_set():
                 return
             self.restarts += 1

@@ -51,6 +51,7 @@ def main() -> int:
 
     from localserve.runner.app import create_runner_app  # imports llama.cpp: after the handshake
     from localserve.runner.engine import Engine, EngineConfig
+    from localserve.runner.reporting import EventChannel
 
     try:
         engine = Engine(
@@ -70,9 +71,12 @@ def main() -> int:
         return EXIT_LOAD_FAILED
     log.info("loaded %s: %s", config.model_id, engine.info)
 
+    # From here on stdout is the event channel to the daemon (reporting.py).
+    channel = EventChannel.take_stdout()
+    engine.meter.report = channel.send
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    app = create_runner_app(engine, config.token)
+    app = create_runner_app(engine, config.token, channel.send)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -88,10 +92,7 @@ def main() -> int:
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if server.started:
-            announce(event_line(EVENT_READY, port=port, info=asdict(engine.info)))
-            # Nobody reads stdout after the handshake: send stray prints to the log instead of
-            # letting them fill the pipe and block this process.
-            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+            channel.send({"event": EVENT_READY, "port": port, "info": asdict(engine.info)})
         await task
 
     run_async(serve())

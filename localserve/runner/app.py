@@ -34,6 +34,7 @@ from localserve.runner.openai_format import (
     embeddings_response,
     sse_event,
 )
+from localserve.runner.reporting import Report, request_event
 from localserve.runner.text import GenerationStats
 from localserve.server.disconnect import ClientDisconnected, cancel_on_disconnect
 from localserve.server.errors import CLIENT_CLOSED_REQUEST, api_error_from, error_body
@@ -54,8 +55,9 @@ MODEL_FAILED = error_body("The model failed while serving this request.", "serve
 class GenerationJob:
     """One generation's output, written by the scheduler thread and read on the event loop."""
 
-    def __init__(self, prompt_tokens: int) -> None:
+    def __init__(self, prompt_tokens: int, report: Report | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._report = report
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self.cancelled = threading.Event()
         self.stats = GenerationStats(prompt_tokens=prompt_tokens)
@@ -69,6 +71,8 @@ class GenerationJob:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, error)
         self._loop.call_soon_threadsafe(self._queue.put_nowait, _DONE)
         log_generation(self.stats)
+        if self._report is not None:
+            self._report(request_event(self.stats))
 
     async def pieces(self) -> AsyncIterator[str]:
         """Text pieces in order; pieces that queued up while the reader was busy come merged."""
@@ -109,8 +113,9 @@ def log_generation(stats: GenerationStats) -> None:
 
 
 class RunnerAPI:
-    def __init__(self, engine: Engine, token: str) -> None:
+    def __init__(self, engine: Engine, token: str, report: Report | None) -> None:
         self.engine = engine
+        self.report = report
         self._expected_auth = f"Bearer {token}".encode()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embeddings")
 
@@ -152,7 +157,7 @@ class RunnerAPI:
         self, request: Request, body: GenerationRequest, prompt: list[int], shape: ResponseShape
     ) -> Response:
         generation = self.engine.prepare(prompt, body.sampling())
-        job = GenerationJob(len(prompt))
+        job = GenerationJob(len(prompt), self.report)
         self.engine.submit(generation, job)
         if not body.stream:
 
@@ -208,8 +213,9 @@ async def parse(request: Request, model: type[ModelT]) -> ModelT:
         raise InvalidRequestError(f"Invalid request: {exc.errors()[0]['msg']}") from exc
 
 
-def create_runner_app(engine: Engine, token: str) -> Starlette:
-    api = RunnerAPI(engine, token)
+def create_runner_app(engine: Engine, token: str, report: Report | None = None) -> Starlette:
+    """The runner's internal API; ``report`` receives an event for every finished generation."""
+    api = RunnerAPI(engine, token, report)
 
     def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:

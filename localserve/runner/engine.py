@@ -26,6 +26,7 @@ from localserve.errors import (
 )
 from localserve.hardware.devices import resolve_gpu_layers
 from localserve.runner.protocol import EMBEDDING_CTX
+from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.sampling import SamplingParams
 from localserve.runner.scheduler import GenerationRequest, Scheduler, Sink
 
@@ -136,6 +137,11 @@ class Engine:
             parallel=parallel,
             rss_before_load_bytes=rss_before_load,
         )
+
+    @property
+    def meter(self) -> ThroughputMeter:
+        """The batch loop's token counter; set its ``report`` to receive ticks."""
+        return self._scheduler.meter
 
     def submit(self, request: GenerationRequest, sink: Sink) -> None:
         self._scheduler.submit(request, sink)

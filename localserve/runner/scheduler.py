@@ -29,6 +29,7 @@ from llama_cpp import _internals
 
 from localserve.runner.lookup import DraftControl, PromptLookup
 from localserve.runner.protocol import BATCH_TOKENS
+from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.sampling import SamplingParams
 from localserve.runner.text import GenerationStats, TextAssembler
 
@@ -135,6 +136,7 @@ class Scheduler:
         self._waiting: deque[tuple[GenerationRequest, Sink]] = deque()
         self._wakeup = threading.Condition()
         self._stopping = False
+        self.meter = ThroughputMeter()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
 
@@ -155,6 +157,8 @@ class Scheduler:
     # -- the loop ---------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
+            if not self._active and not self._waiting:
+                self.meter.flush()  # the last partial interval, before going idle
             with self._wakeup:
                 while not self._stopping and not self._active and not self._waiting:
                     self._wakeup.wait()
@@ -263,7 +267,7 @@ class Scheduler:
     def _step(self) -> None:
         """One ``llama_decode``: a token for every generating sequence, then prompt chunks."""
         batch = self._batch
-        rows = 0
+        rows = prefilled = 0
         generating = [s for s in self._active if s.next_token is not None]
         draft_budget = DRAFT_ROW_BUDGET - len(generating)
         for sequence in self._active:
@@ -290,15 +294,17 @@ class Scheduler:
                 self._add(rows, sequence.prompt[position], sequence, logits=last)
                 rows += 1
             sequence.prefilled += chunk
+            prefilled += chunk
         if rows == 0:
             return
         batch.n_tokens = rows
+        started = time.perf_counter()
         status = llama_cpp.llama_decode(self._ctx, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode failed with status {status}")
-        for sequence in list(self._active):
-            if sequence.sample_rows:
-                self._sample(sequence)
+        active = len(self._active)
+        generated = sum(self._sample(s) for s in list(self._active) if s.sample_rows)
+        self.meter.add(prefilled, generated, time.perf_counter() - started, active)
 
     def _drafts(self, sequence: Sequence, room: int) -> list[int]:
         if sequence.lookup is None or room <= 0:
@@ -309,11 +315,13 @@ class Scheduler:
         sequence.drafts = sequence.lookup.draft(limit)
         return sequence.drafts
 
-    def _sample(self, sequence: Sequence) -> None:
-        """Sample at each of the sequence's rows while the samples confirm its drafts."""
+    def _sample(self, sequence: Sequence) -> int:
+        """Sample at each of the sequence's rows while the samples confirm its drafts; returns
+        how many tokens it generated."""
         drafts = sequence.drafts
-        accepted = 0
+        accepted = sampled = 0
         for index, row in enumerate(sequence.sample_rows):
+            sampled += 1
             token = llama_cpp.llama_sampler_sample(sequence.sampler.sampler, self._ctx, row)
             if sequence.lookup is not None:
                 sequence.lookup.extend([token])
@@ -339,6 +347,7 @@ class Scheduler:
             self._finish(sequence)
         else:
             sequence.next_token = token
+        return sampled
 
     def _add(self, row: int, token: int, sequence: Sequence, logits: bool) -> None:
         """Put ``token`` in batch row ``row`` at the next position of the sequence's slot."""

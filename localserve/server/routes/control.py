@@ -1,5 +1,6 @@
-"""The control API under ``/localserve/v1`` (admin key): the daemon's status, the model library,
-loading and unloading models, and downloads that outlive the client that started them.
+"""The control API under ``/localserve/v1`` (admin key): the daemon's status and live stats, the
+model library, loading and unloading models, and downloads that outlive the client that started
+them; plus ``/metrics`` for Prometheus (admin key too).
 
 The tray and the CLI are both thin clients of these routes, so there is one implementation of
 each operation.
@@ -15,10 +16,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullJob, PullManager
+from localserve.daemon.telemetry import Telemetry
 from localserve.errors import ModelNotFoundError
 from localserve.hardware.devices import gpu_offload_supported
 from localserve.hardware.memory import MemorySnapshot, sample_memory
@@ -27,6 +29,7 @@ from localserve.hub.fit import FitEstimate, estimate_fit
 from localserve.hub.library import ModelRecord
 from localserve.hub.quants import QuantChoice, quant_choices
 from localserve.server.errors import APIError
+from localserve.server.metrics import prometheus_text
 
 PREFIX = "/localserve/v1"
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
@@ -88,7 +91,9 @@ def sse_events(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     )
 
 
-def control_routes(pool: ModelPool, pulls: PullManager, status: StatusProvider) -> APIRouter:
+def control_routes(
+    pool: ModelPool, pulls: PullManager, telemetry: Telemetry, status: StatusProvider
+) -> APIRouter:
     api = APIRouter(prefix=PREFIX)
 
     def find_pull(pull_id: str) -> PullJob:
@@ -100,6 +105,22 @@ def control_routes(pool: ModelPool, pulls: PullManager, status: StatusProvider) 
     @api.get("/status")
     async def daemon_status() -> dict[str, Any]:
         return await status()
+
+    # -- telemetry ---------------------------------------------------------------------------
+    @api.get("/stats")
+    async def stats(history: bool = False) -> dict[str, Any]:
+        return telemetry.snapshot(history=history)
+
+    @api.get("/stats/events")
+    async def stats_events(interval: float = 1.0) -> Response:
+        period = min(max(interval, 0.2), 60.0)
+
+        async def snapshots() -> AsyncIterator[dict[str, Any]]:
+            while True:
+                yield telemetry.snapshot()
+                await asyncio.sleep(period)
+
+        return sse_events(snapshots())
 
     # -- models ------------------------------------------------------------------------------
     @api.get("/models")
@@ -185,4 +206,13 @@ def control_routes(pool: ModelPool, pulls: PullManager, status: StatusProvider) 
         pulls.cancel(job)
         return job.to_json()
 
-    return api
+    routes = APIRouter()
+    routes.include_router(api)
+
+    @routes.get("/metrics")
+    async def metrics() -> Response:
+        return PlainTextResponse(
+            prometheus_text(telemetry.snapshot()), media_type="text/plain; version=0.0.4"
+        )
+
+    return routes

@@ -1,0 +1,248 @@
+"""Live figures for the tray, `localserve status --watch` and Prometheus.
+
+Runners report each finished generation and, about once a second while busy, the tokens their
+batch loop prefilled and generated (``runner/reporting.py``). Here those reports are kept for a
+rolling window (``WINDOW_S``) and summed into totals since the daemon started; memory (system RAM,
+each runner's RSS, VRAM per NVIDIA GPU through NVML) is sampled every ``SAMPLE_INTERVAL_S``.
+
+"Live" tok/s is the batch loop's rate over the ticks of the last ``LIVE_WINDOW_S``: tokens per
+second of the decode steps that produced them, summed over every request sharing those steps,
+and 0 when nothing ran then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psutil
+
+from localserve.hardware.memory import MemorySnapshot, sample_memory
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 300.0
+LIVE_WINDOW_S = 5.0
+SAMPLE_INTERVAL_S = 2.0
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    model: str
+    finished_at: float  # wall clock
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    ttft_s: float | None
+    prompt_tps: float | None
+    generation_tps: float | None
+    duration_s: float
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    model: str
+    at: float  # monotonic
+    prompt_tokens: int
+    prompt_seconds: float
+    generated_tokens: int
+    generation_seconds: float
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    time: float
+    generation_tps: float
+    prompt_tps: float
+    active_requests: int
+    ram_used_bytes: int
+    runners_rss_bytes: int
+    vram_used_bytes: int
+
+
+@dataclass
+class ModelTotals:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class MemoryReading:
+    snapshot: MemorySnapshot
+    runner_rss: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def runners_rss_bytes(self) -> int:
+        return sum(self.runner_rss.values())
+
+    def to_json(self) -> dict[str, Any]:
+        snap = self.snapshot
+        return {
+            "ram_total_bytes": snap.ram_total_bytes,
+            "ram_used_bytes": snap.ram_total_bytes - snap.ram_free_bytes,
+            "runners_rss_bytes": self.runners_rss_bytes,
+            "runner_rss_bytes": dict(self.runner_rss),
+            "gpus": [
+                {
+                    "index": gpu.index,
+                    "name": gpu.name,
+                    "total_bytes": gpu.total_bytes,
+                    "used_bytes": gpu.total_bytes - gpu.free_bytes,
+                }
+                for gpu in snap.gpus
+            ],
+            # Apple Silicon's GPU shares RAM: RAM in use is the figure to watch there.
+            "unified_memory": sys.platform == "darwin",
+        }
+
+
+class Telemetry:
+    def __init__(
+        self,
+        active_requests: Callable[[], int],
+        runner_pids: Callable[[], dict[str, int]],
+    ) -> None:
+        self._active_requests = active_requests
+        self._runner_pids = runner_pids
+        self.started_at = time.time()
+        self._requests: deque[RequestRecord] = deque()
+        self._ticks: deque[Tick] = deque()
+        self._history: deque[HistoryPoint] = deque(maxlen=int(WINDOW_S / SAMPLE_INTERVAL_S))
+        self.totals: dict[str, ModelTotals] = {}
+        self.memory = MemoryReading(sample_memory())
+
+    # -- input -----------------------------------------------------------------------------
+    def on_runner_event(self, model_id: str, event: dict[str, Any]) -> None:
+        """The supervisor's handler for runner reports."""
+        kind = event.get("event")
+        if kind == "request":
+            self._add_request(model_id, event)
+        elif kind == "tick":
+            self._ticks.append(
+                Tick(
+                    model_id,
+                    time.monotonic(),
+                    int(event["prompt_tokens"]),
+                    float(event["prompt_seconds"]),
+                    int(event["generated_tokens"]),
+                    float(event["generation_seconds"]),
+                )
+            )
+        self._trim()
+
+    def _add_request(self, model_id: str, event: dict[str, Any]) -> None:
+        record = RequestRecord(
+            model=model_id,
+            finished_at=time.time(),
+            prompt_tokens=int(event["prompt_tokens"]),
+            cached_tokens=int(event.get("cached_tokens") or 0),
+            completion_tokens=int(event["completion_tokens"]),
+            ttft_s=event.get("ttft_s"),
+            prompt_tps=event.get("prompt_tps"),
+            generation_tps=event.get("generation_tps"),
+            duration_s=float(event.get("duration_s") or 0.0),
+            finish_reason=str(event.get("finish_reason") or ""),
+        )
+        self._requests.append(record)
+        totals = self.totals.setdefault(model_id, ModelTotals())
+        totals.requests += 1
+        totals.prompt_tokens += record.prompt_tokens
+        totals.completion_tokens += record.completion_tokens
+
+    def _trim(self) -> None:
+        wall_cutoff = time.time() - WINDOW_S
+        while self._requests and self._requests[0].finished_at < wall_cutoff:
+            self._requests.popleft()
+        live_cutoff = time.monotonic() - WINDOW_S
+        while self._ticks and self._ticks[0].at < live_cutoff:
+            self._ticks.popleft()
+
+    def sample(self) -> None:
+        """Read memory now and add a history point (called every SAMPLE_INTERVAL_S)."""
+        rss: dict[str, int] = {}
+        for model_id, pid in self._runner_pids().items():
+            with contextlib.suppress(psutil.Error):
+                rss[model_id] = psutil.Process(pid).memory_info().rss
+        self.memory = MemoryReading(sample_memory(), rss)
+        generation, prompt = self.live_rates()
+        snap = self.memory.snapshot
+        self._history.append(
+            HistoryPoint(
+                time=time.time(),
+                generation_tps=generation,
+                prompt_tps=prompt,
+                active_requests=self._active_requests(),
+                ram_used_bytes=snap.ram_total_bytes - snap.ram_free_bytes,
+                runners_rss_bytes=self.memory.runners_rss_bytes,
+                vram_used_bytes=sum(g.total_bytes - g.free_bytes for g in snap.gpus),
+            )
+        )
+        self._trim()
+
+    async def run_sampler(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.sample)
+            except Exception:
+                log.exception("Memory sampling failed")
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    # -- output ----------------------------------------------------------------------------
+    def live_rates(self) -> tuple[float, float]:
+        """(generation, prompt) tokens per second of the steps doing that work, over the ticks
+        of the last LIVE_WINDOW_S; 0 when none did."""
+        cutoff = time.monotonic() - LIVE_WINDOW_S
+        recent = [tick for tick in self._ticks if tick.at >= cutoff]
+        generation_s = sum(tick.generation_seconds for tick in recent)
+        prompt_s = sum(tick.prompt_seconds for tick in recent)
+        generated = sum(tick.generated_tokens for tick in recent)
+        prompt = sum(tick.prompt_tokens for tick in recent)
+        return (
+            generated / generation_s if generation_s > 0 else 0.0,
+            prompt / prompt_s if prompt_s > 0 else 0.0,
+        )
+
+    def snapshot(self, history: bool = False) -> dict[str, Any]:
+        self._trim()
+        generation, prompt = self.live_rates()
+        requests = list(self._requests)
+        ttfts = [r.ttft_s for r in requests if r.ttft_s is not None]
+        rates = [r.generation_tps for r in requests if r.generation_tps is not None]
+        result: dict[str, Any] = {
+            "time": time.time(),
+            "uptime_s": time.time() - self.started_at,
+            "live": {
+                "generation_tps": generation,
+                "prompt_tps": prompt,
+                "active_requests": self._active_requests(),
+                "window_s": LIVE_WINDOW_S,
+            },
+            "recent": {
+                "window_s": WINDOW_S,
+                "requests": len(requests),
+                "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
+                "ttft_max_s": max(ttfts) if ttfts else None,
+                "generation_tps_mean": statistics.fmean(rates) if rates else None,
+            },
+            "totals": {
+                "requests": sum(t.requests for t in self.totals.values()),
+                "prompt_tokens": sum(t.prompt_tokens for t in self.totals.values()),
+                "completion_tokens": sum(t.completion_tokens for t in self.totals.values()),
+                "by_model": {name: asdict(t) for name, t in self.totals.items()},
+            },
+            "last_request": asdict(requests[-1]) if requests else None,
+            "memory": self.memory.to_json(),
+        }
+        if history:
+            result["history"] = [asdict(point) for point in self._history]
+        return result
