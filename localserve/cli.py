@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
+import os
 import sys
 import time
 from typing import Any
 
 import click
-import psutil
 import tomli_w
 
 from localserve import __version__
 from localserve.client import DaemonClient
 from localserve.config import Settings, load_settings
-from localserve.daemon.state import DaemonState, is_alive, read_state
+from localserve.daemon.launcher import stop_daemon
+from localserve.daemon.state import DaemonState, read_state
 from localserve.errors import DaemonNotRunningError, LocalserveError
 from localserve.paths import AppPaths, app_paths
 from localserve.security.keys import KeyStore
@@ -45,9 +45,32 @@ def current_paths() -> AppPaths:
 @click.version_option(__version__, prog_name="localserve")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    """localserve: your own models as an authenticated, OpenAI-compatible API on localhost."""
+    """localserve: your own models as an authenticated, OpenAI-compatible API on localhost.
+
+    Without a command it opens the tray app where there is a display, and prints this help
+    where there is none.
+    """
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        if display_available():
+            ctx.invoke(tray)
+        else:
+            click.echo(ctx.get_help())
+
+
+def display_available() -> bool:
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+@cli.command()
+def tray() -> None:
+    """Open the tray app (starts serving if it is not running)."""
+    try:
+        from localserve.gui.app import run_tray
+    except ImportError as exc:
+        raise LocalserveError(f"The tray needs PySide6, which cannot be loaded: {exc}") from exc
+    sys.exit(run_tray(current_paths()))
 
 
 @cli.command()
@@ -157,17 +180,10 @@ def describe_status(state: DaemonState, details: dict[str, Any], stats: dict[str
 def stop(timeout: float) -> None:
     """Stop the running daemon (and its model runner) cleanly."""
     paths = current_paths()
-    state = running_daemon(paths)
-    with contextlib.suppress(psutil.NoSuchProcess):
-        psutil.Process(state.pid).terminate()
-    deadline = time.monotonic() + timeout
-    while is_alive(state.pid):  # a zombie counts as stopped: it is its parent's to reap
-        if time.monotonic() > deadline:
-            raise LocalserveError(
-                f"localserve (pid {state.pid}) did not stop within {timeout:.0f} s; "
-                f"see {paths.daemon_log}."
-            )
-        time.sleep(0.1)
+    running_daemon(paths)
+    state = stop_daemon(paths, timeout)
+    if state is None:
+        raise DaemonNotRunningError("localserve is not running.")
     click.echo(f"Stopped localserve (pid {state.pid}).")
 
 

@@ -1,0 +1,149 @@
+"""Take the README's screenshots: the tray menu, the models window and the dashboard.
+
+Run under a real X server (the images in this folder were taken under Xvfb):
+
+    xvfb-run -s "-screen 0 1280x860x24" .venv/bin/python docs/screenshots/capture.py
+
+It uses a throwaway LOCALSERVE_HOME, starts the daemon on the starter model, sends a few
+requests so the charts have something to show, and serves a small fake Hub (tests/fake_hub.py)
+so the models window lists a repo without internet access.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+HOME = Path(tempfile.mkdtemp(prefix="localserve-shots-"))
+os.environ.update(
+    LOCALSERVE_HOME=str(HOME),
+    LOCALSERVE_PORT="0",
+    PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+)
+
+from openai import OpenAI  # noqa: E402
+from PySide6.QtCore import QPoint, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
+
+from localserve.daemon.launcher import stop_daemon  # noqa: E402
+from localserve.daemon.state import read_state  # noqa: E402
+from localserve.gui.app import create_tray  # noqa: E402
+from localserve.paths import app_paths  # noqa: E402
+from localserve.security.keys import KeyStore  # noqa: E402
+from tests.fake_hub import FakeHub  # noqa: E402
+from tests.model_files import starter_path  # noqa: E402
+
+
+def wait_for(app: QApplication, condition: object, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def settle(app: QApplication, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    wait_for(app, lambda: time.monotonic() > end, seconds + 5)
+
+
+def grab_menus(app: QApplication, menus: list[QWidget], name: str) -> None:
+    """The screen around ``menus`` (popups are separate windows: grab the screen, not them)."""
+    settle(app, 0.5)
+    screen = app.primaryScreen()
+    assert screen is not None
+    area = menus[0].geometry()
+    for menu in menus[1:]:
+        area = area.united(menu.geometry())
+    area = area.adjusted(-12, -12, 12, 12)
+    screen.grabWindow(0, area.x(), area.y(), area.width(), area.height()).save(str(HERE / name))
+    print("saved", name)
+
+
+def grab_window(app: QApplication, window: QWidget, name: str) -> None:
+    settle(app, 0.5)
+    window.grab().save(str(HERE / name))
+    print("saved", name)
+
+
+def load(paths: object) -> None:
+    state = read_state(paths.state_file)  # type: ignore[attr-defined]
+    assert state is not None
+    client = OpenAI(base_url=f"{state.url}/v1", api_key=KeyStore(paths).admin_key())  # type: ignore[arg-type]
+    for index in range(12):
+        stream = client.chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": f"Write a poem about the number {index}."}],
+            max_tokens=120,
+            stream=True,
+        )
+        for _ in stream:
+            pass
+        time.sleep(1.5)
+
+
+def main() -> None:
+    hub = FakeHub()
+    data = starter_path().read_bytes()
+    hub.add_repo(
+        "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", {"SmolLM2-135M-Instruct-Q4_1.gguf": data}
+    )
+    hub.add_repo("example/SmolLM2-135M-Instruct-Q8-GGUF", {"SmolLM2-135M-Instruct-Q8_0.gguf": data})
+    hub.__enter__()
+    os.environ.update(HF_ENDPOINT=hub.url, HF_HOME=str(HOME / "hf"))
+    app = QApplication(sys.argv)
+    app.setQuitOnLastWindowClosed(False)
+    paths = app_paths().ensure()
+    created = create_tray(app, paths, poll_interval=0.5, stats_interval=1.0)
+    assert created is not None
+    tray, _instance = created
+    tray.start()
+    try:
+        wait_for(app, lambda: tray.state.value == "serving")
+        traffic = threading.Thread(target=load, args=(paths,), daemon=True)
+        traffic.start()
+        tray.show_dashboard()
+        dashboard = tray._open_windows["dashboard"]
+        dashboard.move(20, 20)
+        wait_for(app, lambda: not traffic.is_alive(), 240)
+        grab_window(app, dashboard, "dashboard.png")
+        dashboard.hide()
+
+        tray.show_models_window()
+        models = tray._open_windows["models"]
+        models.move(20, 20)
+        models.query.setText("smollm2")
+        models.search()
+        wait_for(app, lambda: models.repo_table.rowCount() == 2)
+        models.repo_table.selectRow(0)
+        wait_for(app, lambda: models.quant_table.rowCount() == 1)
+        hub.bytes_per_second = 8_000_000
+        models.quant_table.cellWidget(0, 5).click()
+        wait_for(app, lambda: any(0 < b.value() < 1000 for b in models.progress_bars.values()))
+        settle(app, 3)
+        grab_window(app, models, "models.png")
+        models.hide()
+
+        tray.menu.popup(QPoint(900, 30))
+        settle(app, 0.5)
+        tray.model_menu.popup(QPoint(900 - tray.model_menu.sizeHint().width(), 120))
+        grab_menus(app, [tray.menu, tray.model_menu], "tray-menu.png")
+        tray.model_menu.hide()
+        tray.menu.hide()
+    finally:
+        hub.bytes_per_second = None
+        tray.shutdown()
+        stop_daemon(paths)
+        hub.__exit__()
+
+
+if __name__ == "__main__":
+    QTimer.singleShot(0, lambda: None)
+    main()

@@ -1,0 +1,117 @@
+"""Settings: the common settings of ``config.toml``, checked with the same typed Settings object
+as the daemon before they are saved. The daemon reads them when it (re)starts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import tomli_w
+from pydantic import ValidationError
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from localserve.config.settings import Settings, read_config_file
+from localserve.gui.icons import icon
+from localserve.security.secret_store import write_private_file
+
+if TYPE_CHECKING:
+    from localserve.gui.tray import TrayController
+
+
+def spin(low: int, high: int, value: int, special: str | None = None) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    if special:
+        box.setSpecialValueText(special)
+    return box
+
+
+class SettingsWindow(QWidget):
+    def __init__(self, controller: TrayController) -> None:
+        super().__init__()
+        self.controller = controller
+        self.setWindowTitle("localserve: settings")
+        self.setWindowIcon(icon("localserve"))
+        config_file = controller.paths.config_file
+        self.stored = read_config_file(config_file)
+        # The file's values over the defaults; environment overrides are not the file's to keep.
+        current = Settings.model_construct(**self.stored)
+        self.port = spin(0, 65535, current.port)
+        self.ctx = spin(0, 1_048_576, current.ctx, "model's training length")
+        self.ctx.setSingleStep(1024)
+        self.gpu_layers = QLineEdit(str(current.gpu_layers))
+        self.gpu_layers.setToolTip("'auto', or a number of layers (0 = CPU only)")
+        self.threads = spin(0, 256, current.threads or 0, "auto (physical cores)")
+        self.parallel = spin(0, 64, current.parallel or 0, "auto")
+        self.max_loaded = spin(1, 16, current.max_loaded_models)
+        self.idle_unload = QCheckBox("Unload idle models (comes with memory discipline)")
+        self.start_at_login = QCheckBox("Start at login (comes with the installer)")
+        self.local_only = QCheckBox("Local only, never forward to a cloud (comes with cloud)")
+        for pending in (self.idle_unload, self.start_at_login, self.local_only):
+            pending.setEnabled(False)
+
+        form = QFormLayout()
+        form.addRow("Port", self.port)
+        form.addRow("Context size (tokens)", self.ctx)
+        form.addRow("GPU layers", self.gpu_layers)
+        form.addRow("Threads", self.threads)
+        form.addRow("Parallel requests per model", self.parallel)
+        form.addRow("Models loaded at once", self.max_loaded)
+        form.addRow(self.idle_unload)
+        form.addRow(self.start_at_login)
+        form.addRow(self.local_only)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Close
+        )
+        buttons.accepted.connect(self.save)
+        buttons.rejected.connect(self.close)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(QLabel(f"Saved to {config_file}; applied when serving restarts."))
+        layout.addWidget(buttons)
+
+    def values(self) -> dict[str, Any]:
+        values = dict(self.stored)
+        values.update(
+            port=self.port.value(),
+            ctx=self.ctx.value(),
+            gpu_layers=self.gpu_layers.text().strip() or "auto",
+            max_loaded_models=self.max_loaded.value(),
+        )
+        for key, box in (("threads", self.threads), ("parallel", self.parallel)):
+            if box.value():
+                values[key] = box.value()
+            else:
+                values.pop(key, None)
+        return values
+
+    def save(self) -> bool:
+        values = self.values()
+        try:
+            checked = Settings(**values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            QMessageBox.warning(self, "Invalid setting", f"{where}: {first['msg']}")
+            return False
+        if checked.gpu_layers != "auto":
+            values["gpu_layers"] = checked.gpu_layers
+        write_private_file(self.controller.paths.config_file, tomli_w.dumps(values))
+        self.stored = values
+        if self.controller.status is not None:
+            answer = QMessageBox.question(
+                self, "Settings saved", "Restart serving now to apply them?"
+            )
+            if answer == QMessageBox.StandardButton.Yes:
+                self.controller.stop_serving(then=lambda _: self.controller.start_serving())
+        return True

@@ -1,0 +1,235 @@
+"""The tray app against a real daemon it starts itself (pytest-qt, offscreen Qt).
+
+The Hub is tests/fake_hub.py; everything else is real: the daemon subprocess, runners, the
+control API, the stats stream.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomllib
+from openai import OpenAI
+from pytestqt.qtbot import QtBot
+
+from localserve.daemon.launcher import stop_daemon
+from localserve.daemon.state import read_state
+from localserve.gui.app import create_tray
+from localserve.gui.tray import TrayController, TrayState
+from localserve.hub.library import Library
+from localserve.paths import AppPaths, app_paths
+from localserve.security.keys import KeyStore
+from tests.daemon_process import STARTER_MODEL
+from tests.fake_hub import FakeHub
+from tests.model_files import starter_path
+
+REPO = "example/Traypull-GGUF"
+FILE = "Traypull-Q4_1.gguf"
+MODEL = "traypull-q4_1"
+SERVE_TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[FakeHub]:
+    with FakeHub() as fake:
+        fake.add_repo(REPO, {FILE: starter_path().read_bytes()})
+        yield fake
+
+
+@pytest.fixture
+def paths(isolated_home: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> AppPaths:
+    # Inherited by the daemon the tray launches: a free port, the fake Hub.
+    monkeypatch.setenv("LOCALSERVE_PORT", "0")
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HOME", str(isolated_home / "hf"))
+    return app_paths().ensure()
+
+
+@pytest.fixture
+def tray(qapp: Any, qtbot: QtBot, paths: AppPaths) -> Iterator[TrayController]:
+    created = create_tray(qapp, paths, poll_interval=0.25, stats_interval=0.25)
+    assert created is not None
+    controller, instance = created
+    states: list[str] = []
+    controller.state_changed.connect(states.append)
+    controller.states = states  # type: ignore[attr-defined]
+    controller.start()
+    try:
+        qtbot.waitUntil(lambda: controller.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
+        yield controller
+    finally:
+        controller.shutdown()
+        instance.server.close()
+        stop_daemon(paths)
+
+
+def ask(paths: AppPaths, model: str = STARTER_MODEL, max_tokens: int = 48) -> Any:
+    state = read_state(paths.state_file)
+    assert state is not None
+    client = OpenAI(base_url=f"{state.url}/v1", api_key=KeyStore(paths).admin_key())
+    return client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Tell me about cats."}],
+        max_tokens=max_tokens,
+    )
+
+
+def tooltip_rate(controller: TrayController) -> float:
+    found = re.search(r"(\d+\.\d) tok/s", controller.tooltip())
+    return float(found.group(1)) if found else 0.0
+
+
+def test_the_tray_starts_serving_and_shows_live_figures(
+    tray: TrayController, qtbot: QtBot, paths: AppPaths
+) -> None:
+    assert tray.states[:2] == ["starting", "serving"]  # type: ignore[attr-defined]
+    assert tray.tray.toolTip().startswith(f"localserve: serving {STARTER_MODEL}")
+    assert "RAM" in tray.tooltip()
+    assert [a.data() for a in tray.model_actions()] == [STARTER_MODEL]
+    assert tray.model_actions()[0].isChecked()
+    dashboard = tray._show(
+        "dashboard",
+        lambda: __import__(
+            "localserve.gui.windows.dashboard", fromlist=["DashboardWindow"]
+        ).DashboardWindow(tray),
+    )
+    ask(paths)
+    qtbot.waitUntil(lambda: tooltip_rate(tray) > 0, timeout=10_000)
+    qtbot.waitUntil(lambda: (dashboard.charts["generation"].latest() or 0) > 0, timeout=10_000)
+    assert (dashboard.charts["ttft"].latest() or 0) > 0
+    assert "1 requests" in dashboard.totals_label.text()
+    assert STARTER_MODEL in dashboard.models_label.text()
+
+
+def test_choosing_a_model_in_the_menu_loads_it(
+    tray: TrayController, qtbot: QtBot, paths: AppPaths
+) -> None:
+    Library(paths.models_dir).import_file(starter_path(), name="other", copy=False)
+    qtbot.waitUntil(lambda: "other" in [a.data() for a in tray.model_actions()], timeout=10_000)
+    other = next(a for a in tray.model_actions() if a.data() == "other")
+    assert not other.isChecked()
+    other.trigger()
+    qtbot.waitUntil(
+        lambda: any(
+            m["model_id"] == "other" and m["state"] == "ready"
+            for m in (tray.status or {}).get("models", [])
+        ),
+        timeout=SERVE_TIMEOUT_MS,
+    )
+    qtbot.waitUntil(
+        lambda: next(a for a in tray.model_actions() if a.data() == "other").isChecked(),
+        timeout=5_000,
+    )
+    assert ask(paths, "other").model == "other"
+
+
+def test_a_download_shows_progress_and_lands_in_the_menu(
+    tray: TrayController, qtbot: QtBot, hub: FakeHub
+) -> None:
+    tray.show_models_window()
+    window = tray._open_windows["models"]
+    window.query.setText("traypull")
+    window.search()
+    qtbot.waitUntil(lambda: window.repo_table.rowCount() == 1, timeout=10_000)
+    assert window.repo_table.item(0, 0).text() == REPO
+    window.repo_table.selectRow(0)
+    qtbot.waitUntil(lambda: window.quant_table.rowCount() == 1, timeout=10_000)
+    assert window.quant_table.item(0, 0).text() == "Q4_1"
+    assert window.quant_table.item(0, 4).text().strip() == "CPU"
+    hub.bytes_per_second = 30_000_000
+    try:
+        window.quant_table.cellWidget(0, 5).click()
+        qtbot.waitUntil(
+            lambda: any(0 < bar.value() < 1000 for bar in window.progress_bars.values()),
+            timeout=10_000,
+        )
+    finally:
+        hub.bytes_per_second = None
+    qtbot.waitUntil(lambda: MODEL in [a.data() for a in tray.model_actions()], timeout=30_000)
+    qtbot.waitUntil(
+        lambda: ("Download finished", f"{MODEL} is ready to use.") in tray.notifications,
+        timeout=10_000,
+    )
+    installed = [
+        window.installed_table.item(r, 0).text() for r in range(window.installed_table.rowCount())
+    ]
+    assert MODEL in installed
+
+
+def test_a_killed_runner_shows_the_error_state_and_recovers(
+    tray: TrayController, qtbot: QtBot
+) -> None:
+    status = tray.status
+    assert status is not None
+    os.kill(status["models"][0]["pid"], signal.SIGKILL)
+    qtbot.waitUntil(lambda: "error" in tray.states, timeout=10_000)  # type: ignore[attr-defined]
+    qtbot.waitUntil(lambda: tray.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: any(title == "Model runner restarted" for title, _ in tray.notifications),
+        timeout=5_000,
+    )
+
+
+def test_a_second_launch_shows_the_first(
+    tray: TrayController, qtbot: QtBot, paths: AppPaths
+) -> None:
+    # The first tray only has to accept the connection (the OS does) for the second to finish.
+    second = subprocess.run(
+        [sys.executable, "-m", "localserve", "tray"],
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 0, second.stderr
+    assert "already running" in second.stderr
+    qtbot.waitUntil(
+        lambda: "dashboard" in tray._open_windows and tray._open_windows["dashboard"].isVisible(),
+        timeout=5_000,
+    )
+
+
+def test_stop_and_start_serving_from_the_menu(
+    tray: TrayController, qtbot: QtBot, paths: AppPaths
+) -> None:
+    assert not tray._start_action.isEnabled() and tray._stop_action.isEnabled()
+    tray._stop_action.trigger()
+    qtbot.waitUntil(lambda: tray.state is TrayState.STOPPED, timeout=30_000)
+    assert read_state(paths.state_file) is None
+    assert tray._start_action.isEnabled() and not tray._copy_url.isEnabled()
+    tray._start_action.trigger()
+    assert tray.state is TrayState.STARTING
+    qtbot.waitUntil(lambda: tray.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
+
+
+def test_settings_are_checked_and_saved(
+    tray: TrayController, qtbot: QtBot, paths: AppPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    warnings: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *args: warnings.append(args[2]))
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.StandardButton.No)
+    tray.show_settings()
+    window = tray._open_windows["settings"]
+    window.gpu_layers.setText("lots")
+    assert window.save() is False
+    assert warnings and "gpu_layers" in warnings[0]
+    assert not paths.config_file.exists()
+    window.gpu_layers.setText("12")
+    window.ctx.setValue(8192)
+    window.max_loaded.setValue(3)
+    assert window.save() is True
+    saved = tomllib.loads(paths.config_file.read_text())
+    assert saved["ctx"] == 8192 and saved["gpu_layers"] == 12 and saved["max_loaded_models"] == 3
+    # The form shows the file over the defaults: LOCALSERVE_PORT=0 (this test's) is not saved.
+    assert saved["port"] == 11435
+    assert paths.config_file.stat().st_mode & 0o777 == 0o600
