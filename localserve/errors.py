@@ -12,8 +12,10 @@
     │   └── RepoNotFoundError       no such repo, or no such file in it (or no access)
     ├── DownloadError               a download that failed (bad checksum, connection lost)
     │   └── DiskSpaceError          not enough free disk for the download
+    ├── ForwardingRefusedError      a request would go to a cloud provider, and that is not allowed
     ├── BackendUnavailableError     the backend for a model died or is restarting
-    │   └── BackendTimeoutError     the backend stopped sending within the request timeout
+    │   ├── BackendTimeoutError     the backend stopped sending within the request timeout
+    │   └── UpstreamError           a cloud provider cannot be reached (or would loop)
     └── InvalidRequestError         a request the model cannot serve as asked
         ├── ContextOverflowError    prompt + max_tokens do not fit in the context window
         └── UnsupportedFeatureError the model lacks what the request needs (e.g. FIM tokens)
@@ -84,6 +86,14 @@ class BackendUnavailableError(LocalserveError):
 
 
 class BackendTimeoutError(BackendUnavailableError):
+    pass
+
+
+class UpstreamError(BackendUnavailableError):
+    pass
+
+
+class ForwardingRefusedError(LocalserveError):
     pass
 
 

@@ -48,6 +48,11 @@ class AppPaths:
         return self.config_dir / "admin.key"
 
     @property
+    def cloud_usage_file(self) -> Path:
+        """What was forwarded to each cloud provider (requests, tokens, estimated cost)."""
+        return self.data_dir / "cloud-usage.json"
+
+    @property
     def daemon_log(self) -> Path:
         return self.log_dir / "daemon.log"
 

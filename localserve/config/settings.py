@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="Models kept loaded at once. A request naming another installed model "
         "loads it, unloading the least recently used idle one when this limit is reached.",
     )
+    local_only: bool = Field(
+        False,
+        description="Never forward a request to a cloud provider; such requests get a 403 "
+        "saying why. `localserve cloud local-only on|off` switches it, also while serving.",
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 above)."
     )

@@ -17,6 +17,8 @@ import httpx
 import uvicorn
 
 from localserve import __version__
+from localserve.cloud.ledger import UsageLedger
+from localserve.cloud.providers import ProviderStore
 from localserve.config import Settings
 from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullManager
@@ -28,12 +30,13 @@ from localserve.hardware.devices import gpu_offload_supported, physical_cores
 from localserve.hub.library import Library
 from localserve.hub.resolve import ResolvedModel
 from localserve.paths import AppPaths
+from localserve.router.cloud import CloudBackends
 from localserve.router.local import LocalBackend
 from localserve.router.router import Router
 from localserve.security.keys import KeyStore
 from localserve.server.app import create_app
 from localserve.server.auth import KeyVerifier
-from localserve.server.routes.control import control_routes
+from localserve.server.routes.control import ForwardingPolicy, control_routes
 from localserve.serving import bind_socket, run_async
 
 log = logging.getLogger(__name__)
@@ -143,6 +146,14 @@ class Daemon:
         timeout = httpx.Timeout(settings.request_timeout, connect=5.0)
         client = runner_client(timeout)
         backend = LocalBackend(pool, client, ready_timeout=settings.runner_start_timeout)
+        cloud_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.request_timeout, connect=10.0)
+        )
+        cloud = CloudBackends(
+            ProviderStore(paths), cloud_client, UsageLedger(paths.cloud_usage_file), own_port=port
+        )
+        policy = ForwardingPolicy(local_only=settings.local_only)
+        router = Router(backend, cloud, lambda: policy.local_only)
         state = new_state(host, port, self.model.model_id, __version__)
 
         async def status() -> dict[str, Any]:
@@ -152,11 +163,13 @@ class Daemon:
                 "url": state.url,
                 "default_model": self.model.model_id,
                 "max_loaded_models": settings.max_loaded_models,
+                "local_only": policy.local_only,
+                "providers": sorted(cloud.backends),
                 "models": [asdict(model) for model in pool.status()],
             }
 
-        control = control_routes(pool, pulls, telemetry, status)
-        app = create_app(settings, Router([backend]), verifier, control)
+        control = control_routes(pool, pulls, telemetry, policy, status)
+        app = create_app(settings, router, verifier, control)
         server = GatewayServer(
             uvicorn.Config(
                 app,
@@ -168,6 +181,7 @@ class Daemon:
         )
         await pool.load(self.model.model_id)
         sampler = asyncio.create_task(telemetry.run_sampler())
+        model_lists = asyncio.create_task(cloud.keep_model_lists_fresh())
         try:
             serving = asyncio.create_task(server.serve(sockets=[sock]))
             while not server.started and not serving.done():
@@ -180,9 +194,11 @@ class Daemon:
             await serving
         finally:
             sampler.cancel()
+            model_lists.cancel()
             pulls.cancel_all()
             await pool.stop_all()
             await client.aclose()
+            await cloud_client.aclose()
             remove_state(paths.state_file)
             sock.close()
             log.info("Stopped.")

@@ -39,6 +39,10 @@ class HttpxUpstream:
     def content_type(self) -> str:
         return str(self.response.headers.get("content-type", "application/json"))
 
+    @property
+    def client_headers(self) -> dict[str, str]:
+        return {}
+
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self.response.aiter_raw():

@@ -18,6 +18,7 @@ from localserve.errors import (
     ContextOverflowError,
     DiskSpaceError,
     DownloadError,
+    ForwardingRefusedError,
     HubError,
     InvalidModelFileError,
     InvalidRequestError,
@@ -27,6 +28,7 @@ from localserve.errors import (
     ModelTooLargeError,
     RepoNotFoundError,
     UnsupportedFeatureError,
+    UpstreamError,
 )
 from localserve.server.disconnect import ClientDisconnected
 
@@ -101,6 +103,10 @@ def api_error_from(exc: LocalserveError) -> APIError:
         return APIError(503, str(exc), "server_error", code="model_too_large")
     if isinstance(exc, ModelLoadError):
         return APIError(503, str(exc), "server_error", code="model_load_failed")
+    if isinstance(exc, ForwardingRefusedError):
+        return APIError(403, str(exc), code="forwarding_not_allowed")
+    if isinstance(exc, UpstreamError):
+        return APIError(502, str(exc), "server_error", code="upstream_unreachable")
     if isinstance(exc, BackendTimeoutError):
         return APIError(504, str(exc), "server_error", code="backend_timeout")
     if isinstance(exc, BackendUnavailableError):

@@ -21,7 +21,7 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 async def relay(backend: Backend, path: str, payload: Payload, stream: bool) -> Response:
     upstream = await backend.send(path, payload)
-    headers = {BACKEND_HEADER: backend.name}
+    headers = {**upstream.client_headers, BACKEND_HEADER: backend.name}
     if not stream or upstream.status_code != 200:
         try:
             content = await upstream.aread()

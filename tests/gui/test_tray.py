@@ -227,9 +227,12 @@ def test_settings_are_checked_and_saved(
     window.gpu_layers.setText("12")
     window.ctx.setValue(8192)
     window.max_loaded.setValue(3)
+    window.local_only.setChecked(True)
     assert window.save() is True
+    qtbot.waitUntil(lambda: (tray.status or {}).get("local_only") is True, timeout=5_000)
     saved = tomllib.loads(paths.config_file.read_text())
     assert saved["ctx"] == 8192 and saved["gpu_layers"] == 12 and saved["max_loaded_models"] == 3
+    assert saved["local_only"] is True
     # The form shows the file over the defaults: LOCALSERVE_PORT=0 (this test's) is not saved.
     assert saved["port"] == 11435
     assert paths.config_file.stat().st_mode & 0o777 == 0o600

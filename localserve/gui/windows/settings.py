@@ -56,8 +56,9 @@ class SettingsWindow(QWidget):
         self.max_loaded = spin(1, 16, current.max_loaded_models)
         self.idle_unload = QCheckBox("Unload idle models (comes with memory discipline)")
         self.start_at_login = QCheckBox("Start at login (comes with the installer)")
-        self.local_only = QCheckBox("Local only, never forward to a cloud (comes with cloud)")
-        for pending in (self.idle_unload, self.start_at_login, self.local_only):
+        self.local_only = QCheckBox("Local only: never forward requests to a cloud provider")
+        self.local_only.setChecked(bool(current.local_only))
+        for pending in (self.idle_unload, self.start_at_login):
             pending.setEnabled(False)
 
         form = QFormLayout()
@@ -87,6 +88,7 @@ class SettingsWindow(QWidget):
             ctx=self.ctx.value(),
             gpu_layers=self.gpu_layers.text().strip() or "auto",
             max_loaded_models=self.max_loaded.value(),
+            local_only=self.local_only.isChecked(),
         )
         for key, box in (("threads", self.threads), ("parallel", self.parallel)):
             if box.value():
@@ -109,6 +111,9 @@ class SettingsWindow(QWidget):
         write_private_file(self.controller.paths.config_file, tomli_w.dumps(values))
         self.stored = values
         if self.controller.status is not None:
+            # Local-only applies at once; the rest when serving restarts.
+            enabled = checked.local_only
+            self.controller.call(lambda c: c.post("/local-only", json={"enabled": enabled}))
             answer = QMessageBox.question(
                 self, "Settings saved", "Restart serving now to apply them?"
             )

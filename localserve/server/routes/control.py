@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from fastapi import APIRouter
@@ -33,6 +33,17 @@ from localserve.server.metrics import prometheus_text
 
 PREFIX = "/localserve/v1"
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class ForwardingPolicy:
+    """Switches that decide whether requests may leave this machine (changed at run time)."""
+
+    local_only: bool = False
+
+
+class LocalOnlyRequest(BaseModel):
+    enabled: bool
 
 
 class PullRequest(BaseModel):
@@ -92,7 +103,11 @@ def sse_events(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
 
 
 def control_routes(
-    pool: ModelPool, pulls: PullManager, telemetry: Telemetry, status: StatusProvider
+    pool: ModelPool,
+    pulls: PullManager,
+    telemetry: Telemetry,
+    policy: ForwardingPolicy,
+    status: StatusProvider,
 ) -> APIRouter:
     api = APIRouter(prefix=PREFIX)
 
@@ -105,6 +120,12 @@ def control_routes(
     @api.get("/status")
     async def daemon_status() -> dict[str, Any]:
         return await status()
+
+    @api.post("/local-only")
+    async def set_local_only(body: LocalOnlyRequest) -> dict[str, Any]:
+        """Forbid (or allow again) forwarding to cloud providers, from the next request on."""
+        policy.local_only = body.enabled
+        return {"local_only": policy.local_only}
 
     # -- telemetry ---------------------------------------------------------------------------
     @api.get("/stats")

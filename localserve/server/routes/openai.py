@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
+from localserve.errors import ModelLoadError
 from localserve.router.backend import ModelCard
 from localserve.router.router import Router
 from localserve.server.disconnect import cancel_on_disconnect
@@ -59,8 +60,18 @@ def openai_routes(router: Router) -> APIRouter:
         body = validate(schema, payload)
         model = str(payload["model"])
         stream = bool(getattr(body, "stream", False))
-        backend = router.backend_for(model)
-        return await cancel_on_disconnect(request, relay(backend, path, payload, stream))
+        route = router.route(model)
+        try:
+            return await cancel_on_disconnect(
+                request, relay(route.backend, path, route.payload(payload), stream)
+            )
+        except ModelLoadError as exc:
+            fallback = router.fallback(model, exc)
+            if fallback is None:
+                raise
+            return await cancel_on_disconnect(
+                request, relay(fallback.backend, path, fallback.payload(payload), stream)
+            )
 
     @api.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -1,0 +1,1 @@
+"""Cloud providers (OpenAI-compatible APIs), their keys, mappings and usage ledger."""

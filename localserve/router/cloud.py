@@ -1,0 +1,297 @@
+"""Backends for cloud providers: any OpenAI-compatible API, relayed as it streams.
+
+What goes upstream is the client's JSON body with the model renamed to the provider's own name,
+the provider's key, and nothing else from the client: no local API key, no client headers.
+A 429 with a short ``Retry-After`` is retried (at most ``MAX_RETRIES`` times, waiting at most
+``MAX_RETRY_WAIT_S`` in all) before anything reaches the client; other upstream errors pass
+through with their status and OpenAI error body. Usage is read from what streams by (the
+upstream is asked to include it) and recorded in the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from localserve.cloud.ledger import UsageLedger
+from localserve.cloud.providers import Provider, ProviderStore, is_loopback_host
+from localserve.errors import BackendTimeoutError, BackendUnavailableError, UpstreamError
+from localserve.router.backend import ModelCard, Payload
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 2
+MAX_RETRY_WAIT_S = 10.0
+MODELS_REFRESH_S = 300.0
+PASSED_HEADERS = ("retry-after", "x-request-id")
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: too far to wait for inside a request anyway
+
+
+def upstream_error(provider: str, exc: httpx.HTTPError, what: str) -> BackendUnavailableError:
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendTimeoutError(
+            f"The provider '{provider}' sent nothing for longer than the request timeout {what}."
+        )
+    return UpstreamError(f"Cannot reach the provider '{provider}' {what}: {exc}.")
+
+
+class UsageTap:
+    """Reads usage from a response as it passes, and drops the usage chunk we asked for."""
+
+    def __init__(self, hide_usage_chunk: bool) -> None:
+        self.hide_usage_chunk = hide_usage_chunk
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._pending = b""
+
+    def take_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Complete SSE events from ``chunk`` (plus what was pending), usage chunk removed."""
+        self._pending += chunk
+        *events, self._pending = self._pending.split(b"\n\n")
+        kept = []
+        for event in events:
+            if self._is_usage_only(event) and self.hide_usage_chunk:
+                continue
+            kept.append(event + b"\n\n")
+        return b"".join(kept)
+
+    def flush(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        return rest
+
+    def _is_usage_only(self, event: bytes) -> bool:
+        if not event.startswith(b"data: {") or b'"usage"' not in event:
+            return False
+        try:
+            data = json.loads(event[len(b"data: ") :])
+        except ValueError:
+            return False
+        if not isinstance(data, dict):
+            return False
+        self.take_usage(data.get("usage"))
+        return not data.get("choices") and data.get("usage") is not None
+
+
+@dataclass
+class CloudUpstream:
+    response: httpx.Response
+    provider: str
+    tap: UsageTap
+    on_close: Callable[[UsageTap], None]
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code
+
+    @property
+    def content_type(self) -> str:
+        return str(self.response.headers.get("content-type", "application/json"))
+
+    @property
+    def client_headers(self) -> dict[str, str]:
+        return {
+            name: self.response.headers[name]
+            for name in PASSED_HEADERS
+            if name in self.response.headers
+        }
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.response.aiter_raw():
+                events = self.tap.feed(chunk)
+                if events:
+                    yield events
+            rest = self.tap.flush()
+            if rest:
+                yield rest
+        except httpx.HTTPError as exc:
+            raise upstream_error(self.provider, exc, "in the middle of this response") from exc
+
+    async def aread(self) -> bytes:
+        try:
+            body = await self.response.aread()
+        except httpx.HTTPError as exc:
+            raise upstream_error(self.provider, exc, "before answering") from exc
+        if self.response.status_code == 200:
+            with contextlib.suppress(ValueError, AttributeError):
+                self.tap.take_usage(json.loads(body).get("usage"))
+        return body
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+        on_close, self.on_close = self.on_close, lambda tap: None
+        if self.response.status_code == 200:
+            on_close(self.tap)
+
+
+class CloudBackend:
+    def __init__(
+        self,
+        provider: Provider,
+        key: str | None,
+        client: httpx.AsyncClient,
+        ledger: UsageLedger,
+        own_port: int,
+    ) -> None:
+        self.provider = provider
+        self.name = provider.name
+        self._key = key
+        self._client = client
+        self._ledger = ledger
+        self._own_port = own_port
+        self.cards: list[ModelCard] = []
+
+    def models(self) -> list[ModelCard]:
+        return self.cards
+
+    def serves(self, model: str) -> bool:
+        return model.startswith(f"{self.name}/")
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if self._key:
+            headers["authorization"] = f"Bearer {self._key}"
+        return headers
+
+    def _url(self, path: str) -> str:
+        # Base URLs end in /v1 (or their own version prefix); our paths start with /v1.
+        return self.provider.base_url.rstrip("/") + path.removeprefix("/v1")
+
+    def _check_not_self(self) -> None:
+        parts = urlsplit(self.provider.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.hostname and is_loopback_host(parts.hostname) and port == self._own_port:
+            raise UpstreamError(
+                f"The provider '{self.name}' points at this localserve itself; refusing to loop."
+            )
+
+    async def send(self, path: str, payload: Payload) -> CloudUpstream:
+        self._check_not_self()
+        upstream_model = str(payload["model"]).removeprefix(f"{self.name}/")
+        body = {**payload, "model": upstream_model}
+        stream = bool(payload.get("stream"))
+        wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+        if stream and path != "/v1/embeddings":
+            body["stream_options"] = {
+                **(payload.get("stream_options") or {}),
+                "include_usage": True,
+            }
+        content = json.dumps(body).encode("utf-8")
+        waited = 0.0
+        for attempt in range(MAX_RETRIES + 1):
+            request = self._client.build_request(
+                "POST", self._url(path), content=content, headers=self._headers()
+            )
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise upstream_error(self.name, exc, "before answering") from exc
+            wait = retry_after_seconds(response) if response.status_code == 429 else None
+            if wait is None or attempt == MAX_RETRIES or waited + wait > MAX_RETRY_WAIT_S:
+                break
+            await response.aclose()
+            log.info("%s answered 429; retrying in %.1f s", self.name, wait)
+            await asyncio.sleep(wait)
+            waited += wait
+
+        def record(tap: UsageTap) -> None:
+            self._ledger.record(
+                self.name,
+                upstream_model,
+                tap.prompt_tokens,
+                tap.completion_tokens,
+                self.provider.prices.get(upstream_model),
+            )
+
+        tap = UsageTap(hide_usage_chunk=stream and not wants_usage)
+        return CloudUpstream(response, self.name, tap, record)
+
+    async def refresh_models(self) -> None:
+        """Fetch the provider's model list (for /v1/models); keep the old one on failure."""
+        try:
+            response = await self._client.get(
+                self._url("/v1/models"), headers=self._headers(), timeout=15.0
+            )
+            response.raise_for_status()
+            data = response.json().get("data") or []
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            log.warning("Cannot list the models of %s: %s", self.name, exc)
+            return
+        now = int(time.time())
+        self.cards = [
+            ModelCard(
+                id=f"{self.name}/{item['id']}",
+                owned_by=self.name,
+                created=int(item.get("created") or now),
+            )
+            for item in data
+            if isinstance(item, dict) and item.get("id")
+        ]
+
+
+class CloudBackends:
+    """The providers of ``providers.json`` as backends, rebuilt when the file changes."""
+
+    def __init__(
+        self, store: ProviderStore, client: httpx.AsyncClient, ledger: UsageLedger, own_port: int
+    ) -> None:
+        self.store = store
+        self._client = client
+        self._ledger = ledger
+        self._own_port = own_port
+        self._stamp: tuple[int, int] | None = None
+        self._loaded = False
+        self.backends: dict[str, CloudBackend] = {}
+        self.mappings: dict[str, str] = {}
+        self.reload()
+
+    def reload(self) -> bool:
+        """Re-read the providers if the file changed; True when it did."""
+        stamp = self.store.stamp()
+        if self._loaded and stamp == self._stamp:
+            return False
+        self._stamp, self._loaded = stamp, True
+        providers, self.mappings = self.store.load()
+        old = self.backends
+        self.backends = {}
+        for name, provider in providers.items():
+            backend = CloudBackend(
+                provider, self.store.key(name).get(), self._client, self._ledger, self._own_port
+            )
+            if name in old and old[name].provider.base_url == provider.base_url:
+                backend.cards = old[name].cards
+            self.backends[name] = backend
+        return True
+
+    async def keep_model_lists_fresh(self) -> None:
+        """Refresh every provider's model list when providers change, and every 5 minutes."""
+        last = 0.0
+        while True:
+            changed = self.reload()
+            if changed or time.monotonic() - last > MODELS_REFRESH_S:
+                last = time.monotonic()
+                await asyncio.gather(*(b.refresh_models() for b in self.backends.values()))
+            await asyncio.sleep(2.0)

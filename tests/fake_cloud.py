@@ -1,0 +1,227 @@
+"""A small OpenAI-compatible cloud on loopback, for forwarding tests.
+
+Speaks ``GET /v1/models``, ``POST /v1/chat/completions`` and ``/v1/completions`` (plain and
+SSE streaming, with ``stream_options.include_usage``) and ``POST /v1/embeddings``. Streams send
+``CHUNKS`` pieces ``chunk_delay`` seconds apart, so a relay that buffers shows up in timings.
+
+Faults on demand: ``script`` is consumed one entry per request: ``"429:<seconds>"`` (with
+``Retry-After``), ``"500"``, ``"400"``, ``"hang"`` (sleeps ``hang_seconds``) or ``"drop"`` (cuts a
+stream after two chunks). Every request is recorded (path, headers, JSON body) so tests can
+check what was sent, and the key it demands is ``key``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+CHUNKS = ["Hello", " from", " the", " cloud", "."]
+USAGE = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+MODELS = ["gpt-test", "gpt-big", "gpt-priced"]
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+    at: float
+
+
+@dataclass
+class FakeCloud:
+    key: str = "sk-fake-cloud-key"
+    chunk_delay: float = 0.0
+    hang_seconds: float = 30.0
+    script: list[str] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    stream_times: list[float] = field(default_factory=list)  # when each chunk was sent
+
+    def __post_init__(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._server.handle_error = lambda request, address: None  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> FakeCloud:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        cloud = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def send_json(
+                self, status: int, body: Any, headers: dict[str, str] | None = None
+            ) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def error(self, status: int, message: str, code: str, **headers: str) -> None:
+                body = {
+                    "error": {
+                        "message": message,
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": code,
+                    }
+                }
+                self.send_json(status, body, headers)
+
+            def record(self, body: dict[str, Any] | None) -> None:
+                cloud.received.append(
+                    Received(
+                        self.path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                        time.monotonic(),
+                    )
+                )
+
+            def authorized(self) -> bool:
+                if self.headers.get("Authorization") == f"Bearer {cloud.key}":
+                    return True
+                self.error(401, "Incorrect API key provided.", "invalid_api_key")
+                return False
+
+            def do_GET(self) -> None:
+                self.record(None)
+                if not self.authorized():
+                    return
+                if self.path == "/v1/models":
+                    data = [
+                        {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
+                        for m in MODELS
+                    ]
+                    self.send_json(200, {"object": "list", "data": data})
+                else:
+                    self.error(404, "Not found", "not_found")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                self.record(body)
+                if not self.authorized():
+                    return
+                fault = cloud.script.pop(0) if cloud.script else ""
+                if fault.startswith("429"):
+                    wait = fault.partition(":")[2] or "1"
+                    self.error(
+                        429,
+                        "Rate limit reached; slow down.",
+                        "rate_limit_exceeded",
+                        **{"Retry-After": wait},
+                    )
+                    return
+                if fault in ("500", "400"):
+                    status = int(fault)
+                    self.error(status, f"Upstream says {status} on purpose.", f"fake_{status}")
+                    return
+                if fault == "hang":
+                    time.sleep(cloud.hang_seconds)
+                    return
+                if body.get("model") not in MODELS:
+                    self.error(
+                        404, f"The model `{body.get('model')}` does not exist.", "model_not_found"
+                    )
+                    return
+                if self.path == "/v1/embeddings":
+                    data = [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}]
+                    self.send_json(
+                        200,
+                        {
+                            "object": "list",
+                            "data": data,
+                            "model": body["model"],
+                            "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                        },
+                    )
+                    return
+                chat = self.path == "/v1/chat/completions"
+                if body.get("stream"):
+                    self.stream(body, chat, drop=fault == "drop")
+                    return
+                choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+                if chat:
+                    choice["message"] = {"role": "assistant", "content": "".join(CHUNKS)}
+                else:
+                    choice["text"] = "".join(CHUNKS)
+                self.send_json(
+                    200,
+                    {
+                        "id": "cmpl-fake",
+                        "object": "chat.completion" if chat else "text_completion",
+                        "created": 1700000000,
+                        "model": body["model"],
+                        "choices": [choice],
+                        "usage": USAGE,
+                    },
+                )
+
+            def write_chunk(self, data: bytes) -> None:
+                """One piece of a chunked body (as real providers stream)."""
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def stream(self, body: dict[str, Any], chat: bool, drop: bool) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                kind = "chat.completion.chunk" if chat else "text_completion"
+                for index, piece in enumerate(CHUNKS):
+                    if drop and index == 2:  # cut without the chunked terminator
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                    delta = {"delta": {"content": piece}} if chat else {"text": piece}
+                    chunk = {
+                        "id": "cmpl-fake",
+                        "object": kind,
+                        "created": 1700000000,
+                        "model": body["model"],
+                        "choices": [{"index": 0, "finish_reason": None, **delta}],
+                    }
+                    self.write_chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                    cloud.stream_times.append(time.monotonic())
+                    time.sleep(cloud.chunk_delay)
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    usage = {
+                        "id": "cmpl-fake",
+                        "object": kind,
+                        "created": 1700000000,
+                        "model": body["model"],
+                        "choices": [],
+                        "usage": USAGE,
+                    }
+                    self.write_chunk(b"data: " + json.dumps(usage).encode() + b"\n\n")
+                self.write_chunk(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+        return Handler

@@ -1,0 +1,297 @@
+"""Cloud forwarding through a real daemon to a fake OpenAI-compatible provider, with the real
+``openai`` SDK as the client: routing, pass-through streaming, upstream errors, retries,
+timeouts, local-only, mappings for models too large, and the usage ledger."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.fake_cloud import CHUNKS, FakeCloud
+from tests.model_files import starter_path
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[FakeCloud]:
+    with FakeCloud() as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def reset_cloud(cloud: FakeCloud) -> None:
+    cloud.script.clear()
+    cloud.chunk_delay = 0.0
+    cloud.received.clear()
+    cloud.stream_times.clear()
+
+
+@pytest.fixture(scope="module")
+def daemon(cloud: FakeCloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    home = tmp_path_factory.mktemp("cloud-daemon")
+    with DaemonProcess(home, env={"LOCALSERVE_REQUEST_TIMEOUT": "2"}) as running:
+        running.wait_until_model("ready")
+        added = running.cli(
+            "cloud",
+            "add",
+            "fake",
+            "--base-url",
+            cloud.base_url,
+            "--key-from-stdin",
+            input=cloud.key + "\n",
+        )
+        assert added.returncode == 0, added.stderr
+        yield running
+
+
+def client(daemon: DaemonProcess) -> OpenAI:
+    return OpenAI(base_url=daemon.base_url, api_key=daemon.admin_key, max_retries=0)
+
+
+def chat(daemon: DaemonProcess, model: str, **kwargs: object) -> httpx.Response:
+    return httpx.post(
+        f"{daemon.base_url}/chat/completions",
+        headers=daemon.headers(),
+        json={"model": model, "messages": [{"role": "user", "content": "Hi"}], **kwargs},
+        timeout=30,
+    )
+
+
+def test_local_and_cloud_models_share_one_endpoint_and_key(
+    daemon: DaemonProcess, cloud: FakeCloud
+) -> None:
+    sdk = client(daemon)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="fake/gpt-test",
+        messages=[{"role": "user", "content": "Hi"}],
+        extra_headers={"x-client-secret": "do-not-forward"},
+    )
+    assert raw.headers["x-localserve-backend"] == "fake"
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "".join(CHUNKS)
+    assert reply.usage is not None and reply.usage.completion_tokens == 5
+    local = sdk.chat.completions.with_raw_response.create(
+        model=STARTER_MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    assert local.headers["x-localserve-backend"] == "local"
+
+    (sent,) = [r for r in cloud.received if r.path == "/v1/chat/completions"]
+    assert sent.body is not None and sent.body["model"] == "gpt-test"
+    assert sent.headers["authorization"] == f"Bearer {cloud.key}"
+    assert "x-api-key" not in sent.headers and "x-client-secret" not in sent.headers
+    assert not any(daemon.admin_key in value for value in sent.headers.values())
+    key_file = daemon.home / "config" / "provider-keys" / "fake.key"
+    assert key_file.read_text().strip() == cloud.key and key_file.stat().st_mode & 0o777 == 0o600
+    assert cloud.key not in (daemon.home / "config" / "providers.json").read_text()
+    assert cloud.key not in daemon.output() + (daemon.home / "logs" / "daemon.log").read_text()
+
+
+def test_models_lists_local_and_cloud_models(daemon: DaemonProcess) -> None:
+    deadline = time.monotonic() + 15
+    owners: dict[str, str] = {}
+    while time.monotonic() < deadline and "fake/gpt-test" not in owners:
+        owners = {m.id: m.owned_by for m in client(daemon).models.list()}
+        time.sleep(0.2)
+    assert owners["fake/gpt-test"] == "fake" and owners["fake/gpt-big"] == "fake"
+    assert owners[STARTER_MODEL] == "local"
+
+
+def test_streams_pass_through_as_they_arrive(daemon: DaemonProcess, cloud: FakeCloud) -> None:
+    cloud.chunk_delay = 0.3
+    arrivals: list[float] = []
+    pieces: list[str] = []
+    usage_chunks = 0
+    for chunk in client(daemon).chat.completions.create(
+        model="fake/gpt-test", messages=[{"role": "user", "content": "Hi"}], stream=True
+    ):
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic())
+            pieces.append(chunk.choices[0].delta.content)
+        usage_chunks += chunk.usage is not None
+    assert "".join(pieces) == "".join(CHUNKS)
+    # Each piece reaches the client within a few ms of the upstream sending it: no buffering.
+    lags = [arrived - sent for arrived, sent in zip(arrivals, cloud.stream_times, strict=True)]
+    assert max(lags) < 0.15, lags
+    # We asked upstream for usage (for the ledger); the client did not, so it sees none.
+    sent = cloud.received[-1].body
+    assert sent is not None and sent["stream_options"] == {"include_usage": True}
+    assert usage_chunks == 0
+
+
+def test_usage_reaches_a_client_that_asks_for_it(daemon: DaemonProcess) -> None:
+    chunks = list(
+        client(daemon).chat.completions.create(
+            model="fake/gpt-test",
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 11
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "status"),
+    [("400", openai.BadRequestError, 400), ("500", openai.InternalServerError, 500)],
+)
+def test_upstream_errors_keep_their_status_and_message(
+    daemon: DaemonProcess, cloud: FakeCloud, fault: str, error: type[Exception], status: int
+) -> None:
+    cloud.script.append(fault)
+    with pytest.raises(error) as raised:
+        client(daemon).chat.completions.create(
+            model="fake/gpt-test", messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert getattr(raised.value, "status_code", None) == status
+    assert f"Upstream says {status} on purpose." in str(raised.value)
+
+
+def test_a_short_retry_after_is_honoured(daemon: DaemonProcess, cloud: FakeCloud) -> None:
+    cloud.script.append("429:1")
+    started = time.monotonic()
+    response = chat(daemon, "fake/gpt-test")
+    assert response.status_code == 200
+    assert 1.0 <= time.monotonic() - started < 5
+    assert len([r for r in cloud.received if r.path == "/v1/chat/completions"]) == 2
+
+
+def test_a_long_retry_after_reaches_the_client(daemon: DaemonProcess, cloud: FakeCloud) -> None:
+    cloud.script.append("429:60")
+    started = time.monotonic()
+    response = chat(daemon, "fake/gpt-test")
+    assert time.monotonic() - started < 2
+    assert response.status_code == 429 and response.headers["retry-after"] == "60"
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_a_hanging_provider_becomes_a_504(daemon: DaemonProcess, cloud: FakeCloud) -> None:
+    cloud.script.append("hang")
+    cloud.hang_seconds = 6
+    started = time.monotonic()
+    response = chat(daemon, "fake/gpt-test")
+    assert response.status_code == 504 and time.monotonic() - started < 5
+    assert response.json()["error"]["code"] == "backend_timeout"
+    assert "fake" in response.json()["error"]["message"]
+
+
+def test_a_stream_dropped_midway_ends_with_an_error_event(
+    daemon: DaemonProcess, cloud: FakeCloud
+) -> None:
+    cloud.script.append("drop")
+    with httpx.stream(
+        "POST",
+        f"{daemon.base_url}/chat/completions",
+        headers=daemon.headers(),
+        json={
+            "model": "fake/gpt-test",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "stream": True,
+        },
+        timeout=30,
+    ) as response:
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert response.status_code == 200
+    assert json.loads(events[0][6:])["choices"][0]["delta"]["content"] == CHUNKS[0]
+    assert "error" in json.loads(events[-2][6:]) and events[-1] == "data: [DONE]"
+
+
+def test_an_unreachable_provider_is_a_502(daemon: DaemonProcess) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    added = daemon.cli("cloud", "add", "gone", "--base-url", f"http://127.0.0.1:{port}/v1")
+    assert added.returncode == 0, added.stderr
+    response = chat(daemon, "gone/some-model")
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_unreachable"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://example.com/v1", "not an http(s) URL"),
+        ("https://user:pw@example.com/v1", "not in the URL"),
+    ],
+)
+def test_bad_base_urls_are_refused(daemon: DaemonProcess, url: str, message: str) -> None:
+    result = daemon.cli("cloud", "add", "bad", "--base-url", url)
+    assert result.returncode == 1 and message in result.stderr
+
+
+def test_the_daemon_itself_is_refused_as_a_provider(daemon: DaemonProcess) -> None:
+    url = f"http://127.0.0.1:{daemon.state['port']}/v1"
+    result = daemon.cli("cloud", "add", "self", "--base-url", url)
+    assert result.returncode == 1 and "loop" in result.stderr
+
+
+def test_plain_http_to_another_machine_warns(daemon: DaemonProcess) -> None:
+    result = daemon.cli("cloud", "add", "lan", "--base-url", "http://192.0.2.10:8000/v1")
+    assert result.returncode == 0 and "plain http" in result.stderr
+    assert daemon.cli("cloud", "rm", "lan").returncode == 0
+
+
+def test_a_model_too_large_is_forwarded_only_when_mapped_and_allowed(
+    daemon: DaemonProcess, cloud: FakeCloud
+) -> None:
+    assert daemon.cli("models", "import", str(starter_path()), "--link", "--name", "huge")
+    record_file = daemon.home / "data" / "models" / "huge" / "model.json"
+    record = json.loads(record_file.read_text())
+    record["size_bytes"] = 10 * 2**40
+    record_file.write_text(json.dumps(record))
+
+    refused = chat(daemon, "huge")
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_too_large"
+    assert daemon.cli("cloud", "map", "huge", "fake/gpt-big").returncode == 0
+    forwarded = chat(daemon, "huge")
+    assert forwarded.status_code == 200, forwarded.text
+    assert forwarded.headers["x-localserve-backend"] == "fake"
+    assert cloud.received[-1].body is not None and cloud.received[-1].body["model"] == "gpt-big"
+
+    assert daemon.cli("cloud", "local-only", "on").returncode == 0
+    try:
+        for model in ("huge", "fake/gpt-test"):
+            blocked = chat(daemon, model)
+            assert blocked.status_code == 403
+            error = blocked.json()["error"]
+            assert error["code"] == "forwarding_not_allowed" and "local-only" in error["message"]
+        assert chat(daemon, STARTER_MODEL, max_tokens=4).status_code == 200
+    finally:
+        assert daemon.cli("cloud", "local-only", "off").returncode == 0
+    assert chat(daemon, "huge").status_code == 200
+
+
+def test_a_mapped_model_that_is_not_installed_goes_to_the_cloud(
+    daemon: DaemonProcess, cloud: FakeCloud
+) -> None:
+    assert daemon.cli("cloud", "map", "Meta-Llama-3.1-405B", "fake/gpt-big").returncode == 0
+    response = chat(daemon, "meta-llama-3.1-405b")
+    assert response.status_code == 200 and response.headers["x-localserve-backend"] == "fake"
+
+
+def test_usage_is_ledgered_with_cost(daemon: DaemonProcess) -> None:
+    priced = daemon.cli(
+        "cloud", "price", "fake", "gpt-priced", "--prompt", "1000", "--completion", "2000"
+    )
+    assert priced.returncode == 0, priced.stderr
+    for _ in range(2):
+        assert chat(daemon, "fake/gpt-priced").status_code == 200
+    streamed = list(
+        client(daemon).chat.completions.create(
+            model="fake/gpt-priced", messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+    )
+    assert streamed
+    usage = daemon.cli("cloud", "usage")
+    assert usage.returncode == 0, usage.stderr
+    rows = {row.split()[0]: row.split()[1:] for row in usage.stdout.splitlines()[1:]}
+    # Three requests of 11 prompt and 5 output tokens (the streamed one counted from the usage
+    # chunk we asked upstream for), at 1000 and 2000 per million tokens.
+    assert rows["fake/gpt-priced"] == ["3", "33", "15", f"{3 * (11 * 1000 + 5 * 2000) / 1e6:.4f}"]
+    assert rows["fake/gpt-test"][3] == "-"  # no price configured: no cost shown
