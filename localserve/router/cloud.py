@@ -264,6 +264,7 @@ class CloudBackends:
         self._own_port = own_port
         self._stamp: tuple[int, int] | None = None
         self._loaded = False
+        self._lists_stale = True
         self.backends: dict[str, CloudBackend] = {}
         self.mappings: dict[str, str] = {}
         self.reload()
@@ -274,6 +275,7 @@ class CloudBackends:
         if self._loaded and stamp == self._stamp:
             return False
         self._stamp, self._loaded = stamp, True
+        self._lists_stale = True
         providers, self.mappings = self.store.load()
         old = self.backends
         self.backends = {}
@@ -290,8 +292,8 @@ class CloudBackends:
         """Refresh every provider's model list when providers change, and every 5 minutes."""
         last = 0.0
         while True:
-            changed = self.reload()
-            if changed or time.monotonic() - last > MODELS_REFRESH_S:
-                last = time.monotonic()
+            self.reload()  # requests reload too: staleness is a flag, not this call's answer
+            if self._lists_stale or time.monotonic() - last > MODELS_REFRESH_S:
+                self._lists_stale, last = False, time.monotonic()
                 await asyncio.gather(*(b.refresh_models() for b in self.backends.values()))
             await asyncio.sleep(2.0)

@@ -8,6 +8,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -240,7 +241,10 @@ def test_plain_http_to_another_machine_warns(daemon: DaemonProcess) -> None:
 def test_a_model_too_large_is_forwarded_only_when_mapped_and_allowed(
     daemon: DaemonProcess, cloud: FakeCloud
 ) -> None:
-    assert daemon.cli("models", "import", str(starter_path()), "--link", "--name", "huge")
+    assert (
+        daemon.cli("models", "import", str(starter_path()), "--link", "--name", "huge").returncode
+        == 0
+    )
     record_file = daemon.home / "data" / "models" / "huge" / "model.json"
     record = json.loads(record_file.read_text())
     record["size_bytes"] = 10 * 2**40
@@ -295,3 +299,32 @@ def test_usage_is_ledgered_with_cost(daemon: DaemonProcess) -> None:
     # chunk we asked upstream for), at 1000 and 2000 per million tokens.
     assert rows["fake/gpt-priced"] == ["3", "33", "15", f"{3 * (11 * 1000 + 5 * 2000) / 1e6:.4f}"]
     assert rows["fake/gpt-test"][3] == "-"  # no price configured: no cost shown
+
+
+def test_a_model_that_fails_to_load_falls_back_only_where_allowed(
+    daemon: DaemonProcess, cloud: FakeCloud, tmp_path: Path
+) -> None:
+    """A file whose header is fine but whose weights are cut short: llama.cpp refuses it."""
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(starter_path().read_bytes()[:-16])
+    imported = daemon.cli("models", "import", str(broken), "--link", "--name", "broken")
+    assert imported.returncode == 0, imported.stderr
+    assert daemon.cli("cloud", "map", "broken", "fake/gpt-test").returncode == 0
+    failed = chat(daemon, "broken")
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "model_load_failed"
+
+    added = daemon.cli(
+        "cloud",
+        "add",
+        "fallback",
+        "--base-url",
+        cloud.base_url,
+        "--key-from-stdin",
+        "--allow-fallback",
+        input=cloud.key + "\n",
+    )
+    assert added.returncode == 0, added.stderr
+    assert daemon.cli("cloud", "map", "broken", "fallback/gpt-test").returncode == 0
+    served = chat(daemon, "broken")
+    assert served.status_code == 200, served.text
+    assert served.headers["x-localserve-backend"] == "fallback"
