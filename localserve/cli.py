@@ -255,10 +255,12 @@ def key_revoke(name: str) -> None:
 from localserve.cli_cloud import cloud  # noqa: E402 - registered after the core commands
 from localserve.cli_hub import hub  # noqa: E402
 from localserve.cli_models import models  # noqa: E402
+from localserve.cli_remote import remote  # noqa: E402
 
 cli.add_command(models)
 cli.add_command(hub)
 cli.add_command(cloud)
+cli.add_command(remote)
 
 
 def main() -> None:

@@ -6,16 +6,14 @@ import sys
 
 import click
 import httpx
-import tomli_w
 
 from localserve.client import DaemonClient
 from localserve.cloud.ledger import UsageLedger
 from localserve.cloud.providers import PRESETS, Price, Provider, ProviderStore, check_base_url
-from localserve.config.settings import load_settings, read_config_file
+from localserve.config.settings import load_settings, update_config_file
 from localserve.daemon.state import read_state
 from localserve.errors import ConfigError
 from localserve.paths import AppPaths, app_paths
-from localserve.security.secret_store import write_private_file
 
 
 def store() -> ProviderStore:
@@ -155,9 +153,7 @@ def cloud_local_only(switch: str) -> None:
     """Forbid (on) or allow (off) forwarding to any cloud provider; saved in config.toml."""
     enabled = switch == "on"
     paths = app_paths().ensure()
-    values = read_config_file(paths.config_file)
-    values["local_only"] = enabled
-    write_private_file(paths.config_file, tomli_w.dumps(values))
+    update_config_file(paths.config_file, local_only=enabled)
     client = DaemonClient.connect_if_running(paths)
     if client is not None:
         with client:

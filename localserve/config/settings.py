@@ -31,8 +31,8 @@ class Settings(BaseSettings):
 
     host: str = Field(
         "127.0.0.1",
-        description="Address the gateway listens on. Only loopback is allowed; reaching the "
-        "server from other devices is the job of remote access.",
+        description="Address the gateway listens on. Only loopback is allowed; other devices "
+        "reach the server through remote access (`localserve remote on`).",
     )
     port: int = Field(
         DEFAULT_PORT, ge=0, le=65535, description="TCP port of the gateway (0 picks a free one)."
@@ -78,6 +78,50 @@ class Settings(BaseSettings):
         False,
         description="Never forward a request to a cloud provider; such requests get a 403 "
         "saying why. `localserve cloud local-only on|off` switches it, also while serving.",
+    )
+    remote_enabled: bool = Field(
+        False,
+        description="Remote access: also listen on a network address, TLS only, client keys "
+        "only. `localserve remote on|off` switches it, also while serving.",
+    )
+    remote_address: str | None = Field(
+        None,
+        description="Address (or interface name) remote access listens on. Empty = this "
+        "machine's primary LAN address.",
+    )
+    remote_port: int = Field(
+        11436, ge=0, le=65535, description="TCP port of the remote (TLS) listener."
+    )
+    remote_cert_file: Path | None = Field(
+        None,
+        description="Your own TLS certificate (PEM) for remote access; empty = a self-signed "
+        "ECDSA P-256 certificate made on first use.",
+    )
+    remote_key_file: Path | None = Field(
+        None, description="The private key (PEM) of remote_cert_file."
+    )
+    remote_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra host names remote clients may use (e.g. a DNS name pointing here); "
+        "the certificate's names and addresses are always allowed.",
+    )
+    remote_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body from a remote client (413 above)."
+    )
+    remote_max_concurrent_per_key: int = Field(
+        4, ge=1, description="Requests one client key may have in flight remotely (429 above)."
+    )
+    remote_request_timeout: float = Field(
+        300.0, gt=0, description="Seconds a remote request may take in all (504 or cut after)."
+    )
+    remote_auth_failures: int = Field(
+        10, ge=1, description="Failed remote authentications from one address before lockout."
+    )
+    remote_auth_window: float = Field(
+        60.0, gt=0, description="Seconds over which remote_auth_failures are counted."
+    )
+    remote_lockout: float = Field(
+        300.0, gt=0, description="Seconds an address stays locked out (429 with Retry-After)."
     )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 above)."
@@ -125,6 +169,17 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"Cannot read {path}: {exc}") from exc
+
+
+def update_config_file(path: Path, **values: Any) -> None:
+    """Set some keys of ``config.toml`` (None leaves a key as it is), keeping the others."""
+    import tomli_w
+
+    from localserve.security.secret_store import write_private_file
+
+    stored = read_config_file(path)
+    stored.update({key: value for key, value in values.items() if value is not None})
+    write_private_file(path, tomli_w.dumps(stored))
 
 
 def load_settings(

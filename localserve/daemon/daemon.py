@@ -22,10 +22,11 @@ from localserve.cloud.providers import ProviderStore
 from localserve.config import Settings
 from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullManager
+from localserve.daemon.remote import RemoteAccess
 from localserve.daemon.state import DaemonState, new_state, read_state, remove_state, write_state
 from localserve.daemon.supervisor import RunnerSpec
 from localserve.daemon.telemetry import Telemetry
-from localserve.errors import ConfigError
+from localserve.errors import ConfigError, LocalserveError
 from localserve.hardware.devices import gpu_offload_supported, physical_cores
 from localserve.hub.library import Library
 from localserve.hub.resolve import ResolvedModel
@@ -42,9 +43,8 @@ from localserve.serving import bind_socket, run_async
 log = logging.getLogger(__name__)
 
 REMOTE_ACCESS_HINT = (
-    "localserve only listens on loopback (127.0.0.1, ::1, localhost). Reaching it from other "
-    "devices is the job of remote access (TLS and per-device keys, not built yet); until then "
-    "use an SSH tunnel: ssh -L 11435:127.0.0.1:11435 <this machine>."
+    "The main listener is loopback only (127.0.0.1, ::1, localhost). To reach localserve from "
+    "other devices turn on remote access: `localserve remote on` (TLS, per-device keys)."
 )
 
 
@@ -154,6 +154,7 @@ class Daemon:
         )
         policy = ForwardingPolicy(local_only=settings.local_only)
         router = Router(backend, cloud, lambda: policy.local_only)
+        remote = RemoteAccess(settings, paths, router, verifier)
         state = new_state(host, port, self.model.model_id, __version__)
 
         async def status() -> dict[str, Any]:
@@ -165,10 +166,11 @@ class Daemon:
                 "max_loaded_models": settings.max_loaded_models,
                 "local_only": policy.local_only,
                 "providers": sorted(cloud.backends),
+                "remote": remote.to_json(),
                 "models": [asdict(model) for model in pool.status()],
             }
 
-        control = control_routes(pool, pulls, telemetry, policy, status)
+        control = control_routes(pool, pulls, telemetry, policy, status, remote)
         app = create_app(settings, router, verifier, control)
         server = GatewayServer(
             uvicorn.Config(
@@ -191,8 +193,14 @@ class Daemon:
                 log.info("Gateway listening on %s", state.url)
                 if self._on_listening:
                     self._on_listening(state)
+                if settings.remote_enabled:
+                    try:
+                        await remote.enable(None, None)
+                    except LocalserveError as exc:  # serving locally matters more
+                        log.error("Remote access could not start: %s", exc)
             await serving
         finally:
+            await remote.disable()
             sampler.cancel()
             model_lists.cancel()
             pulls.cancel_all()

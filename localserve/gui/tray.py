@@ -17,6 +17,7 @@ from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QInputDialog, QMenu, QMessageBox, QSystemTrayIcon
 
 from localserve.client import DaemonClient
+from localserve.config.settings import update_config_file
 from localserve.daemon.launcher import start_daemon, stop_daemon
 from localserve.daemon.state import read_state
 from localserve.gui.background import Background, StatsStream
@@ -51,6 +52,8 @@ def derive_state(
         return TrayState.STARTING
     if stats is not None and stats["live"]["active_requests"] > 0:
         return TrayState.BUSY
+    if (status.get("remote") or {}).get("enabled"):
+        return TrayState.REMOTE
     return TrayState.SERVING
 
 
@@ -256,8 +259,14 @@ class TrayController(QObject):
         self._header.setText("localserve: stopping..." if self._stopping else self.headline())
         self._start_action.setEnabled(not running and not self._stopping and not self._launched_at)
         self._stop_action.setEnabled(running and not self._stopping)
-        for action in (self._copy_url, self._copy_key, self._new_key):
+        for action in (self._copy_url, self._copy_key, self._new_key, self._remote):
             action.setEnabled(running)
+        remote = (self.status or {}).get("remote") or {}
+        self._remote.setChecked(bool(remote.get("enabled")))
+        self._connect.setEnabled(bool(remote.get("enabled")))
+        self._remote.setToolTip(
+            f"{remote['url']}\nSHA-256 {remote['fingerprint']}" if remote.get("enabled") else ""
+        )
 
     def headline(self) -> str:
         if self.state is TrayState.STOPPED:
@@ -272,6 +281,9 @@ class TrayController(QObject):
     def tooltip(self) -> str:
         lines = [self.headline()]
         if self.status is not None:
+            remote = self.status.get("remote") or {}
+            if remote.get("enabled"):
+                lines.append(f"Remote access on: {remote['url']}")
             lines.append(describe_rate(self.stats))
             memory = describe_memory(self.stats)
             if memory:
@@ -293,9 +305,10 @@ class TrayController(QObject):
         self._copy_url = menu.addAction("Copy endpoint URL", self.copy_endpoint)
         self._copy_key = menu.addAction("Copy admin API key", self.copy_admin_key)
         self._new_key = menu.addAction("New API key for an app...", self.new_client_key)
-        self._remote = menu.addAction("Remote access (coming with secure remote access)")
+        self._remote = menu.addAction("Remote access (TLS)")
         self._remote.setCheckable(True)
-        self._remote.setEnabled(False)
+        self._remote.triggered.connect(self.set_remote_access)
+        self._connect = menu.addAction("Connect a phone or laptop...", self.show_connect)
         menu.addSeparator()
         menu.addAction("Settings...", self.show_settings)
         menu.addAction("Open logs", self.open_logs)
@@ -358,6 +371,27 @@ class TrayController(QObject):
             failed,
         )
 
+    def set_remote_access(self, enabled: bool) -> None:
+        """The menu's toggle: the daemon starts or stops its TLS listener."""
+
+        def done(status: dict[str, Any]) -> None:
+            if status.get("enabled"):
+                self.notify(
+                    "Remote access on",
+                    f"{status['url']}\nCertificate SHA-256: {status['fingerprint']}",
+                )
+            self.poll()
+
+        def failed(message: str) -> None:
+            self.notify("Remote access", message)
+            self.poll()
+
+        def switch(client: DaemonClient) -> Any:
+            update_config_file(self.paths.config_file, remote_enabled=enabled)  # kept on restart
+            return client.post("/remote", json={"enabled": enabled})
+
+        self.call(switch, done, failed)
+
     def copy_endpoint(self) -> None:
         state = read_state(self.paths.state_file)
         if state is not None:
@@ -398,6 +432,11 @@ class TrayController(QObject):
         from localserve.gui.windows.dashboard import DashboardWindow
 
         self._show("dashboard", lambda: DashboardWindow(self))
+
+    def show_connect(self) -> None:
+        from localserve.gui.windows.connect import ConnectWindow
+
+        self._show("connect", lambda: ConnectWindow(self)).refresh()
 
     def show_settings(self) -> None:
         from localserve.gui.windows.settings import SettingsWindow

@@ -48,6 +48,8 @@ def hub() -> Iterator[FakeHub]:
 def paths(isolated_home: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> AppPaths:
     # Inherited by the daemon the tray launches: a free port, the fake Hub.
     monkeypatch.setenv("LOCALSERVE_PORT", "0")
+    monkeypatch.setenv("LOCALSERVE_REMOTE_ADDRESS", "127.0.0.2")  # "remote" stays on loopback
+    monkeypatch.setenv("LOCALSERVE_REMOTE_PORT", "0")
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HOME", str(isolated_home / "hf"))
     return app_paths().ensure()
@@ -236,3 +238,22 @@ def test_settings_are_checked_and_saved(
     # The form shows the file over the defaults: LOCALSERVE_PORT=0 (this test's) is not saved.
     assert saved["port"] == 11435
     assert paths.config_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_remote_access_toggle(tray: TrayController, qtbot: QtBot, paths: AppPaths) -> None:
+    assert tray._remote.isEnabled() and not tray._remote.isChecked()
+    tray._remote.trigger()
+    qtbot.waitUntil(lambda: tray.state is TrayState.REMOTE, timeout=15_000)
+    remote = (tray.status or {})["remote"]
+    assert remote["url"].startswith("https://127.0.0.2:") and tray._remote.isChecked()
+    assert remote["url"] in tray.tooltip()
+    assert any(title == "Remote access on" for title, _ in tray.notifications)
+    assert tomllib.loads(paths.config_file.read_text())["remote_enabled"] is True
+    tray._connect.trigger()
+    connect = tray._open_windows["connect"]
+    assert connect.payload == f"{remote['url']}\nsha256={remote['fingerprint']}"
+    assert not connect.qr.pixmap().isNull() and connect.qr.pixmap().width() > 100
+    assert "lsk-" not in connect.payload and "lsa-" not in connect.payload  # never a key
+    tray._remote.trigger()
+    qtbot.waitUntil(lambda: tray.state is TrayState.SERVING, timeout=15_000)
+    assert not tray._remote.isChecked()

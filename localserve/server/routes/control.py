@@ -20,6 +20,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullJob, PullManager
+from localserve.daemon.remote import RemoteAccess
 from localserve.daemon.telemetry import Telemetry
 from localserve.errors import ModelNotFoundError
 from localserve.hardware.devices import gpu_offload_supported
@@ -44,6 +45,12 @@ class ForwardingPolicy:
 
 class LocalOnlyRequest(BaseModel):
     enabled: bool
+
+
+class RemoteRequest(BaseModel):
+    enabled: bool
+    interface: str | None = Field(None, description="Address or interface name.")
+    port: int | None = Field(None, ge=0, le=65535)
 
 
 class PullRequest(BaseModel):
@@ -108,6 +115,7 @@ def control_routes(
     telemetry: Telemetry,
     policy: ForwardingPolicy,
     status: StatusProvider,
+    remote: RemoteAccess,
 ) -> APIRouter:
     api = APIRouter(prefix=PREFIX)
 
@@ -126,6 +134,19 @@ def control_routes(
         """Forbid (or allow again) forwarding to cloud providers, from the next request on."""
         policy.local_only = body.enabled
         return {"local_only": policy.local_only}
+
+    @api.get("/remote")
+    async def remote_status() -> dict[str, Any]:
+        return remote.to_json()
+
+    @api.post("/remote")
+    async def switch_remote(body: RemoteRequest) -> dict[str, Any]:
+        """Turn remote access on (TLS listener) or off (listener closed, connections cut)."""
+        if body.enabled:
+            await remote.enable(body.interface, body.port)
+        else:
+            await remote.disable()
+        return remote.to_json()
 
     # -- telemetry ---------------------------------------------------------------------------
     @api.get("/stats")
