@@ -5,6 +5,7 @@ brute-force limiter is concerned."""
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -206,3 +207,20 @@ def test_turning_remote_off_closes_the_listener(
     # Local serving is untouched.
     local = httpx.post(f"{daemon.base_url}/chat/completions", json=CHAT, headers=daemon.headers())
     assert local.status_code == 200
+
+
+def test_remote_access_over_ipv6(tmp_path_factory: pytest.TempPathFactory) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with DaemonProcess(tmp_path_factory.mktemp("remote-v6")) as daemon:
+        daemon.wait_until_model("ready")
+        on = daemon.cli("remote", "on", "--interface", "::1", "--port", "0")
+        assert on.returncode == 0, on.stderr
+        status = daemon.control("GET", "/remote").json()
+        assert status["url"].startswith("https://[::1]:")
+        key = daemon.cli("key", "add", "v6").stdout.strip()
+        pem = ssl.get_server_certificate(("::1", status["port"]))
+        assert fingerprint_of(ssl.PEM_cert_to_DER_cert(pem)) == status["fingerprint"]
+        context = ssl.create_default_context(cadata=pem)
+        response = httpx.get(f"{status['url']}/models", headers=bearer(key), verify=context)
+        assert response.status_code == 200 and response.json()["data"]
