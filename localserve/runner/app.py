@@ -133,6 +133,13 @@ class RunnerAPI:
         shape = ResponseShape(self.engine.info.model_id, chat=True)
         return await self._generate(request, body, prompt, shape)
 
+    async def tokenize_chat(self, request: Request) -> Response:
+        """How many prompt tokens a chat request renders to (Anthropic's count_tokens)."""
+        body = await parse(request, ChatCompletionRequest)
+        messages = [message.as_template_input() for message in body.messages]
+        prompt = self.engine.chat_prompt(messages, tools=body.tools)
+        return JSONResponse({"input_tokens": len(prompt)})
+
     async def completions(self, request: Request) -> Response:
         body = await parse(request, CompletionRequest)
         prompt = self.engine.completion_prompt(body.prompt_text, body.suffix)
@@ -239,6 +246,7 @@ def create_runner_app(engine: Engine, token: str, report: Report | None = None) 
         Route("/v1/chat/completions", guarded(api.chat), methods=["POST"]),
         Route("/v1/completions", guarded(api.completions), methods=["POST"]),
         Route("/v1/embeddings", guarded(api.embeddings), methods=["POST"]),
+        Route("/tokenize/chat", guarded(api.tokenize_chat), methods=["POST"]),
         Route("/info", guarded(api.info), methods=["GET"]),
     ]
 

@@ -13,6 +13,7 @@ from localserve.config import Settings
 from localserve.router.router import Router
 from localserve.server.auth import KeyVerifier, Principal, presented_key
 from localserve.server.errors import WWW_AUTHENTICATE, APIError, install_error_handlers
+from localserve.server.routes.anthropic import anthropic_routes
 from localserve.server.routes.openai import openai_routes
 from localserve.server.security import BodySizeLimit, LoopbackHostGuard
 
@@ -58,6 +59,7 @@ def create_app(
 
     app.include_router(control, dependencies=[Depends(require_admin)])
     app.include_router(openai_routes(router), dependencies=[Depends(require_key)])
+    app.include_router(anthropic_routes(router), dependencies=[Depends(require_key)])
 
     asgi: Any = app
     if settings.cors_origins:

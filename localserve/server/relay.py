@@ -12,16 +12,16 @@ from collections.abc import AsyncIterator
 from starlette.responses import Response, StreamingResponse
 
 from localserve.errors import BackendUnavailableError
-from localserve.router.backend import Backend, Payload
+from localserve.router.backend import UpstreamResponse
 from localserve.server.errors import api_error_from, sse_error_event
 
 BACKEND_HEADER = "x-localserve-backend"
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-async def relay(backend: Backend, path: str, payload: Payload, stream: bool) -> Response:
-    upstream = await backend.send(path, payload)
-    headers = {**upstream.client_headers, BACKEND_HEADER: backend.name}
+async def relay(backend_name: str, upstream: UpstreamResponse, stream: bool) -> Response:
+    """Pass an opened backend response to the client (``backend_name`` goes in a header)."""
+    headers = {**upstream.client_headers, BACKEND_HEADER: backend_name}
     if not stream or upstream.status_code != 200:
         try:
             content = await upstream.aread()

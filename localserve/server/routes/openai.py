@@ -9,13 +9,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from localserve.errors import ModelLoadError
 from localserve.router.backend import ModelCard
 from localserve.router.router import Router
 from localserve.server.disconnect import cancel_on_disconnect
 from localserve.server.errors import APIError
 from localserve.server.relay import relay
 from localserve.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from localserve.server.upstream import open_route
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -58,20 +58,13 @@ def openai_routes(router: Router) -> APIRouter:
     async def forward(request: Request, path: str, schema: type[BaseModel]) -> Response:
         payload = await read_json(request)
         body = validate(schema, payload)
-        model = str(payload["model"])
         stream = bool(getattr(body, "stream", False))
-        route = router.route(model)
-        try:
-            return await cancel_on_disconnect(
-                request, relay(route.backend, path, route.payload(payload), stream)
-            )
-        except ModelLoadError as exc:
-            fallback = router.fallback(model, exc)
-            if fallback is None:
-                raise
-            return await cancel_on_disconnect(
-                request, relay(fallback.backend, path, fallback.payload(payload), stream)
-            )
+
+        async def answer() -> Response:
+            backend, upstream = await open_route(router, path, payload)
+            return await relay(backend.name, upstream, stream)
+
+        return await cancel_on_disconnect(request, answer())
 
     @api.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
