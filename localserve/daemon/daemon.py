@@ -38,6 +38,7 @@ from localserve.security.keys import KeyStore
 from localserve.server.app import create_app
 from localserve.server.auth import KeyVerifier
 from localserve.server.routes.control import ForwardingPolicy, control_routes
+from localserve.server.routes.ollama import ollama_routes
 from localserve.serving import bind_socket, run_async
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,8 @@ class Daemon:
             }
 
         control = control_routes(pool, pulls, telemetry, policy, status, remote)
-        app = create_app(settings, router, verifier, control)
+        ollama = ollama_routes(router, pool, pulls)
+        app = create_app(settings, router, verifier, control, extra=[ollama])
         server = GatewayServer(
             uvicorn.Config(
                 app,

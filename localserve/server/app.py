@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -41,9 +41,14 @@ def key_dependency(verifier: KeyVerifier) -> Callable[[Request], Principal]:
 
 
 def create_app(
-    settings: Settings, router: Router, verifier: KeyVerifier, control: APIRouter
+    settings: Settings,
+    router: Router,
+    verifier: KeyVerifier,
+    control: APIRouter,
+    extra: Sequence[APIRouter] = (),
 ) -> Any:
-    """The gateway ASGI app: the OpenAI API for any key, ``control`` for the admin key."""
+    """The gateway ASGI app: the OpenAI and Anthropic APIs (and ``extra`` routes, such as
+    Ollama's) for any key, ``control`` for the admin key."""
     app = FastAPI(title="localserve", version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     require_key = key_dependency(verifier)
@@ -60,6 +65,8 @@ def create_app(
     app.include_router(control, dependencies=[Depends(require_admin)])
     app.include_router(openai_routes(router), dependencies=[Depends(require_key)])
     app.include_router(anthropic_routes(router), dependencies=[Depends(require_key)])
+    for routes in extra:
+        app.include_router(routes, dependencies=[Depends(require_key)])
 
     asgi: Any = app
     if settings.cors_origins:
