@@ -5,6 +5,7 @@
     ├── KeyStoreError               the admin key or client keys cannot be read or written
     ├── DaemonNotRunningError       a client command found no daemon to talk to
     ├── ModelNotFoundError          a model name or path that does not exist
+    ├── ModelInUseError             a model that cannot be removed while it is being served
     ├── ModelLoadError              a model file that cannot be loaded (corrupt, not GGUF, OOM)
     │   └── ModelTooLargeError      the fit estimate says it does not fit in free memory now
     ├── InvalidModelFileError       a file whose GGUF header is missing, truncated or absurd
@@ -51,6 +52,10 @@ class ModelNotFoundError(LocalserveError):
         super().__init__(
             f"The model '{model}' does not exist.{listing}{' ' + hint if hint else ''}"
         )
+
+
+class ModelInUseError(LocalserveError):
+    pass
 
 
 class ModelLoadError(LocalserveError):

@@ -26,7 +26,12 @@ from localserve.daemon.supervisor import (
     Supervisor,
     SupervisorStatus,
 )
-from localserve.errors import BackendUnavailableError, ModelNotFoundError, ModelTooLargeError
+from localserve.errors import (
+    BackendUnavailableError,
+    ModelInUseError,
+    ModelNotFoundError,
+    ModelTooLargeError,
+)
 from localserve.hardware.memory import sample_memory
 from localserve.hub.fit import Verdict, estimate_fit
 from localserve.hub.library import Library, ModelRecord, format_bytes
@@ -124,6 +129,18 @@ class ModelPool:
         """Stop the runner of ``model_id``; False when it was not loaded."""
         async with self._lock:
             return await self._unload_locked(model_id.strip().lower())
+
+    async def remove(self, model_id: str) -> ModelRecord:
+        """Unload a library model if loaded, then delete it (not the model served by default)."""
+        record = self.library.get(model_id)
+        if record.name == self.default.model_id:
+            raise ModelInUseError(
+                f"{record.name} is the model this daemon serves by default; serve another "
+                "model first."
+            )
+        await self.unload(record.name)
+        await asyncio.to_thread(self.library.remove, record.name)
+        return record
 
     def status(self) -> list[SupervisorStatus]:
         return [entry.supervisor.status() for entry in self._loaded.values()]

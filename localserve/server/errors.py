@@ -23,6 +23,7 @@ from localserve.errors import (
     InvalidModelFileError,
     InvalidRequestError,
     LocalserveError,
+    ModelInUseError,
     ModelLoadError,
     ModelNotFoundError,
     ModelTooLargeError,
@@ -98,6 +99,8 @@ def api_error_from(exc: LocalserveError) -> APIError:
     """Translate a core exception into the HTTP error a client should see."""
     if isinstance(exc, ModelNotFoundError):
         return APIError(404, str(exc), code="model_not_found", param="model")
+    if isinstance(exc, ModelInUseError):
+        return APIError(409, str(exc), code="model_in_use")
     if isinstance(exc, RepoNotFoundError):
         return APIError(404, str(exc), code="repo_not_found")
     if isinstance(exc, HubError):

@@ -54,6 +54,15 @@ async def json_body(upstream: UpstreamResponse) -> dict[str, Any]:
     return result
 
 
+async def ensure_ok(upstream: UpstreamResponse) -> None:
+    """Raise the backend's error (closing the response) unless it answered 200."""
+    if upstream.status_code != 200:
+        try:
+            raise upstream_error(upstream.status_code, await upstream.aread())
+        finally:
+            await upstream.aclose()
+
+
 async def openai_chunks(upstream: UpstreamResponse) -> AsyncIterator[dict[str, Any]]:
     """The JSON chunks of an OpenAI SSE stream, until ``[DONE]``. An error event, or a backend
     lost midway, raises BackendUnavailableError. Closes the upstream when done."""

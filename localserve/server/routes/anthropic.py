@@ -24,7 +24,7 @@ from localserve.server.disconnect import cancel_on_disconnect
 from localserve.server.errors import APIError, api_error_from
 from localserve.server.relay import BACKEND_HEADER
 from localserve.server.routes.openai import read_json, validate
-from localserve.server.upstream import json_body, open_route, openai_chunks, upstream_error
+from localserve.server.upstream import ensure_ok, json_body, open_route, openai_chunks
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
@@ -198,11 +198,7 @@ def anthropic_routes(router: Router) -> APIRouter:
             if not body.stream:
                 reply = await json_body(upstream)
                 return JSONResponse(message_object(body.model, reply), headers=headers)
-            if upstream.status_code != 200:
-                try:
-                    raise upstream_error(upstream.status_code, await upstream.aread())
-                finally:
-                    await upstream.aclose()
+            await ensure_ok(upstream)
             return StreamingResponse(
                 message_events(body.model, openai_chunks(upstream)),
                 media_type="text/event-stream",

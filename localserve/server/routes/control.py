@@ -175,17 +175,7 @@ def control_routes(
 
     @api.delete("/models/{name}")
     async def remove_model(name: str) -> dict[str, Any]:
-        record = pool.library.get(name)
-        if record.name == pool.default.model_id:
-            raise APIError(
-                409,
-                f"{record.name} is the model this daemon serves by default; serve another "
-                "model first.",
-                code="model_in_use",
-            )
-        await pool.unload(record.name)
-        await asyncio.to_thread(pool.library.remove, record.name)
-        return {"removed": record.name}
+        return {"removed": (await pool.remove(name)).name}
 
     @api.post("/models/{name}/load")
     async def load_model(name: str, wait: bool = True) -> dict[str, Any]:

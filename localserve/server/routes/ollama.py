@@ -31,7 +31,7 @@ from localserve.server.disconnect import cancel_on_disconnect
 from localserve.server.errors import APIError, api_error_from
 from localserve.server.relay import BACKEND_HEADER
 from localserve.server.routes.openai import read_json
-from localserve.server.upstream import json_body, open_route, openai_chunks, upstream_error
+from localserve.server.upstream import ensure_ok, json_body, open_route, openai_chunks
 
 OLLAMA_API_VERSION = "0.12.0"  # the Ollama API level these routes follow
 NDJSON = "application/x-ndjson"
@@ -167,11 +167,7 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
                 reason = choice.get("finish_reason") or "stop"
                 body = final(text, reason, timing.fields(reply.get("usage") or {}))
                 return JSONResponse(body, headers=headers)
-            if upstream.status_code != 200:
-                try:
-                    raise upstream_error(upstream.status_code, await upstream.aread())
-                finally:
-                    await upstream.aclose()
+            await ensure_ok(upstream)
 
             async def lines() -> AsyncIterator[bytes]:
                 usage: dict[str, Any] = {}
@@ -427,12 +423,7 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
     @api.delete("/delete")
     async def delete(request: Request) -> Response:
         require_admin(request)
-        name = model_name(await read_json(request))
-        record = pool.library.get(name)
-        if record.name == pool.default.model_id:
-            raise APIError(409, f"{record.name} is the model this daemon serves by default.")
-        await pool.unload(record.name)
-        await asyncio.to_thread(pool.library.remove, record.name)
+        await pool.remove(model_name(await read_json(request)))
         return Response(status_code=200)
 
     return api
