@@ -61,8 +61,8 @@ def check_loopback_host(host: str) -> str:
     return host
 
 
-def runner_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
-    """The gateway's HTTP client for runners.
+def backend_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """The gateway's HTTP client for backends (runners and cloud providers).
 
     TCP_NODELAY matters: httpx writes a request's headers and body separately, and with Nagle's
     algorithm on, the body waits for the delayed ACK of the headers (about 40 ms on Linux).
@@ -145,11 +145,9 @@ class Daemon:
         )
         pulls = PullManager(library)
         timeout = httpx.Timeout(settings.request_timeout, connect=5.0)
-        client = runner_client(timeout)
+        client = backend_client(timeout)
         backend = LocalBackend(pool, client, ready_timeout=settings.runner_start_timeout)
-        cloud_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.request_timeout, connect=10.0)
-        )
+        cloud_client = backend_client(httpx.Timeout(settings.request_timeout, connect=10.0))
         cloud = CloudBackends(
             ProviderStore(paths), cloud_client, UsageLedger(paths.cloud_usage_file), own_port=port
         )

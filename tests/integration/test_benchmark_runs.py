@@ -58,3 +58,10 @@ def test_prompt_lookup_benchmark_prints_its_table() -> None:
         "counting",
     ]
     assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows)
+
+
+def test_gateway_paths_benchmark_prints_its_table() -> None:
+    rows = benchmark_rows("gateway_paths", "--rounds", "2")
+    assert [row[0] for row in rows] == ["cloud relay: first piece", "remote TLS: 8-token chat"]
+    assert [row[2] for row in rows] == ["provider directly", "loopback HTTP"]
+    assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows)
