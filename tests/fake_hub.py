@@ -18,14 +18,13 @@ is sent. Point ``HF_ENDPOINT`` at ``hub.url``.
 from __future__ import annotations
 
 import hashlib
-import json
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+from tests.fake_http import JsonHandler, LoopbackServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -48,16 +47,11 @@ class FakeHub:
         self.bytes_per_second: int | None = None
         self.tokens: dict[str, str] = {}  # token -> account name
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        # A client that cancels a download mid-body is normal here, not worth a traceback.
-        self._server.handle_error = lambda request, address: None  # type: ignore[method-assign]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = LoopbackServer(self._handler())
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def add_repo(self, repo_id: str, files: dict[str, bytes], **kwargs: Any) -> None:
         self.repos[repo_id] = FakeRepo(files, **kwargs)
@@ -66,12 +60,11 @@ class FakeHub:
         self.add_repo(repo_id, {name: path.read_bytes() for name, path in paths.items()})
 
     def __enter__(self) -> FakeHub:
-        self._thread.start()
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     # -- protocol ------------------------------------------------------------------------------
     def search(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -131,27 +124,10 @@ class FakeHub:
             "siblings": siblings,
         }
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[JsonHandler]:
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def send_json(
-                self, status: int, body: Any, headers: dict[str, str] | None = None
-            ) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def not_found(self, code: str) -> None:
                 message = "Repository not found" if code == "RepoNotFound" else "Entry not found"
                 self.send_json(404, {"error": message}, {"X-Error-Code": code})
@@ -203,10 +179,6 @@ class FakeHub:
                         self.send_file(repo.files[name], head)
                     return
                 self.send_json(404, {"error": "Not found"})
-
-            def bearer(self) -> str | None:
-                scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
-                return token if scheme.lower() == "bearer" else None
 
             def send_file(self, data: bytes, head: bool) -> None:
                 start, end = 0, len(data) - 1

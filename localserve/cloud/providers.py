@@ -12,7 +12,6 @@ takes effect on the next request.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,11 @@ from urllib.parse import urlsplit
 
 from localserve.errors import ConfigError
 from localserve.paths import AppPaths
-from localserve.security.secret_store import StoredSecret, write_private_file
+from localserve.security.secret_store import (
+    StoredSecret,
+    read_private_json,
+    write_private_json,
+)
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 PRESETS = {
@@ -188,15 +191,7 @@ class ProviderStore:
 
     # -- file ----------------------------------------------------------------------------------
     def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"Cannot read {self.file}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"Cannot read {self.file}: not a JSON object")
-        return data
+        return read_private_json(self.file, ConfigError)
 
     def _write(self, data: dict[str, Any]) -> None:
-        write_private_file(self.file, json.dumps(data, indent=2) + "\n")
+        write_private_json(self.file, data)

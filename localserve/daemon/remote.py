@@ -13,7 +13,7 @@ import logging
 import logging.handlers
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psutil
@@ -197,6 +197,4 @@ class RemoteAccess:
         audit_log.propagate = False  # remote requests go to their own file, not the daemon log
 
     def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self._status)

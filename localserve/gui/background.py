@@ -90,9 +90,6 @@ class Background:
 
         self._pool.submit(job)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
 
 class StatsStream:
     """Follows ``/stats/events`` on a thread, reconnecting, and delivers each snapshot."""

@@ -207,9 +207,8 @@ class TrayController(QObject):
             self._launched_at = None
             self.status = result["status"]
             self._check_models(result["status"])
-            if [m["name"] for m in result["models"]] != [m["name"] for m in self.models] or [
-                m["state"] for m in result["models"]
-            ] != [m["state"] for m in self.models]:
+            listed = [(m["name"], m["state"]) for m in result["models"]]
+            if listed != [(m["name"], m["state"]) for m in self.models]:
                 self.models = result["models"]
                 self._rebuild_model_menu()
                 self.models_changed.emit()

@@ -12,7 +12,6 @@ daemon notices a rotation from the CLI by checking one file's mtime instead of p
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import secrets
@@ -23,7 +22,11 @@ from typing import Any
 
 from localserve.errors import KeyStoreError
 from localserve.paths import AppPaths
-from localserve.security.secret_store import StoredSecret, write_private_file
+from localserve.security.secret_store import (
+    StoredSecret,
+    read_private_json,
+    write_private_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +128,7 @@ class KeyStore:
         return self._paths.client_keys_file
 
     def _load(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.keys_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise KeyStoreError(f"Cannot read {self.keys_file}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise KeyStoreError(f"Cannot read {self.keys_file}: not a JSON object")
-        return data
+        return read_private_json(self.keys_file, KeyStoreError)
 
     def _save(self, data: dict[str, Any]) -> None:
-        write_private_file(self.keys_file, json.dumps(data, indent=2) + "\n")
+        write_private_json(self.keys_file, data)

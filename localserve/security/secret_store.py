@@ -8,15 +8,17 @@ and the log says so once per write.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import keyring
 import keyring.errors
 
-from localserve.errors import KeyStoreError
+from localserve.errors import KeyStoreError, LocalserveError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,24 @@ def write_private_file(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_private_json(path: Path, error: type[LocalserveError]) -> dict[str, Any]:
+    """A JSON object from one of our config files; ``{}`` when the file does not exist yet,
+    ``error`` (with the path) when it cannot be read or is not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise error(f"Cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise error(f"Cannot read {path}: not a JSON object")
+    return data
+
+
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    write_private_file(path, json.dumps(data, indent=2) + "\n")
 
 
 class StoredSecret:

@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from starlette.middleware.cors import CORSMiddleware
 
 from localserve import __version__
 from localserve.config import Settings
@@ -15,7 +14,7 @@ from localserve.server.auth import KeyVerifier, Principal, presented_key
 from localserve.server.errors import WWW_AUTHENTICATE, APIError, install_error_handlers
 from localserve.server.routes.anthropic import anthropic_routes
 from localserve.server.routes.openai import openai_routes
-from localserve.server.security import BodySizeLimit, LoopbackHostGuard
+from localserve.server.security import BodySizeLimit, LoopbackHostGuard, with_cors
 
 
 def key_dependency(verifier: KeyVerifier) -> Callable[[Request], Principal]:
@@ -68,13 +67,6 @@ def create_app(
     for routes in extra:
         app.include_router(routes, dependencies=[Depends(require_key)])
 
-    asgi: Any = app
-    if settings.cors_origins:
-        asgi = CORSMiddleware(
-            asgi,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type", "x-api-key"],
-        )
+    asgi: Any = with_cors(app, settings.cors_origins)
     asgi = BodySizeLimit(asgi, settings.max_body_bytes)
     return LoopbackHostGuard(asgi)

@@ -46,6 +46,7 @@ from localserve.server.security import (
     Send,
     host_name,
     send_error,
+    with_cors,
 )
 
 audit_log = logging.getLogger("localserve.remote.audit")
@@ -287,16 +288,7 @@ def create_remote_app(
     require_key = client_key_dependency(verifier, throttle)
     app.include_router(openai_routes(router), dependencies=[Depends(require_key)])
     app.include_router(anthropic_routes(router), dependencies=[Depends(require_key)])
-    asgi: Any = app
-    if settings.cors_origins:
-        from starlette.middleware.cors import CORSMiddleware
-
-        asgi = CORSMiddleware(
-            asgi,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type", "x-api-key"],
-        )
+    asgi: Any = with_cors(app, settings.cors_origins)
     asgi = BodySizeLimit(asgi, settings.remote_max_body_bytes)
     asgi = RequestTimeout(asgi, settings.remote_request_timeout)
     asgi = PerKeyConcurrency(asgi, settings.remote_max_concurrent_per_key)

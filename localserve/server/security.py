@@ -124,3 +124,18 @@ class BodySizeLimit:
         except BodyTooLarge as exc:
             if not response_started:
                 await send_error(send, 413, exc.message, "request_too_large")
+
+
+def with_cors(app: ASGIApp, origins: list[str]) -> ASGIApp:
+    """CORS for exactly ``origins`` (never ``*``); no CORS headers at all when empty."""
+    if not origins:
+        return app
+    from starlette.middleware.cors import CORSMiddleware
+
+    cors: ASGIApp = CORSMiddleware(
+        app,
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["authorization", "content-type", "x-api-key"],
+    )
+    return cors

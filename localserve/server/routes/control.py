@@ -58,9 +58,11 @@ class PullRequest(BaseModel):
     name: str | None = Field(None, description="Name in the library (default: from the file).")
 
 
-def model_json(record: ModelRecord, memory: MemorySnapshot, pool: ModelPool) -> dict[str, Any]:
+def model_json(
+    record: ModelRecord, memory: MemorySnapshot, states: dict[str, str], default: str
+) -> dict[str, Any]:
+    """A library model for the control API; ``states`` maps loaded model ids to their state."""
     fit = estimate_fit(record, memory, None, 1, gpu_offload_supported())
-    loaded = next((s for s in pool.status() if s.model_id == record.name), None)
     return {
         "name": record.name,
         "size_bytes": record.size_bytes,
@@ -71,8 +73,8 @@ def model_json(record: ModelRecord, memory: MemorySnapshot, pool: ModelPool) -> 
         "has_chat_template": record.has_chat_template,
         "supports_fim": record.supports_fim,
         "source_repo": record.source_repo,
-        "default": record.name == pool.default.model_id,
-        "state": loaded.state.value if loaded else "unloaded",
+        "default": record.name == default,
+        "state": states.get(record.name, "unloaded"),
         "fit": fit_json(fit),
     }
 
@@ -169,7 +171,9 @@ def control_routes(
     async def list_models() -> dict[str, Any]:
         def read() -> list[dict[str, Any]]:
             memory = sample_memory()
-            return [model_json(r, memory, pool) for r in pool.library.records()]
+            states = {status.model_id: status.state.value for status in pool.status()}
+            default = pool.default.model_id
+            return [model_json(r, memory, states, default) for r in pool.library.records()]
 
         return {"object": "list", "data": await asyncio.to_thread(read)}
 
