@@ -122,4 +122,8 @@ class ContextOverflowError(InvalidRequestError):
 
 
 class UnsupportedFeatureError(InvalidRequestError):
-    pass
+    def __init__(
+        self, message: str, param: str | None = None, code: str = "unsupported_feature"
+    ) -> None:
+        self.code = code
+        super().__init__(message, param)

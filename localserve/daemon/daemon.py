@@ -153,7 +153,8 @@ class Daemon:
         )
         policy = ForwardingPolicy(local_only=settings.local_only)
         router = Router(backend, cloud, lambda: policy.local_only)
-        remote = RemoteAccess(settings, paths, router, verifier)
+        ollama = ollama_routes(router, pool, pulls)
+        remote = RemoteAccess(settings, paths, router, verifier, extra=[ollama])
         state = new_state(host, port, self.model.model_id, __version__)
 
         async def status() -> dict[str, Any]:
@@ -170,7 +171,6 @@ class Daemon:
             }
 
         control = control_routes(pool, pulls, telemetry, policy, status, remote)
-        ollama = ollama_routes(router, pool, pulls)
         app = create_app(settings, router, verifier, control, extra=[ollama])
         server = GatewayServer(
             uvicorn.Config(

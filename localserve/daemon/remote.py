@@ -1,7 +1,8 @@
 """Remote access: a second, TLS-only listener on a network address, switched at run time.
 
-The loopback gateway is untouched; the remote listener serves ``create_remote_app`` (OpenAI API,
-client keys only). Turning it off stops the listener and closes its connections.
+The loopback gateway is untouched; the remote listener serves ``create_remote_app`` (the OpenAI,
+Anthropic and Ollama APIs, client keys only). Turning it off stops the listener and closes its
+connections.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import ipaddress
 import logging
 import logging.handlers
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import psutil
 import uvicorn
+from fastapi import APIRouter
 
 from localserve.config import Settings
 from localserve.errors import ConfigError
@@ -90,9 +92,15 @@ class RemoteStatus:
 
 class RemoteAccess:
     def __init__(
-        self, settings: Settings, paths: AppPaths, router: Router, verifier: KeyVerifier
+        self,
+        settings: Settings,
+        paths: AppPaths,
+        router: Router,
+        verifier: KeyVerifier,
+        extra: Sequence[APIRouter] = (),
     ) -> None:
         self.settings = settings
+        self.extra = extra
         self.paths = paths
         self.router = router
         self.verifier = verifier
@@ -123,7 +131,12 @@ class RemoteAccess:
             bound_port = int(sock.getsockname()[1])
             allowed = cert.names | {n.lower() for n in self.settings.remote_hosts} | {address}
             app = create_remote_app(
-                self.settings, self.router, self.verifier, self.throttle, frozenset(allowed)
+                self.settings,
+                self.router,
+                self.verifier,
+                self.throttle,
+                frozenset(allowed),
+                self.extra,
             )
             server = RemoteServer(
                 uvicorn.Config(

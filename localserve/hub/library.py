@@ -26,6 +26,7 @@ from typing import Any
 from localserve.errors import DiskSpaceError, InvalidModelFileError, ModelNotFoundError
 from localserve.hub.gguf_header import GgufHeader, read_gguf_header
 from localserve.hub.starter import STARTER_MODEL_ID, starter_model_path
+from localserve.hub.templates import template_supports_tools
 
 RECORD_NAME = "model.json"
 SHARD_PATTERN = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.gguf$", re.I)
@@ -72,6 +73,7 @@ class ModelRecord:
     vocab_size: int
     has_chat_template: bool
     supports_fim: bool
+    supports_tools: bool = False
     sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest
     source_repo: str | None = None
     source_revision: str | None = None
@@ -84,6 +86,7 @@ class ModelRecord:
         embedding = int(header.arch_value("embedding_length", 0) or 0)
         head_dim = embedding // heads if heads else 0
         kv_heads = header.arch_value("attention.head_count_kv", heads)
+        template = str(header.get("tokenizer.chat_template") or "")
         return cls(
             name=name,
             files=files,
@@ -102,8 +105,11 @@ class ModelRecord:
                 header.arch_value("vocab_size", 0)
                 or header.array_lengths.get("tokenizer.ggml.tokens", 0)
             ),
-            has_chat_template=bool(header.get("tokenizer.chat_template")),
+            has_chat_template=bool(template),
             supports_fim=any(all(key in header.metadata for key in keys) for keys in FIM_KEYS),
+            supports_tools=template_supports_tools(
+                str(header.get("tokenizer.chat_template") or "")
+            ),
         )
 
     def to_json(self) -> dict[str, Any]:

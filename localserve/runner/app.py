@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, TypeVar
 
+from llama_cpp.llama_grammar import LlamaGrammar
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,6 +37,7 @@ from localserve.runner.openai_format import (
 )
 from localserve.runner.reporting import Report, request_event
 from localserve.runner.text import GenerationStats
+from localserve.runner.tools import ToolCall, ToolCallReader, reader_for
 from localserve.server.disconnect import ClientDisconnected, cancel_on_disconnect
 from localserve.server.errors import CLIENT_CLOSED_REQUEST, api_error_from, error_body
 from localserve.server.schemas import (
@@ -129,15 +131,23 @@ class RunnerAPI:
     async def chat(self, request: Request) -> Response:
         body = await parse(request, ChatCompletionRequest)
         messages = [message.as_template_input() for message in body.messages]
-        prompt = self.engine.chat_prompt(messages, tools=body.tools)
+        tools = body.active_tools()
+        prompt = self.engine.chat_prompt(messages, tools=tools)
         shape = ResponseShape(self.engine.info.model_id, chat=True)
-        return await self._generate(request, body, prompt, shape)
+        if not tools or self.engine.tool_syntax is None:
+            return await self._generate(request, body, prompt, shape)
+        forced = body.forced_tool()
+        grammar = None if forced is None else self.engine.tool_call_grammar(tools, forced or None)
+        reader = reader_for(
+            self.engine.tool_syntax, tools, forced is not None, body.parallel_tool_calls
+        )
+        return await self._generate(request, body, prompt, shape, grammar, reader)
 
     async def tokenize_chat(self, request: Request) -> Response:
         """How many prompt tokens a chat request renders to (Anthropic's count_tokens)."""
         body = await parse(request, ChatCompletionRequest)
         messages = [message.as_template_input() for message in body.messages]
-        prompt = self.engine.chat_prompt(messages, tools=body.tools)
+        prompt = self.engine.chat_prompt(messages, tools=body.active_tools())
         return JSONResponse({"input_tokens": len(prompt)})
 
     async def completions(self, request: Request) -> Response:
@@ -161,9 +171,16 @@ class RunnerAPI:
         return JSONResponse(asdict(self.engine.info))
 
     async def _generate(
-        self, request: Request, body: GenerationRequest, prompt: list[int], shape: ResponseShape
+        self,
+        request: Request,
+        body: GenerationRequest,
+        prompt: list[int],
+        shape: ResponseShape,
+        grammar: LlamaGrammar | None = None,
+        reader: ToolCallReader | None = None,
     ) -> Response:
-        generation = self.engine.prepare(prompt, body.sampling())
+        """Generate and answer; ``reader`` (requests with tools) splits out the tool calls."""
+        generation = self.engine.prepare(prompt, body.sampling(), grammar)
         job = GenerationJob(len(prompt), self.report)
         self.engine.submit(generation, job)
         if not body.stream:
@@ -175,9 +192,13 @@ class RunnerAPI:
                 text = await cancel_on_disconnect(request, collect())
             finally:
                 job.cancelled.set()
-            return JSONResponse(shape.whole(text, job.stats))
+            if reader is None:
+                return JSONResponse(shape.whole(text, job.stats))
+            content = reader.feed(text)
+            rest, calls = reader.finish()
+            return JSONResponse(shape.whole(content + rest, job.stats, calls))
         return StreamingResponse(
-            stream_events(job, shape, body.include_usage), media_type="text/event-stream"
+            stream_events(job, shape, body.include_usage, reader), media_type="text/event-stream"
         )
 
     def close(self) -> None:
@@ -185,15 +206,27 @@ class RunnerAPI:
 
 
 async def stream_events(
-    job: GenerationJob, shape: ResponseShape, include_usage: bool
+    job: GenerationJob,
+    shape: ResponseShape,
+    include_usage: bool,
+    reader: ToolCallReader | None = None,
 ) -> AsyncIterator[bytes]:
     try:
         first = shape.first_chunk()
         if first is not None:
             yield first
         async for piece in job.pieces():
-            yield shape.text_chunk(piece)
-        yield shape.final_chunk(job.stats)
+            content = reader.feed(piece) if reader else piece
+            if content:
+                yield shape.text_chunk(content)
+        calls: list[ToolCall] = []
+        if reader is not None:
+            rest, calls = reader.finish()
+            if rest:
+                yield shape.text_chunk(rest)
+            for index, call in enumerate(calls):
+                yield shape.tool_call_chunk(index, call)
+        yield shape.final_chunk(job.stats, calls)
         if include_usage:
             yield shape.usage_chunk(job.stats)
     except LocalserveError as exc:

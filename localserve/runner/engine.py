@@ -25,10 +25,12 @@ from localserve.errors import (
     UnsupportedFeatureError,
 )
 from localserve.hardware.devices import resolve_gpu_layers
+from localserve.hub.templates import ToolSyntax, tool_syntax
 from localserve.runner.protocol import EMBEDDING_CTX
 from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.sampling import SamplingParams
 from localserve.runner.scheduler import GenerationRequest, Scheduler, Sink
+from localserve.runner.tools import forced_call_schema
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class ModelInfo:
     description: str
     supports_fim: bool
     has_chat_template: bool
+    tool_syntax: str | None  # how the model writes tool calls; None: its template takes no tools
     gpu_layers: int
     gpu_offload_supported: bool
     threads: int
@@ -117,6 +120,7 @@ class Engine:
             if template
             else None
         )
+        self.tool_syntax: ToolSyntax | None = tool_syntax(template) if template else None
         n_ctx = config.n_ctx or model.n_ctx_train()
         parallel = config.parallel or auto_parallel(model, n_ctx)
         self._scheduler = Scheduler(
@@ -131,6 +135,7 @@ class Engine:
             description=model.desc(),
             supports_fim=all(token >= 0 for token in self._fim_tokens),
             has_chat_template=self._formatter is not None,
+            tool_syntax=self.tool_syntax.name if self.tool_syntax else None,
             gpu_layers=gpu_layers,
             gpu_offload_supported=supports_offload,
             threads=config.threads,
@@ -156,14 +161,24 @@ class Engine:
         return list(self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
     # -- prompts ----------------------------------------------------------------------------
-    def chat_prompt(self, messages: list[dict[str, Any]], tools: Any = None) -> list[int]:
+    def chat_prompt(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         if self._formatter is None:
             raise UnsupportedFeatureError(
                 f"The model '{self.info.model_id}' has no chat template; use /v1/completions.",
                 param="messages",
             )
+        if tools and self.tool_syntax is None:
+            raise UnsupportedFeatureError(
+                f"The model '{self.info.model_id}' does not support tools: its chat template "
+                "has no place for them. Use a model made for tool calling (Qwen2.5 or Qwen3, "
+                "Llama 3.1+, Mistral Nemo or Small, Hermes 3...) or a cloud model.",
+                param="tools",
+                code="tools_not_supported",
+            )
         try:
-            rendered = self._formatter(messages=cast(Any, messages), tools=tools)
+            rendered = self._formatter(messages=cast(Any, messages), tools=cast(Any, tools))
         except Exception as exc:  # a template may raise anything, by design (raise_exception)
             raise InvalidRequestError(
                 f"The model's chat template rejected these messages: {exc}", param="messages"
@@ -203,17 +218,34 @@ class Engine:
         return max_tokens
 
     # -- generation -------------------------------------------------------------------------
-    def prepare(self, prompt_tokens: list[int], params: SamplingParams) -> GenerationRequest:
-        """Everything that can reject a request, done before a stream starts."""
+    def prepare(
+        self,
+        prompt_tokens: list[int],
+        params: SamplingParams,
+        grammar: LlamaGrammar | None = None,
+    ) -> GenerationRequest:
+        """Everything that can reject a request, done before a stream starts. ``grammar``
+        (a forced tool call) takes the place of one from ``response_format``."""
         if not prompt_tokens:
             raise InvalidRequestError("The prompt is empty.", param="prompt")
         return GenerationRequest(
             prompt_tokens=prompt_tokens,
             max_tokens=self.check_fits(prompt_tokens, params.max_tokens),
-            grammar=self._grammar(params.response_format),
+            grammar=grammar or self._grammar(params.response_format),
             params=params,
             prompt_lookup=params.prompt_lookup,
         )
+
+    @staticmethod
+    def tool_call_grammar(tools: list[dict[str, Any]], name: str | None) -> LlamaGrammar:
+        """A grammar that lets the model write only a call (``forced_call_schema``)."""
+        try:
+            schema = json.dumps(forced_call_schema(tools, name))
+            return LlamaGrammar.from_json_schema(schema, verbose=False)
+        except Exception as exc:  # the converter raises assorted errors on schemas it cannot read
+            raise InvalidRequestError(
+                f"Cannot constrain a call to these tools' parameter schemas: {exc}", param="tools"
+            ) from exc
 
     @staticmethod
     def _grammar(response_format: dict[str, Any] | None) -> LlamaGrammar | None:

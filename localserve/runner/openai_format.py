@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from localserve.runner.text import GenerationStats
+from localserve.runner.tools import ToolCall
 
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -31,7 +33,9 @@ def usage(stats: GenerationStats) -> dict[str, Any]:
     }
 
 
-def finish_reason(stats: GenerationStats) -> str:
+def finish_reason(stats: GenerationStats, calls: Sequence[ToolCall] = ()) -> str:
+    if calls:
+        return "tool_calls"
     return "length" if stats.finish_reason == "length" else "stop"
 
 
@@ -77,8 +81,12 @@ class ResponseShape:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
         return sse_event(self._envelope("text_completion", [choice]))
 
-    def final_chunk(self, stats: GenerationStats) -> bytes:
-        reason = finish_reason(stats)
+    def tool_call_chunk(self, index: int, call: ToolCall) -> bytes:
+        """A whole call in one delta (calls are read when generation ends)."""
+        return self.delta_chunk({"tool_calls": [{"index": index, **call.openai()}]})
+
+    def final_chunk(self, stats: GenerationStats, calls: Sequence[ToolCall] = ()) -> bytes:
+        reason = finish_reason(stats, calls)
         return self.delta_chunk({}, reason) if self.chat else self._completion_chunk("", reason)
 
     def usage_chunk(self, stats: GenerationStats) -> bytes:
@@ -86,12 +94,18 @@ class ResponseShape:
         return sse_event({**self._envelope(obj, []), "usage": usage(stats)})
 
     # -- whole responses --------------------------------------------------------------------
-    def whole(self, text: str, stats: GenerationStats) -> dict[str, Any]:
-        reason = finish_reason(stats)
+    def whole(
+        self, text: str, stats: GenerationStats, calls: Sequence[ToolCall] = ()
+    ) -> dict[str, Any]:
+        reason = finish_reason(stats, calls)
         if self.chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message["content"] = text or None
+                message["tool_calls"] = [call.openai() for call in calls]
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": reason,
             }

@@ -114,7 +114,7 @@ def api_error_from(exc: LocalserveError) -> APIError:
     if isinstance(exc, ContextOverflowError):
         return APIError(400, str(exc), code="context_length_exceeded", param=exc.param)
     if isinstance(exc, UnsupportedFeatureError):
-        return APIError(400, str(exc), code="unsupported_feature", param=exc.param)
+        return APIError(400, str(exc), code=exc.code, param=exc.param)
     if isinstance(exc, InvalidRequestError):
         return APIError(400, str(exc), param=exc.param)
     if isinstance(exc, ModelTooLargeError):

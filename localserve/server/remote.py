@@ -24,11 +24,11 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 
 from localserve import __version__
 from localserve.config import Settings
@@ -275,7 +275,10 @@ def create_remote_app(
     verifier: KeyVerifier,
     throttle: AuthThrottle,
     allowed_hosts: frozenset[str],
+    extra: Sequence[APIRouter] = (),
 ) -> Any:
+    """The remote listener's app: the same inference APIs as loopback (``extra``: Ollama's),
+    for client keys only; no control API, no metrics."""
     app = FastAPI(
         title="localserve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
     )
@@ -288,6 +291,8 @@ def create_remote_app(
     require_key = client_key_dependency(verifier, throttle)
     app.include_router(openai_routes(router), dependencies=[Depends(require_key)])
     app.include_router(anthropic_routes(router), dependencies=[Depends(require_key)])
+    for routes in extra:
+        app.include_router(routes, dependencies=[Depends(require_key)])
     asgi: Any = with_cors(app, settings.cors_origins)
     asgi = BodySizeLimit(asgi, settings.remote_max_body_bytes)
     asgi = RequestTimeout(asgi, settings.remote_request_timeout)

@@ -1,14 +1,15 @@
 """OpenAI request bodies, validated once at the gateway and parsed again by the runner.
 
-Unknown fields are accepted and ignored (clients send vendor extras such as ``user`` or
-``parallel_tool_calls``); fields we cannot honour (``n`` > 1, images) are refused with a clear 400.
+Unknown fields are accepted and ignored (clients send vendor extras such as ``user``); fields
+we cannot honour (``n`` > 1, images) are refused with a clear 400.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from localserve.runner.sampling import SamplingParams
 
@@ -95,11 +96,40 @@ class TextPart(BaseModel):
     text: str
 
 
+TOOL_NAME = r"^[A-Za-z0-9_.\-]{1,64}$"
+
+
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str
+
+
+class AssistantToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    def as_template_input(self) -> dict[str, Any]:
+        """Templates (following Hugging Face's convention) expect arguments as an object."""
+        try:
+            arguments: Any = json.loads(self.function.arguments)
+        except ValueError:
+            arguments = self.function.arguments
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.function.name, "arguments": arguments},
+        }
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[AssistantToolCall] | None = None
+    tool_call_id: str | None = None
 
     def as_template_input(self) -> dict[str, Any]:
         """The message as chat templates expect it: content is one string."""
@@ -111,12 +141,65 @@ class ChatMessage(BaseModel):
         message: dict[str, Any] = {"role": role, "content": content}
         if self.name:
             message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = [call.as_template_input() for call in self.tool_calls]
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
         return message
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=TOOL_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolDefinition] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+
+    @model_validator(mode="after")
+    def _check_tool_choice(self) -> ChatCompletionRequest:
+        names = [tool.function.name for tool in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"tool_choice names '{choice.function.name}', which is not in tools")
+        if choice == "required" and not names:
+            raise ValueError("tool_choice 'required' needs tools")
+        return self
+
+    def active_tools(self) -> list[dict[str, Any]] | None:
+        """The tools to show the model (as templates expect them); None with tool_choice none."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        return [tool.model_dump(exclude_none=True) for tool in self.tools]
+
+    def forced_tool(self) -> str | None:
+        """None when the model may answer freely; "" when it must call some tool
+        (``required``); a tool's name when it must call that one."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.function.name
+        return "" if self.tool_choice == "required" else None
 
 
 class CompletionRequest(GenerationRequest):

@@ -30,6 +30,14 @@ from tests.model_files import starter_path
 FUNCTION = inspect.getsource(held_back_length)  # real code for the model to repeat
 REPEAT = FUNCTION + "\n\n# The same function again, unchanged:\n" + FUNCTION.split("\n")[0] + "\n"
 PROSE = "Once upon a time, in a small village by the sea, there lived"
+# Repeated openings with different endings: drafts from the latest one are often wrong.
+LIST = (
+    "".join(
+        f"Item {n}: the {word} is {n} metres long.\n"
+        for n, word in enumerate(["rope", "board", "pipe", "cable", "rail", "beam"], start=1)
+    )
+    + "Item 7: the"
+)
 ROUNDING = 0.5  # logits; genuine near-ties measured here differ by at most 0.12
 
 
@@ -106,16 +114,29 @@ def greedy_gaps(engine: Engine, prompt: list[int], output: list[int]) -> list[fl
         llama_cpp.llama_free(ctx)
 
 
-@pytest.mark.parametrize("text", [REPEAT, PROSE], ids=["repeating code", "prose"])
+def emitted(output: list[int], stats: GenerationStats) -> list[int]:
+    """The tokens a request emitted: a generation that ended on its own also sampled the
+    end-of-generation token, which is not counted."""
+    if stats.finish_reason == "stop" and len(output) == stats.completion_tokens + 1:
+        return output[:-1]
+    assert len(output) == stats.completion_tokens
+    return output
+
+
+@pytest.mark.parametrize(
+    ("text", "drafts_hit"), [(REPEAT, True), (PROSE, False)], ids=["repeating code", "prose"]
+)
 def test_speculation_emits_the_models_greedy_tokens(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch, text: str
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, text: str, drafts_hit: bool
 ) -> None:
     prompt = engine.completion_prompt(text)
     output, stats = generate(
         engine, monkeypatch, prompt, max_tokens=64, temperature=0, prompt_lookup=True
     )
-    assert len(output) == stats.completion_tokens == 64
-    assert stats.accepted_draft_tokens > 0
+    output = emitted(output, stats)
+    assert len(output) >= 32
+    if drafts_hit:  # repeated code: some drafts must be confirmed (prose may have none)
+        assert stats.accepted_draft_tokens > 0
     gaps = greedy_gaps(engine, prompt, output)
     assert max(gaps) < ROUNDING, gaps
 
@@ -124,10 +145,15 @@ def test_rejected_drafts_leave_a_clean_cache(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The next request reuses the slot's cells, so they must hold exactly the accepted text."""
-    prompt = engine.completion_prompt(PROSE)
-    first, stats = generate(
-        engine, monkeypatch, prompt, max_tokens=48, temperature=0, prompt_lookup=True
-    )
+    # Which texts get drafts rejected depends on the CPU's rounding; one of these always has.
+    for text in (PROSE, REPEAT, LIST):
+        prompt = engine.completion_prompt(text)
+        first, stats = generate(
+            engine, monkeypatch, prompt, max_tokens=48, temperature=0, prompt_lookup=True
+        )
+        first = emitted(first, stats)
+        if stats.rejected_draft_tokens > 0:
+            break
     assert stats.rejected_draft_tokens > 0
     follow_up = prompt + first + engine.completion_prompt(" The end.")[1:]
     second, stats = generate(engine, monkeypatch, follow_up, max_tokens=24, temperature=0)

@@ -96,6 +96,37 @@ def test_a_pinned_client_with_a_device_key_is_served(
     assert phone_key not in "\n".join(audit)
 
 
+def test_ollama_and_anthropic_clients_are_served_remotely(
+    remote: dict[str, Any], phone_key: str
+) -> None:
+    """Phone apps often speak Ollama's API: it is served remotely too, but pulling and deleting
+    models (admin work) are not."""
+    with client_from(remote, "127.0.0.12") as http:
+        chat = http.post(
+            "/api/chat",
+            headers=bearer(phone_key),
+            json={
+                "model": STARTER_MODEL,
+                "stream": False,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "options": {"num_predict": 4},
+            },
+        )
+        message = http.post(
+            "/v1/messages",
+            headers={"x-api-key": phone_key},
+            json={
+                "model": STARTER_MODEL,
+                "max_tokens": 4,
+                "messages": [{"role": "user", "content": "Hi"}],
+            },
+        )
+        pull = http.post("/api/pull", headers=bearer(phone_key), json={"model": "x/y"})
+    assert chat.status_code == 200 and chat.json()["message"]["content"]
+    assert message.status_code == 200 and message.json()["content"][0]["text"]
+    assert pull.status_code == 403 and "admin key" in pull.json()["error"]
+
+
 def test_the_certificate_names_the_address_and_its_key_is_private(
     daemon: DaemonProcess, remote: dict[str, Any]
 ) -> None:

@@ -26,12 +26,19 @@ from localserve.daemon.pulls import PullManager, PullState
 from localserve.errors import BackendUnavailableError, ModelNotFoundError
 from localserve.hub.library import ModelRecord
 from localserve.router.router import Router
+from localserve.runner.tools import new_call_id
 from localserve.server.auth import Principal
 from localserve.server.disconnect import cancel_on_disconnect
 from localserve.server.errors import APIError, api_error_from
 from localserve.server.relay import BACKEND_HEADER
 from localserve.server.routes.openai import read_json
-from localserve.server.upstream import ensure_ok, json_body, open_route, openai_chunks
+from localserve.server.upstream import (
+    StreamedToolCalls,
+    ensure_ok,
+    json_body,
+    open_route,
+    openai_chunks,
+)
 
 OLLAMA_API_VERSION = "0.12.0"  # the Ollama API level these routes follow
 NDJSON = "application/x-ndjson"
@@ -127,6 +134,81 @@ class Timing:
         }
 
 
+def ndjson(line: dict[str, Any]) -> bytes:
+    return (json.dumps(line) + "\n").encode()
+
+
+def done_fields(reason: str | None, timing: Timing, usage: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields of Ollama's last line; a tool call ends a turn as "stop" there."""
+    done_reason = "length" if reason == "length" else "stop"
+    return {"done": True, "done_reason": done_reason, **timing.fields(usage or {})}
+
+
+def ollama_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI tool calls in Ollama's shape: arguments as an object, not a JSON string."""
+    result = []
+    for index, call in enumerate(calls):
+        function = call.get("function") or {}
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except ValueError:
+            arguments = {}
+        result.append(
+            {
+                "id": call.get("id") or "",
+                "function": {
+                    "index": index,
+                    "name": function.get("name", ""),
+                    "arguments": arguments,
+                },
+            }
+        )
+    return result
+
+
+def openai_chat_messages(messages: list[Any]) -> list[dict[str, Any]]:
+    """Ollama's chat messages as OpenAI's. Ollama's tool calls carry no ids (older clients), so
+    each tool result is matched to the latest unanswered call of its tool, or the first one."""
+    result: list[dict[str, Any]] = []
+    unanswered: list[tuple[str, str]] = []  # (call id, tool name)
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise APIError(400, f"messages.{index} must be an object")
+        if message.get("images"):
+            raise APIError(
+                400, f"messages.{index}: images are not supported; localserve serves text models."
+            )
+        role = message.get("role")
+        converted: dict[str, Any] = {"role": role, "content": message.get("content") or ""}
+        if role == "assistant" and message.get("tool_calls"):
+            converted["tool_calls"] = [openai_tool_call(call) for call in message["tool_calls"]]
+            unanswered = [(c["id"], c["function"]["name"]) for c in converted["tool_calls"]]
+        elif role == "tool":
+            name = message.get("tool_name") or message.get("name")
+            match = next((c for c in unanswered if c[1] == name), None)
+            match = match or (unanswered[0] if unanswered else None)
+            if match is not None:
+                unanswered.remove(match)
+            converted["tool_call_id"] = message.get("tool_call_id") or (match[0] if match else "")
+        result.append(converted)
+    return result
+
+
+def openai_tool_call(call: Any) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise APIError(400, "tool_calls entries need a function with a name")
+    arguments = function.get("arguments") or {}
+    return {
+        "id": call.get("id") or new_call_id(),
+        "type": "function",
+        "function": {
+            "name": function["name"],
+            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+        },
+    }
+
+
 def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRouter:
     api = APIRouter(prefix="/api")
 
@@ -144,11 +226,12 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
         payload: dict[str, Any],
         path: str,
         openai: dict[str, Any],
-        shape: Callable[[str], dict[str, Any]],
-        final: Callable[[str, str, dict[str, Any]], dict[str, Any]],
+        shape: Callable[[str, list[dict[str, Any]]], dict[str, Any]],
+        final: Callable[[str, list[dict[str, Any]], dict[str, Any]], dict[str, Any]],
     ) -> Response:
-        """Send ``openai`` to ``path`` and answer in Ollama's shape: ``shape(piece)`` for each
-        streamed piece, ``final(text, done_reason, counts_and_durations)`` at the end."""
+        """Send ``openai`` to ``path`` and answer in Ollama's shape: ``shape(piece, calls)``
+        for each streamed piece (and once for the tool calls, when there are some),
+        ``final(text, calls, done_fields)`` at the end."""
         model = model_name(payload)
         stream = payload.get("stream", True) is not False
         openai = {**openai, "model": model, "stream": stream}
@@ -163,29 +246,36 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
                 reply = await json_body(upstream)
                 await keep_alive(payload, model)
                 choice = reply["choices"][0]
-                text = (choice.get("message") or {}).get("content") or choice.get("text") or ""
-                reason = choice.get("finish_reason") or "stop"
-                body = final(text, reason, timing.fields(reply.get("usage") or {}))
-                return JSONResponse(body, headers=headers)
+                message = choice.get("message") or {}
+                text = message.get("content") or choice.get("text") or ""
+                calls = ollama_tool_calls(message.get("tool_calls") or [])
+                done = done_fields(choice.get("finish_reason"), timing, reply.get("usage"))
+                return JSONResponse(final(text, calls, done), headers=headers)
             await ensure_ok(upstream)
 
             async def lines() -> AsyncIterator[bytes]:
                 usage: dict[str, Any] = {}
-                reason = "stop"
+                reason = None
+                tool_calls = StreamedToolCalls()
                 try:
                     async for chunk in openai_chunks(upstream):
                         for choice in chunk.get("choices") or []:
-                            piece = (choice.get("delta") or {}).get("content") or choice.get("text")
+                            delta = choice.get("delta") or {}
+                            piece = delta.get("content") or choice.get("text")
                             if piece:
                                 timing.mark_first()
-                                yield (json.dumps(shape(piece)) + "\n").encode()
+                                yield ndjson(shape(piece, []))
+                            tool_calls.add(delta)
                             reason = choice.get("finish_reason") or reason
                         usage = chunk.get("usage") or usage
                 except BackendUnavailableError as exc:
-                    yield (json.dumps({"error": api_error_from(exc).message}) + "\n").encode()
+                    yield ndjson({"error": api_error_from(exc).message})
                     return
                 await keep_alive(payload, model)
-                yield (json.dumps(final("", reason, timing.fields(usage))) + "\n").encode()
+                calls = ollama_tool_calls(tool_calls.calls())
+                if calls:  # Ollama sends the calls in a chunk of their own, before the last
+                    yield ndjson(shape("", calls))
+                yield ndjson(final("", [], done_fields(reason, timing, usage)))
 
             return StreamingResponse(lines(), media_type=NDJSON, headers=headers)
 
@@ -221,6 +311,7 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
         if record is None:
             raise ModelNotFoundError(name, pool.model_ids())
         capabilities = ["completion"] + (["insert"] if record.supports_fim else [])
+        capabilities += ["tools"] if record.supports_tools else []
         return {
             "modelfile": f"# served by localserve from the GGUF file of {record.name}",
             "parameters": "",
@@ -259,35 +350,35 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
     @api.post("/chat")
     async def chat(request: Request) -> Response:
         payload = await read_json(request)
-        if payload.get("tools"):
-            raise APIError(400, "Tool calling through Ollama's API is not supported yet.")
         messages = payload.get("messages")
         if not isinstance(messages, list) or not messages:
             raise APIError(400, "messages must be a non-empty list")
-        openai = {
-            "messages": [
-                {"role": m.get("role"), "content": m.get("content", "")} for m in messages
-            ],
-            **sampling(payload),
-        }
+        openai = {"messages": openai_chat_messages(messages), **sampling(payload)}
+        if payload.get("tools"):
+            openai["tools"] = payload["tools"]
         model = model_name(payload)
 
-        def shape(piece: str) -> dict[str, Any]:
+        def message(text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+            return {
+                "role": "assistant",
+                "content": text,
+                **({"tool_calls": calls} if calls else {}),
+            }
+
+        def shape(piece: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
             return {
                 "model": model,
                 "created_at": now_iso(),
-                "message": {"role": "assistant", "content": piece},
+                "message": message(piece, calls),
                 "done": False,
             }
 
-        def final(text: str, reason: str, times: dict[str, Any]) -> dict[str, Any]:
+        def final(text: str, calls: list[dict[str, Any]], done: dict[str, Any]) -> dict[str, Any]:
             return {
                 "model": model,
                 "created_at": now_iso(),
-                "message": {"role": "assistant", "content": text},
-                "done": True,
-                "done_reason": reason,
-                **times,
+                "message": message(text, calls),
+                **done,
             }
 
         return await answer(request, payload, "/v1/chat/completions", openai, shape, final)
@@ -327,18 +418,16 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
                 messages.insert(0, {"role": "system", "content": payload["system"]})
             openai = {"messages": messages, **sampling(payload)}
 
-        def shape(piece: str) -> dict[str, Any]:
+        def shape(piece: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
             return {"model": model, "created_at": now_iso(), "response": piece, "done": False}
 
-        def final(text: str, reason: str, times: dict[str, Any]) -> dict[str, Any]:
+        def final(text: str, calls: list[dict[str, Any]], done: dict[str, Any]) -> dict[str, Any]:
             return {
                 "model": model,
                 "created_at": now_iso(),
                 "response": text,
-                "done": True,
-                "done_reason": reason,
+                **done,
                 "context": [],
-                **times,
             }
 
         return await answer(request, payload, path, openai, shape, final)

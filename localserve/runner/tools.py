@@ -1,0 +1,220 @@
+"""Tool calls: the schema that forces one, and reading calls back out of what a model wrote.
+
+A model shows its tool calls in its family's syntax (``hub/templates.py``). ``ToolCallReader``
+lets prose through as it is generated, holding back only what may be the start of a call, and
+reads the calls when generation ends. Text that looked like a call but does not parse as one
+is handed back as content: nothing the model wrote is lost. (No llama.cpp here: the gateway
+uses these shapes too.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from localserve.hub.templates import BARE_JSON, ToolSyntax
+
+_DECODER = json.JSONDecoder()
+_PYTHON_TAG = "<|python_tag|>"  # Llama 3.x writes it before a call
+_FENCES = ("```json", "```")
+# Newer Mistral templates: [TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}
+_NAMED_ARGS = re.compile(r"([A-Za-z0-9_.\-]+)\s*\[ARGS\]")
+_SEPARATORS = " \t\r\n,;"
+# Qwen3-Coder and Qwen3.5 write XML inside <tool_call>:
+# <function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>
+_XML_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)</function>", re.S)
+_XML_PARAMETER = re.compile(r"<parameter=([^>\s]+)>\n?(.*?)\n?</parameter>", re.S)
+
+
+def new_call_id() -> str:
+    return "call_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: str  # a JSON object, as OpenAI sends it
+    id: str = field(default_factory=new_call_id)
+
+    def openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+def forced_call_schema(tools: list[dict[str, Any]], name: str | None) -> dict[str, Any]:
+    """The JSON schema of a call, ``{"name": ..., "arguments": ...}``, to the tool ``name`` or,
+    when it is None (``tool_choice: required``), to any of ``tools``."""
+    options = []
+    for tool in tools:
+        function = tool["function"]
+        if name is not None and function["name"] != name:
+            continue
+        parameters = function.get("parameters") or {"type": "object"}
+        options.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": function["name"]}, "arguments": parameters},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+        )
+    return options[0] if len(options) == 1 else {"oneOf": options}
+
+
+def _skip_noise(text: str, pos: int, syntax: ToolSyntax) -> int:
+    """Past separators, markers and fences between calls."""
+    markers = [m for m in (syntax.opener, syntax.closer, _PYTHON_TAG, *_FENCES) if m]
+    while pos < len(text):
+        if text[pos] in _SEPARATORS:
+            pos += 1
+            continue
+        marker = next((m for m in markers if text.startswith(m, pos)), None)
+        if marker is None:
+            break
+        pos += len(marker)
+    return pos
+
+
+def _call_from(item: Any, names: set[str]) -> ToolCall | None:
+    if not isinstance(item, dict):
+        return None
+    if isinstance(item.get("function"), dict):  # OpenAI's own shape, which some models echo
+        item = item["function"]
+    name = item.get("name")
+    arguments = item.get("arguments", item.get("parameters", {}))
+    if not isinstance(name, str) or name not in names:
+        return None
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return None
+    if not isinstance(arguments, dict):
+        return None
+    return ToolCall(name, json.dumps(arguments, ensure_ascii=False))
+
+
+def _xml_call(match: re.Match[str]) -> dict[str, Any]:
+    arguments: dict[str, Any] = {}
+    for parameter in _XML_PARAMETER.finditer(match.group(2)):
+        raw = parameter.group(2)
+        try:
+            arguments[parameter.group(1)] = json.loads(raw)  # numbers, booleans, objects
+        except ValueError:
+            arguments[parameter.group(1)] = raw
+    return {"name": match.group(1), "arguments": arguments}
+
+
+def parse_tool_calls(
+    text: str, syntax: ToolSyntax, names: set[str]
+) -> tuple[list[ToolCall], str] | None:
+    """The calls at the start of ``text`` (which begins at a call's opener) and the text that
+    follows them; None unless at least one well-formed call to a known tool is there."""
+    calls: list[ToolCall] = []
+    pos = _skip_noise(text, 0, syntax)
+    while pos < len(text):
+        named = _NAMED_ARGS.match(text, pos)
+        xml = _XML_FUNCTION.match(text, pos)
+        value: Any
+        try:
+            if xml:
+                value, end = _xml_call(xml), xml.end()
+            elif named:
+                arguments, end = _DECODER.raw_decode(text, named.end())
+                value = {"name": named.group(1), "arguments": arguments}
+            else:
+                value, end = _DECODER.raw_decode(text, pos)
+        except ValueError:
+            break
+        items = value if isinstance(value, list) else [value]
+        found = [_call_from(item, names) for item in items]
+        if not found or any(call is None for call in found):
+            return None
+        calls.extend(call for call in found if call is not None)
+        pos = _skip_noise(text, end, syntax)
+    if not calls:
+        return None
+    return calls, text[pos:]
+
+
+def _held_back(text: str, marker: str) -> int:
+    """How many characters at the end of ``text`` could be the beginning of ``marker``."""
+    for size in range(min(len(marker) - 1, len(text)), 0, -1):
+        if marker.startswith(text[-size:]):
+            return size
+    return 0
+
+
+class ToolCallReader:
+    """Splits one generation into content, passed on as it comes, and tool calls, read at the
+    end. Feed it every piece; ``finish`` returns the content held back and the calls."""
+
+    def __init__(self, syntax: ToolSyntax, names: set[str], parallel: bool = True) -> None:
+        self._syntax = syntax
+        self._names = names
+        self._parallel = parallel
+        self._pending = ""  # content not yet known to be prose
+        self._captured: list[str] | None = None  # text from a call's opener on
+        self._prose = False  # bare JSON syntax: the answer began as prose, so it holds no call
+
+    def feed(self, text: str) -> str:
+        """The part of ``text`` (with what was held back before) that is surely content."""
+        if self._captured is not None:
+            self._captured.append(text)
+            return ""
+        if self._prose:
+            return text
+        self._pending += text
+        if self._syntax.opener:
+            return self._feed_marked(self._syntax.opener)
+        return self._feed_bare()
+
+    def _feed_marked(self, opener: str) -> str:
+        at = self._pending.find(opener)
+        if at >= 0:
+            content, self._captured = self._pending[:at], [self._pending[at:]]
+            self._pending = ""
+            return content
+        keep = _held_back(self._pending, opener)
+        content = self._pending[: len(self._pending) - keep]
+        self._pending = self._pending[len(self._pending) - keep :]
+        return content
+
+    def _feed_bare(self) -> str:
+        start = self._pending.lstrip()
+        if not start:
+            return ""
+        openers = (_PYTHON_TAG, *_FENCES)
+        if start[0] in "{[" or start.startswith(openers):
+            self._captured, self._pending = [self._pending], ""
+            return ""
+        if any(opener.startswith(start) for opener in openers):
+            return ""  # may still become a marker
+        self._prose = True
+        content, self._pending = self._pending, ""
+        return content
+
+    def finish(self) -> tuple[str, list[ToolCall]]:
+        """The content not yet returned, and the calls (none when the text held no call)."""
+        if self._captured is None:
+            return self._pending, []
+        text = "".join(self._captured)
+        parsed = parse_tool_calls(text, self._syntax, self._names)
+        if parsed is None:
+            return text, []
+        calls, trailing = parsed
+        return trailing, calls if self._parallel else calls[:1]
+
+
+def reader_for(
+    syntax: ToolSyntax, tools: list[dict[str, Any]], forced: bool, parallel: bool
+) -> ToolCallReader:
+    """The reader for one request; a forced call is bare JSON whatever the model's syntax."""
+    names = {tool["function"]["name"] for tool in tools}
+    return ToolCallReader(BARE_JSON if forced else syntax, names, parallel)

@@ -1,0 +1,165 @@
+"""Reading tool calls out of model output, in each family's syntax, whole and streamed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from localserve.hub.templates import (
+    BARE_JSON,
+    HERMES,
+    MISTRAL,
+    TOOL_CALL_TOKEN,
+    template_supports_tools,
+    tool_syntax,
+)
+from localserve.runner.tools import ToolCallReader, forced_call_schema, parse_tool_calls
+
+TEMPLATES = Path(__file__).parent.parent / "data" / "templates"
+NAMES = {"get_weather", "get_time"}
+WEATHER = {"city": "Paris", "unit": "celsius"}
+
+# What models of each family really write when they call get_weather.
+OUTPUTS = [
+    (
+        HERMES,
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", '
+        '"unit": "celsius"}}\n</tool_call>',
+    ),
+    (
+        HERMES,
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+        "<parameter=unit>\ncelsius\n</parameter>\n</function>\n</tool_call>",
+    ),
+    (
+        MISTRAL,
+        '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}]',
+    ),
+    (MISTRAL, '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "unit": "celsius"}'),
+    (
+        TOOL_CALL_TOKEN,
+        '<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris", '
+        '"unit": "celsius"}}]<|/tool_call|>',
+    ),
+    (BARE_JSON, '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}'),
+    (
+        BARE_JSON,
+        '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}',
+    ),
+    (
+        BARE_JSON,
+        '```json\n{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\", '
+        '\\"unit\\": \\"celsius\\"}"}\n```',
+    ),
+]
+
+
+def read_all(syntax, text: str, piece_size: int) -> tuple[str, str, list]:
+    """Feed ``text`` in pieces; the content passed on at once, the rest, and the calls."""
+    reader = ToolCallReader(syntax, NAMES)
+    streamed = "".join(
+        reader.feed(text[i : i + piece_size]) for i in range(0, len(text), piece_size)
+    )
+    rest, calls = reader.finish()
+    return streamed, rest, calls
+
+
+@pytest.mark.parametrize(("syntax", "text"), OUTPUTS)
+@pytest.mark.parametrize("piece_size", [1, 3, 1000])
+def test_each_familys_calls_are_read(syntax, text: str, piece_size: int) -> None:
+    streamed, rest, calls = read_all(syntax, text, piece_size)
+    assert streamed == "" and rest.strip() in ("", "```")
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", WEATHER)]
+    assert calls[0].id.startswith("call_")
+
+
+@pytest.mark.parametrize("piece_size", [1, 2, 1000])
+def test_prose_before_a_call_streams_and_parallel_calls_are_kept(piece_size: int) -> None:
+    text = (
+        "Let me check both.\n"
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "get_time", "arguments": {"zone": "CET"}}\n</tool_call>'
+    )
+    streamed, rest, calls = read_all(HERMES, text, piece_size)
+    assert streamed == "Let me check both.\n" and rest == ""
+    assert [c.name for c in calls] == ["get_weather", "get_time"]
+    assert len({c.id for c in calls}) == 2
+
+
+@pytest.mark.parametrize("syntax", [HERMES, MISTRAL, TOOL_CALL_TOKEN, BARE_JSON])
+@pytest.mark.parametrize("piece_size", [1, 4, 1000])
+def test_plain_answers_pass_through_whole(syntax, piece_size: int) -> None:
+    text = "The weather is fine: <tool or not> [maybe] {braces} too."
+    streamed, rest, calls = read_all(syntax, text, piece_size)
+    assert streamed + rest == text and calls == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par',  # cut by max_tokens
+        '<tool_call>\n{"name": "launch_rockets", "arguments": {}}\n</tool_call>',  # unknown tool
+        '<tool_call>\n{"name": "get_weather", "arguments": "not json"}\n</tool_call>',
+        "<tool_call> I was going to call something",
+    ],
+)
+def test_text_that_is_not_a_well_formed_call_comes_back_as_content(text: str) -> None:
+    streamed, rest, calls = read_all(HERMES, "Sure. " + text, 5)
+    assert calls == [] and streamed + rest == "Sure. " + text
+
+
+def test_a_json_answer_that_is_not_a_call_is_content() -> None:
+    text = '{"answer": 42}'
+    streamed, rest, calls = read_all(BARE_JSON, text, 3)
+    assert calls == [] and streamed + rest == text
+
+
+def test_parallel_off_keeps_the_first_call() -> None:
+    reader = ToolCallReader(MISTRAL, NAMES, parallel=False)
+    reader.feed('[TOOL_CALLS][{"name": "get_time", "arguments": {}}, ')
+    reader.feed('{"name": "get_weather", "arguments": {"city": "Oslo"}}]')
+    _, calls = reader.finish()
+    assert [c.name for c in calls] == ["get_time"]
+
+
+def test_parse_reports_the_text_after_the_calls() -> None:
+    parsed = parse_tool_calls(
+        '<tool_call>{"name": "get_time", "arguments": {}}</tool_call> Done.', HERMES, NAMES
+    )
+    assert parsed is not None
+    calls, trailing = parsed
+    assert [c.name for c in calls] == ["get_time"] and trailing == "Done."
+
+
+def test_templates_tell_tool_support_and_syntax() -> None:
+    qwen = (TEMPLATES / "qwen2.5-instruct.jinja").read_text()
+    llama = (TEMPLATES / "llama3.1-instruct.jinja").read_text()
+    plain = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>{% endfor %}"
+    assert tool_syntax(qwen) == HERMES and tool_syntax(llama) == BARE_JSON
+    assert template_supports_tools(qwen) and template_supports_tools(llama)
+    assert not template_supports_tools(plain) and tool_syntax(plain) is None
+    mistral = "{% if tools %}[AVAILABLE_TOOLS]{{ tools|tojson }}[/AVAILABLE_TOOLS]{% endif %}"
+    assert tool_syntax(mistral + "[TOOL_CALLS]") == MISTRAL
+    assert not template_supports_tools("{% if %}")  # a broken template takes nothing
+
+
+def test_the_forced_call_schema_pins_the_name_and_the_arguments() -> None:
+    tools = [
+        {"type": "function", "function": {"name": "get_time"}},
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        },
+    ]
+    one = forced_call_schema(tools, "get_weather")
+    assert one["properties"]["name"] == {"const": "get_weather"}
+    assert one["properties"]["arguments"]["properties"] == {"city": {"type": "string"}}
+    anyone = forced_call_schema(tools, None)
+    names = [option["properties"]["name"]["const"] for option in anyone["oneOf"]]
+    assert names == ["get_time", "get_weather"]
+    assert anyone["oneOf"][0]["properties"]["arguments"] == {"type": "object"}
