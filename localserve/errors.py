@@ -90,6 +90,14 @@ class BackendUnavailableError(LocalserveError):
     pass
 
 
+class QueueFullError(LocalserveError):
+    """Too many requests wait for a model already: answered with 429 and Retry-After."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
 class BackendTimeoutError(BackendUnavailableError):
     pass
 

@@ -48,3 +48,44 @@ def run_async(main: Coroutine[Any, Any, None]) -> None:
             runner.run(main)
     else:  # pragma: no cover - 3.10 keeps the default loop
         asyncio.run(main)
+
+
+def deadline_http_protocol(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with a deadline for each request's headers.
+
+    uvicorn waits forever for the first request on a new connection, and any byte (even one
+    header line a minute) cancels its keep-alive timer, so slow or silent clients (slow-loris)
+    could hold connections without limit. Here a connection must deliver a request's complete
+    headers within ``seconds`` of opening, or of the previous response, or it is closed.
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    base: Any = AutoHTTPProtocol
+
+    class DeadlineHTTPProtocol(base):  # type: ignore[misc]
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(seconds, self._deadline_passed)
+
+        def _deadline_passed(self) -> None:
+            waiting = self.cycle is None or self.cycle.response_complete
+            if waiting and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+    return DeadlineHTTPProtocol

@@ -74,6 +74,27 @@ class Settings(BaseSettings):
         description="Models kept loaded at once. A request naming another installed model "
         "loads it, unloading the least recently used idle one when this limit is reached.",
     )
+    keep_alive: float = Field(
+        300.0,
+        description="Seconds a model stays loaded after its last request, then it is unloaded "
+        "to give its memory back (the next request loads it again). 0 = unload after each "
+        "request; -1 = keep loaded. Requests may override it with a `keep_alive` field "
+        '(seconds, or Ollama\'s durations such as "10m").',
+    )
+    max_queue: int = Field(
+        32,
+        ge=0,
+        le=4096,
+        description="Requests that may wait for a model's busy slots; beyond that a request "
+        "gets 429 at once, with Retry-After, instead of waiting for minutes.",
+    )
+    crash_limit: int = Field(
+        5,
+        ge=1,
+        description="A runner that dies this many times within crash_window seconds is not "
+        "restarted again: the model is marked failed with the reason and the end of its log.",
+    )
+    crash_window: float = Field(600.0, gt=0, description="The window for crash_limit, in seconds.")
     local_only: bool = Field(
         False,
         description="Never forward a request to a cloud provider; such requests get a 403 "
@@ -129,6 +150,15 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Browser origins allowed to call the API (CORS). Empty = no CORS headers.",
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers, on a new connection or "
+        "after the previous answer; slower or silent connections are closed (slow-loris).",
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client has to send a request's body (408 after)."
     )
     runner_start_timeout: float = Field(
         180.0, gt=0, description="Seconds to wait for a model to load before giving up."

@@ -24,7 +24,7 @@ from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullManager
 from localserve.daemon.remote import RemoteAccess
 from localserve.daemon.state import DaemonState, new_state, read_state, remove_state, write_state
-from localserve.daemon.supervisor import RunnerSpec
+from localserve.daemon.supervisor import CrashPolicy, RunnerSpec
 from localserve.daemon.telemetry import Telemetry
 from localserve.errors import ConfigError, LocalserveError
 from localserve.hardware.devices import gpu_offload_supported, physical_cores
@@ -39,7 +39,7 @@ from localserve.server.app import create_app
 from localserve.server.auth import KeyVerifier
 from localserve.server.routes.control import ForwardingPolicy, control_routes
 from localserve.server.routes.ollama import ollama_routes
-from localserve.serving import bind_socket, run_async
+from localserve.serving import bind_socket, deadline_http_protocol, run_async
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,9 @@ class Daemon:
             default=self.model,
             gpu_offload=gpu_offload_supported(),
             on_event=telemetry.on_runner_event,
+            keep_alive=settings.keep_alive,
+            max_queue=settings.max_queue,
+            crash_policy=CrashPolicy(settings.crash_limit, settings.crash_window),
         )
         pulls = PullManager(library)
         timeout = httpx.Timeout(settings.request_timeout, connect=5.0)
@@ -179,10 +182,12 @@ class Daemon:
                 access_log=False,
                 timeout_graceful_shutdown=3,
                 server_header=False,
+                http=deadline_http_protocol(settings.header_timeout),
             )
         )
         await pool.load(self.model.model_id)
         sampler = asyncio.create_task(telemetry.run_sampler())
+        idle_unloader = asyncio.create_task(pool.run_idle_unloader())
         model_lists = asyncio.create_task(cloud.keep_model_lists_fresh())
         try:
             serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -202,6 +207,7 @@ class Daemon:
         finally:
             await remote.disable()
             sampler.cancel()
+            idle_unloader.cancel()
             model_lists.cancel()
             pulls.cancel_all()
             await pool.stop_all()

@@ -5,6 +5,11 @@ the limit is reached, the least recently used model with no request in flight is
 first; if every loaded model is busy the request gets a clear 503 instead of a hang. Before a
 runner starts, the fit estimate is checked against the memory free right now, so a model that
 cannot fit is refused with the numbers instead of pushing the machine into swap.
+
+Memory is given back when a model sits idle: each model is unloaded ``keep_alive`` seconds
+after its last request (the daemon's setting, or the last request's ``keep_alive``). And no
+request waits forever: beyond its slots plus ``max_queue`` waiting requests, a model answers
+429 at once.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
 from localserve.daemon.supervisor import (
+    CrashPolicy,
     EventHandler,
     RunnerSpec,
     RunnerState,
@@ -28,9 +36,11 @@ from localserve.daemon.supervisor import (
 )
 from localserve.errors import (
     BackendUnavailableError,
+    InvalidRequestError,
     ModelInUseError,
     ModelNotFoundError,
     ModelTooLargeError,
+    QueueFullError,
 )
 from localserve.hardware.memory import sample_memory
 from localserve.hub.fit import Verdict, estimate_fit
@@ -40,13 +50,49 @@ from localserve.hub.resolve import ResolvedModel
 log = logging.getLogger(__name__)
 
 SpecFactory = Callable[[ResolvedModel], RunnerSpec]
+IDLE_CHECK_S = 0.5
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_keep_alive(value: Any) -> float | None:
+    """Seconds from a request's ``keep_alive``: a number of seconds or a duration such as
+    "10m", "1h30m", "-1" (Ollama's forms). Negative means keep loaded; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("-")
+    parts = _DURATION_PART.findall(body)
+    if not parts or "".join(number + unit for number, unit in parts) != body:
+        raise InvalidRequestError(
+            f"keep_alive {value!r} is not a duration: use seconds or forms like '10m', '1h', "
+            "'0' (unload after this request) or '-1' (keep loaded).",
+            param="keep_alive",
+        )
+    return sign * sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
 @dataclass
 class LoadedModel:
     supervisor: Supervisor
+    keep_alive: float
     in_flight: int = 0
     last_used: float = 0.0
+
+    def idle_expired(self, now: float) -> bool:
+        return (
+            self.keep_alive >= 0
+            and self.in_flight == 0
+            and self.supervisor.state is RunnerState.READY
+            and now - self.last_used >= self.keep_alive
+        )
 
 
 class ModelPool:
@@ -62,8 +108,14 @@ class ModelPool:
         default: ResolvedModel,
         gpu_offload: bool = False,
         on_event: EventHandler | None = None,
+        keep_alive: float = -1.0,
+        max_queue: int = 32,
+        crash_policy: CrashPolicy | None = None,
     ) -> None:
         self.library = library
+        self._keep_alive = keep_alive
+        self._max_queue = max_queue
+        self._crash_policy = crash_policy
         self.default = default
         self._spec_for = spec_for
         self._start_timeout = start_timeout
@@ -97,14 +149,24 @@ class ModelPool:
         return ResolvedModel(record.name, self.library.paths(record)[0])
 
     # -- use -------------------------------------------------------------------------------
-    async def acquire(self, model_id: str) -> Supervisor:
-        """The supervisor of ``model_id``, started if needed; pair with ``release``."""
+    async def acquire(self, model_id: str, keep_alive: float | None = None) -> Supervisor:
+        """The supervisor of ``model_id``, started if needed; pair with ``release``.
+        ``keep_alive`` (seconds) replaces the model's idle time before unloading."""
         async with self._lock:
             entry = self._loaded.get(model_id.strip().lower())
             if entry is None or entry.supervisor.state is RunnerState.STOPPED:
                 entry = await self._load_locked(model_id)
+            slots = int(entry.supervisor.status().info.get("parallel") or 1)
+            if entry.in_flight >= slots + self._max_queue:
+                raise QueueFullError(
+                    f"{entry.supervisor.spec.model_id} is busy: {slots} requests are being "
+                    f"answered and {entry.in_flight - slots} are waiting (max_queue is "
+                    f"{self._max_queue}). Retry shortly."
+                )
             entry.in_flight += 1
             entry.last_used = time.monotonic()
+            if keep_alive is not None:
+                entry.keep_alive = keep_alive
             return entry.supervisor
 
     def release(self, supervisor: Supervisor) -> None:
@@ -142,6 +204,25 @@ class ModelPool:
         await asyncio.to_thread(self.library.remove, record.name)
         return record
 
+    async def unload_idle(self) -> list[str]:
+        """Unload every model idle for longer than its keep_alive; the names unloaded."""
+        async with self._lock:
+            now = time.monotonic()
+            expired = [name for name, entry in self._loaded.items() if entry.idle_expired(now)]
+            for name in expired:
+                log.info("Unloading %s: idle for its keep_alive", name)
+                await self._unload_locked(name)
+            return expired
+
+    async def run_idle_unloader(self) -> None:
+        """Give memory back: check for idle models twice a second, until cancelled."""
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            try:
+                await self.unload_idle()
+            except Exception:  # a failed stop must not end the checks
+                log.exception("Unloading an idle model failed")
+
     def status(self) -> list[SupervisorStatus]:
         return [entry.supervisor.status() for entry in self._loaded.values()]
 
@@ -174,8 +255,8 @@ class ModelPool:
         await self._make_room_locked()
         if record is not None:
             self._check_fit(record, spec)
-        supervisor = Supervisor(spec, self._start_timeout, self._on_event)
-        entry = LoadedModel(supervisor, last_used=time.monotonic())
+        supervisor = Supervisor(spec, self._start_timeout, self._on_event, self._crash_policy)
+        entry = LoadedModel(supervisor, self._keep_alive, last_used=time.monotonic())
         self._loaded[model.model_id] = entry
         log.info("Loading %s", model.model_id)
         supervisor.start()

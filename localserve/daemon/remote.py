@@ -28,7 +28,7 @@ from localserve.router.router import Router
 from localserve.security.tls import Certificate, ensure_certificate
 from localserve.server.auth import KeyVerifier
 from localserve.server.remote import AuthThrottle, audit_log, create_remote_app
-from localserve.serving import bind_socket
+from localserve.serving import bind_socket, deadline_http_protocol
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ class RemoteAccess:
                     timeout_keep_alive=15,
                     timeout_graceful_shutdown=1,
                     limit_concurrency=128,
+                    http=deadline_http_protocol(self.settings.header_timeout),
                 )
             )
             task = asyncio.create_task(server.serve(sockets=[sock]))

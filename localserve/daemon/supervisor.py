@@ -1,9 +1,11 @@
 """Runner child processes: start one, keep it alive, stop it.
 
 ``RunnerProcess`` is one child's lifetime (spawn, handshake, stop); ``Supervisor`` is the policy
-for one model: a runner that dies after it was ready is restarted with exponential backoff; a
-runner that cannot load its model is not (the file will not fix itself), and the failure is kept
-so requests get a clear error. No Qt here: headless daemons get the same policy as the tray.
+for one model: a runner that dies after it was ready is restarted with exponential backoff, until
+it has died ``CrashPolicy.limit`` times within ``window`` seconds (a crash loop: the model is then
+marked failed, with the end of its log); a runner that cannot load its model is not restarted
+(the file will not fix itself), and the failure is kept so requests get a clear error. No Qt
+here: headless daemons get the same policy as the tray.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import secrets
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -34,6 +37,27 @@ INITIAL_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 60.0
 STOP_GRACE_S = 5.0
+LOG_TAIL_LINES = 5
+
+
+@dataclass(frozen=True)
+class CrashPolicy:
+    """Give up on a runner that died ``limit`` times within ``window`` seconds."""
+
+    limit: int = 5
+    window: float = 600.0
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a runner's log (its stderr), for failure reports."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 8192))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
 class RunnerState(str, Enum):
@@ -195,10 +219,16 @@ class Supervisor:
     """Keeps the runner of one model alive."""
 
     def __init__(
-        self, spec: RunnerSpec, start_timeout: float, on_event: EventHandler | None = None
+        self,
+        spec: RunnerSpec,
+        start_timeout: float,
+        on_event: EventHandler | None = None,
+        crash_policy: CrashPolicy | None = None,
     ) -> None:
         self.spec = spec
         self._start_timeout = start_timeout
+        self._crash_policy = crash_policy or CrashPolicy()
+        self._crashes: deque[float] = deque()
         self._on_event = on_event
         self._state = RunnerState.STOPPED
         self._changed = asyncio.Condition()
@@ -275,6 +305,14 @@ class Supervisor:
             self._endpoint = endpoint
             self._changed.notify_all()
 
+    def _crash_loop(self) -> bool:
+        """Count this crash; True when the runner died too often lately to restart it."""
+        now = time.monotonic()
+        self._crashes.append(now)
+        while self._crashes and now - self._crashes[0] > self._crash_policy.window:
+            self._crashes.popleft()
+        return len(self._crashes) >= self._crash_policy.limit
+
     async def _keep_alive(self) -> None:
         backoff = INITIAL_BACKOFF_S
         while not self._stop_requested.is_set():
@@ -298,8 +336,18 @@ class Supervisor:
                 reader.cancel()
             if self._stop_requested.is_set():
                 return
-            self.restarts += 1
             self.last_error = f"The runner for {self.spec.model_id} died ({describe_exit(code)})."
+            if self._crash_loop():
+                tail = log_tail(self.spec.log_file)
+                self.last_error = (
+                    f"{self.last_error} It died {len(self._crashes)} times within "
+                    f"{self._crash_policy.window:.0f} s, so it is not restarted again; load the "
+                    f"model to try again. Its log ({self.spec.log_file}) ends:\n{tail}"
+                )
+                log.error("%s", self.last_error)
+                await self._set_state(RunnerState.FAILED)
+                return
+            self.restarts += 1
             if time.monotonic() - started > STABLE_AFTER_S:
                 backoff = INITIAL_BACKOFF_S
             log.warning("%s Restarting in %.2f s.", self.last_error, backoff)

@@ -191,7 +191,9 @@ class CloudBackend:
     async def send(self, path: str, payload: Payload) -> CloudUpstream:
         self._check_not_self()
         upstream_model = str(payload["model"]).removeprefix(f"{self.name}/")
-        body = {**payload, "model": upstream_model}
+        # keep_alive tells localserve how long to keep a local model; providers reject it.
+        body = {k: v for k, v in payload.items() if k != "keep_alive"}
+        body["model"] = upstream_model
         stream = bool(payload.get("stream"))
         wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
         if stream and path != "/v1/embeddings":

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from localserve.daemon.pool import ModelPool
+from localserve.daemon.pool import ModelPool, parse_keep_alive
 from localserve.errors import BackendTimeoutError, BackendUnavailableError
 from localserve.router.backend import ModelCard, Payload
 
@@ -83,8 +83,11 @@ class LocalBackend:
         return self._pool.serves(model)
 
     async def send(self, path: str, payload: Payload) -> HttpxUpstream:
-        """Relay to the runner of ``payload["model"]``, loading that model first if needed."""
-        supervisor = await self._pool.acquire(str(payload["model"]))
+        """Relay to the runner of ``payload["model"]``, loading that model first if needed.
+        A ``keep_alive`` field is ours (how long the model stays loaded), not the runner's."""
+        payload = dict(payload)
+        keep_alive = parse_keep_alive(payload.pop("keep_alive", None))
+        supervisor = await self._pool.acquire(str(payload["model"]), keep_alive)
         try:
             endpoint = await supervisor.ready(self._ready_timeout)
             request = self._client.build_request(

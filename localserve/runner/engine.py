@@ -8,14 +8,17 @@ binding's own context, apart from the scheduler's.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+import jinja2
 import llama_cpp
+import llama_cpp.llama_chat_format as llama_chat_format
 import psutil
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from localserve.errors import (
@@ -26,6 +29,7 @@ from localserve.errors import (
 )
 from localserve.hardware.devices import resolve_gpu_layers
 from localserve.hub.templates import ToolSyntax, tool_syntax
+from localserve.runner.chat_template import ChatTemplate, TemplateLimitError
 from localserve.runner.protocol import EMBEDDING_CTX
 from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.sampling import SamplingParams
@@ -85,6 +89,33 @@ def auto_parallel(model: Any, n_ctx: int, most: int = 8) -> int:
     return int(max(1, min(most, budget // max(1, bytes_per_sequence))))
 
 
+class _SkippedChatFormatter:
+    """Stands in for the binding's ``Jinja2ChatFormatter`` while a model loads."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def to_chat_handler(self) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def binding_chat_templates_skipped() -> Iterator[None]:
+    """Load without the binding compiling the file's chat templates.
+
+    ``llama_cpp.Llama`` compiles every template in the metadata with a Jinja environment that
+    folds constant expressions, so a hostile template such as ``{{ 'x' * 10**9 }}`` costs a
+    gigabyte and half a minute at load, before our limits can apply. We never use those
+    handlers: ``ChatTemplate`` renders the template, with limits, when a request needs it.
+    """
+    original = llama_chat_format.Jinja2ChatFormatter
+    llama_chat_format.Jinja2ChatFormatter = _SkippedChatFormatter  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        llama_chat_format.Jinja2ChatFormatter = original  # type: ignore[misc]
+
+
 class Engine:
     def __init__(self, config: EngineConfig) -> None:
         rss_before_load = psutil.Process().memory_info().rss
@@ -92,16 +123,17 @@ class Engine:
         supports_offload = bool(llama_cpp.llama_supports_gpu_offload())
         gpu_layers = resolve_gpu_layers(config.gpu_layers, supports_offload)
         try:
-            self._llama = llama_cpp.Llama(
-                model_path=str(config.model_path),
-                n_ctx=EMBEDDING_CTX,
-                n_gpu_layers=gpu_layers,
-                n_threads=config.threads,
-                n_threads_batch=config.threads,
-                # Mean pooling applies only while embeddings are switched on (see embed()).
-                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-                verbose=False,
-            )
+            with binding_chat_templates_skipped():
+                self._llama = llama_cpp.Llama(
+                    model_path=str(config.model_path),
+                    n_ctx=EMBEDDING_CTX,
+                    n_gpu_layers=gpu_layers,
+                    n_threads=config.threads,
+                    n_threads_batch=config.threads,
+                    # Mean pooling applies only while embeddings are switched on (see embed()).
+                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(
                 f"llama.cpp could not load {config.model_path.name}: the file is corrupt, "
@@ -111,15 +143,15 @@ class Engine:
         self._fim_tokens = (model.token_prefix(), model.token_suffix(), model.token_middle())
         self._eos_text = self._token_text(model.token_eos())
         template = self._llama.metadata.get("tokenizer.chat_template")
-        self._formatter = (
-            Jinja2ChatFormatter(
-                template=template,
-                eos_token=self._eos_text,
-                bos_token=self._token_text(model.token_bos()),
-            )
-            if template
-            else None
-        )
+        self._formatter: ChatTemplate | None = None
+        self._template_error: str | None = None
+        if template:
+            try:
+                self._formatter = ChatTemplate(
+                    template, self._eos_text, self._token_text(model.token_bos())
+                )
+            except jinja2.TemplateError as exc:  # a broken template: serve completions only
+                self._template_error = str(exc)
         self.tool_syntax: ToolSyntax | None = tool_syntax(template) if template else None
         n_ctx = config.n_ctx or model.n_ctx_train()
         parallel = config.parallel or auto_parallel(model, n_ctx)
@@ -165,8 +197,13 @@ class Engine:
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
     ) -> list[int]:
         if self._formatter is None:
+            problem = (
+                f"a chat template that does not compile ({self._template_error})"
+                if self._template_error
+                else "no chat template"
+            )
             raise UnsupportedFeatureError(
-                f"The model '{self.info.model_id}' has no chat template; use /v1/completions.",
+                f"The model '{self.info.model_id}' has {problem}; use /v1/completions.",
                 param="messages",
             )
         if tools and self.tool_syntax is None:
@@ -178,12 +215,17 @@ class Engine:
                 code="tools_not_supported",
             )
         try:
-            rendered = self._formatter(messages=cast(Any, messages), tools=cast(Any, tools))
+            prompt = self._formatter.render(messages, tools)
+        except TemplateLimitError as exc:
+            raise InvalidRequestError(
+                f"The model's chat template was stopped: {exc}.", param="messages"
+            ) from exc
         except Exception as exc:  # a template may raise anything, by design (raise_exception)
             raise InvalidRequestError(
                 f"The model's chat template rejected these messages: {exc}", param="messages"
             ) from exc
-        return self._tokenize(rendered.prompt, add_bos=not rendered.added_special, special=True)
+        # The template writes the BOS token itself where the model wants one.
+        return self._tokenize(prompt, add_bos=False, special=True)
 
     def completion_prompt(self, prompt: str, suffix: str | None = None) -> list[int]:
         if suffix is None:

@@ -50,6 +50,7 @@ def create_app(
     Ollama's) for any key, ``control`` for the admin key."""
     app = FastAPI(title="localserve", version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    app.state.body_timeout = settings.body_timeout
     require_key = key_dependency(verifier)
 
     @app.get("/health", include_in_schema=False)

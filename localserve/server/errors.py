@@ -27,6 +27,7 @@ from localserve.errors import (
     ModelLoadError,
     ModelNotFoundError,
     ModelTooLargeError,
+    QueueFullError,
     RepoNotFoundError,
     UnsupportedFeatureError,
     UpstreamError,
@@ -117,6 +118,9 @@ def api_error_from(exc: LocalserveError) -> APIError:
         return APIError(400, str(exc), code=exc.code, param=exc.param)
     if isinstance(exc, InvalidRequestError):
         return APIError(400, str(exc), param=exc.param)
+    if isinstance(exc, QueueFullError):
+        headers = {"Retry-After": str(exc.retry_after)}
+        return APIError(429, str(exc), "rate_limit_error", code="queue_full", headers=headers)
     if isinstance(exc, ModelTooLargeError):
         return APIError(503, str(exc), "server_error", code="model_too_large")
     if isinstance(exc, ModelLoadError):

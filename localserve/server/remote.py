@@ -283,6 +283,7 @@ def create_remote_app(
         title="localserve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
     )
     install_error_handlers(app)
+    app.state.body_timeout = settings.body_timeout
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

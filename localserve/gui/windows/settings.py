@@ -54,12 +54,14 @@ class SettingsWindow(QWidget):
         self.threads = spin(0, 256, current.threads or 0, "auto (physical cores)")
         self.parallel = spin(0, 64, current.parallel or 0, "auto")
         self.max_loaded = spin(1, 16, current.max_loaded_models)
-        self.idle_unload = QCheckBox("Unload idle models (comes with memory discipline)")
+        # keep_alive in minutes here; -1 (the spin box's lowest value) keeps models loaded.
+        minutes = -1 if current.keep_alive < 0 else round(current.keep_alive / 60)
+        self.idle_unload = spin(-1, 24 * 60, minutes, "never")
+        self.idle_unload.setToolTip("0 = unload right after each request")
         self.start_at_login = QCheckBox("Start at login (comes with the installer)")
         self.local_only = QCheckBox("Local only: never forward requests to a cloud provider")
         self.local_only.setChecked(bool(current.local_only))
-        for pending in (self.idle_unload, self.start_at_login):
-            pending.setEnabled(False)
+        self.start_at_login.setEnabled(False)
 
         form = QFormLayout()
         form.addRow("Port", self.port)
@@ -68,7 +70,7 @@ class SettingsWindow(QWidget):
         form.addRow("Threads", self.threads)
         form.addRow("Parallel requests per model", self.parallel)
         form.addRow("Models loaded at once", self.max_loaded)
-        form.addRow(self.idle_unload)
+        form.addRow("Unload a model idle for (minutes)", self.idle_unload)
         form.addRow(self.start_at_login)
         form.addRow(self.local_only)
         buttons = QDialogButtonBox(
@@ -89,6 +91,7 @@ class SettingsWindow(QWidget):
             gpu_layers=self.gpu_layers.text().strip() or "auto",
             max_loaded_models=self.max_loaded.value(),
             local_only=self.local_only.isChecked(),
+            keep_alive=-1.0 if self.idle_unload.value() < 0 else self.idle_unload.value() * 60.0,
         )
         for key, box in (("threads", self.threads), ("parallel", self.parallel)):
             if box.value():

@@ -5,8 +5,9 @@ answers come back as Ollama's NDJSON stream (or one object with ``"stream": fals
 show, ps, pull and delete read the library, the model pool and the pull manager directly.
 Pull and delete change the library, so they need the admin key.
 
-Ollama's ``options.num_ctx`` is ignored (the context is a daemon setting) and ``keep_alive`` is
-honoured for ``0`` (unload after the request); other values keep the daemon's own policy.
+Ollama's ``options.num_ctx`` is ignored (the context is a daemon setting). ``keep_alive`` sets
+how long the model stays loaded after the request, as in Ollama; ``0`` unloads it before the
+answer ends.
 """
 
 from __future__ import annotations
@@ -235,6 +236,8 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
         model = model_name(payload)
         stream = payload.get("stream", True) is not False
         openai = {**openai, "model": model, "stream": stream}
+        if payload.get("keep_alive") is not None:
+            openai["keep_alive"] = payload["keep_alive"]
         if stream:
             openai["stream_options"] = {"include_usage": True}
         timing = Timing()
@@ -442,9 +445,10 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
         timing = Timing()
 
         async def respond() -> Response:
-            backend, upstream = await open_route(
-                router, "/v1/embeddings", {"model": model, "input": inputs}
-            )
+            request_body = {"model": model, "input": inputs}
+            if payload.get("keep_alive") is not None:
+                request_body["keep_alive"] = payload["keep_alive"]
+            backend, upstream = await open_route(router, "/v1/embeddings", request_body)
             reply = await json_body(upstream)
             await keep_alive(payload, model)
             usage = reply.get("usage") or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, TypeVar
 
@@ -19,9 +20,19 @@ from localserve.server.upstream import open_route
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
+DEFAULT_BODY_TIMEOUT_S = 30.0
+
 
 async def read_json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    """The JSON object in the body, read within the app's ``body_timeout`` (slow senders get
+    408 rather than holding the connection)."""
+    timeout = float(getattr(request.app.state, "body_timeout", DEFAULT_BODY_TIMEOUT_S))
+    try:
+        raw = await asyncio.wait_for(request.body(), timeout)
+    except asyncio.TimeoutError:
+        raise APIError(
+            408, f"The request body did not arrive within {timeout:.0f} s.", code="body_timeout"
+        ) from None
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

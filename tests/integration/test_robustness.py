@@ -1,0 +1,214 @@
+"""Holding up: a bounded queue with fast 429s, idle unload, crash loops given up on, and a
+daemon killed with SIGKILL that starts again cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.model_files import starter_path
+
+
+def stream_once(daemon: DaemonProcess, max_tokens: int) -> dict[str, Any]:
+    """One streamed chat; its status, how long the answer took to start, and whether the
+    stream ended properly."""
+    started = time.monotonic()
+    body = {
+        "model": STARTER_MODEL,
+        "messages": [{"role": "user", "content": "Count to twenty."}],
+        "max_tokens": max_tokens,
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST",
+        f"{daemon.base_url}/chat/completions",
+        headers=daemon.headers(),
+        json=body,
+        timeout=120,
+    ) as response:
+        first = time.monotonic() - started
+        lines = [line for line in response.iter_lines() if line]
+    return {
+        "status": response.status_code,
+        "seconds_to_answer": first,
+        "retry_after": response.headers.get("retry-after"),
+        "finished": bool(lines)
+        and lines[-1] == "data: [DONE]"
+        and any(
+            '"finish_reason":"length"' in line or '"finish_reason":"stop"' in line for line in lines
+        ),
+        "error_code": (
+            httpx.Response(429, content=lines[0]).json()["error"]["code"]
+            if response.status_code == 429 and lines
+            else None
+        ),
+    }
+
+
+def memory_returned(process: psutil.Process, timeout: float = 5.0) -> bool:
+    """The process is gone, or a zombie waiting to be reaped (which holds no memory)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_fifty_streams_against_four_slots(tmp_path: Path) -> None:
+    env = {"LOCALSERVE_MAX_QUEUE": "4"}
+    with DaemonProcess(tmp_path / "home", "--parallel", "4", env=env) as daemon:
+        daemon.wait_until_model("ready")
+        with ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(lambda _: stream_once(daemon, 48), range(50)))
+    admitted = [r for r in results if r["status"] == 200]
+    refused = [r for r in results if r["status"] == 429]
+    assert len(admitted) + len(refused) == 50
+    # 4 slots and 4 waiting; a few more get in when early streams finish before all 50 arrive.
+    assert 8 <= len(admitted) < 50 and len(refused) >= 25
+    assert all(r["finished"] for r in admitted)
+    assert all(r["retry_after"] == "1" and r["error_code"] == "queue_full" for r in refused)
+    assert max(r["seconds_to_answer"] for r in refused) < 2.0
+
+
+def test_idle_models_are_unloaded_and_their_memory_returned(tmp_path: Path) -> None:
+    with DaemonProcess(tmp_path / "home", env={"LOCALSERVE_KEEP_ALIVE": "3"}) as daemon:
+        status = daemon.wait_until_model("ready")
+        runner = psutil.Process(status["pid"])
+        assert runner.memory_info().rss > 50 * 2**20  # the model's weights and cache
+        unloaded = daemon.wait_until_model("unloaded", timeout=15)
+        assert unloaded["state"] == "unloaded"
+        assert memory_returned(runner)
+
+        def chat(keep_alive: Any) -> httpx.Response:
+            return httpx.post(
+                f"{daemon.base_url}/chat/completions",
+                headers=daemon.headers(),
+                json={
+                    "model": STARTER_MODEL,
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "max_tokens": 2,
+                    "keep_alive": keep_alive,
+                },
+                timeout=60,
+            )
+
+        assert chat("-1").status_code == 200  # loads it again, and keeps it
+        time.sleep(4.5)
+        assert daemon.model_status()["state"] == "ready"
+        assert chat("0s").status_code == 200  # unload after this request
+        daemon.wait_until_model("unloaded", timeout=5)
+        bad = chat("soon")
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "keep_alive"
+
+
+def test_a_crash_loop_is_given_up_and_other_models_keep_serving(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    daemon = DaemonProcess(home, env={"LOCALSERVE_CRASH_LIMIT": "3"})
+    copy = home / "other.gguf"
+    home.mkdir(parents=True)
+    copy.write_bytes(starter_path().read_bytes())
+    assert daemon.cli("models", "import", str(copy), "--name", "other").returncode == 0
+    with daemon:
+        for _crash in range(3):
+            pid = daemon.wait_until_model("ready", timeout=60)["pid"]
+            os.kill(pid, signal.SIGKILL)
+            daemon.wait_until_model("restarting", "failed", timeout=10)
+        failed = daemon.wait_until_model("failed", timeout=30)
+        assert "died 3 times" in failed["last_error"]
+        assert "not restarted again" in failed["last_error"]
+        refused = httpx.post(
+            f"{daemon.base_url}/chat/completions",
+            headers=daemon.headers(),
+            json={"model": STARTER_MODEL, "messages": [{"role": "user", "content": "Hi"}]},
+            timeout=30,
+        )
+        assert refused.status_code == 503 and "died 3 times" in refused.json()["error"]["message"]
+        other = httpx.post(
+            f"{daemon.base_url}/chat/completions",
+            headers=daemon.headers(),
+            json={
+                "model": "other",
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 2,
+            },
+            timeout=60,
+        )
+        assert other.status_code == 200, other.text
+        # Loading it by hand tries again.
+        assert daemon.cli("models", "load", STARTER_MODEL).returncode == 0
+        daemon.wait_until_model("ready", timeout=60)
+
+
+def test_a_daemon_killed_with_sigkill_starts_again_cleanly(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = DaemonProcess(home).start()
+    first.wait_until_model("ready")
+    runner_pid = first.model_status()["pid"]
+    first.stop(signal.SIGKILL)
+    assert (home / "run" / "daemon.json").exists()  # left behind, stale
+    with DaemonProcess(home) as second:
+        second.wait_until_model("ready")
+        assert not psutil.pid_exists(runner_pid)
+        reply = httpx.post(
+            f"{second.base_url}/chat/completions",
+            headers=second.headers(),
+            json={
+                "model": STARTER_MODEL,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 2,
+            },
+            timeout=60,
+        )
+        assert reply.status_code == 200
+
+
+def test_slow_and_silent_clients_are_cut_off(tmp_path: Path) -> None:
+    env = {"LOCALSERVE_HEADER_TIMEOUT": "1.5", "LOCALSERVE_BODY_TIMEOUT": "1.5"}
+    with DaemonProcess(tmp_path / "home", env=env) as daemon:
+        port = int(daemon.state["port"])
+
+        def closed_after(sock: socket.socket, dribble: bytes | None) -> float | None:
+            """Seconds until the server closed the connection (None: still open after 10 s)."""
+            started = time.monotonic()
+            sock.settimeout(0.25)
+            while time.monotonic() - started < 10:
+                try:
+                    if dribble:
+                        sock.sendall(dribble)
+                    data = sock.recv(4096)
+                    if data == b"" or b"408" in data.split(b"\r\n", 1)[0]:
+                        return time.monotonic() - started
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return time.monotonic() - started
+            return None
+
+        silent = socket.create_connection(("127.0.0.1", port))
+        loris = socket.create_connection(("127.0.0.1", port))
+        loris.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        slow_body = socket.create_connection(("127.0.0.1", port))
+        slow_body.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Authorization: Bearer {daemon.admin_key}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        with silent, loris, slow_body:
+            for sock, dribble in [(silent, None), (loris, b"X-A: b\r\n"), (slow_body, b" ")]:
+                seconds = closed_after(sock, dribble)
+                assert seconds is not None and seconds < 5
+        # Well-behaved clients are unaffected.
+        assert httpx.get(f"{daemon.url}/health", timeout=5).status_code == 200
