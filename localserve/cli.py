@@ -11,6 +11,7 @@ import click
 import tomli_w
 
 from localserve import __version__
+from localserve import logs as log_files
 from localserve.client import DaemonClient
 from localserve.config import Settings, load_settings
 from localserve.daemon.launcher import stop_daemon
@@ -256,6 +257,28 @@ from localserve.cli_cloud import cloud  # noqa: E402 - registered after the core
 from localserve.cli_hub import hub  # noqa: E402
 from localserve.cli_models import models  # noqa: E402
 from localserve.cli_remote import remote  # noqa: E402
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@click.option("-n", "--lines", default=50, show_default=True, help="How many past lines.")
+def logs(model: str | None, follow: bool, lines: int) -> None:
+    """Print the daemon's log, or with MODEL that model's runner log (its stderr)."""
+    paths = current_paths()
+    path = paths.runner_log(model) if model else paths.daemon_log
+    if not path.exists():
+        known = sorted(p.name for p in paths.log_dir.glob("*.log"))
+        raise LocalserveError(f"No log at {path}. Logs here: {', '.join(known) or 'none yet'}.")
+    for line in log_files.tail(path, lines):
+        click.echo(line)
+    if follow:
+        try:
+            for line in log_files.follow(path):
+                click.echo(line)
+        except KeyboardInterrupt:
+            pass
+
 
 cli.add_command(models)
 cli.add_command(hub)

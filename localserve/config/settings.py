@@ -171,6 +171,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Daemon log verbosity."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="The daemon log file's format: text lines, or one JSON object per line "
+        "(time, level, logger, message) for log collectors. Keys and tokens are masked in both.",
+    )
 
     @field_validator("cors_origins")
     @classmethod

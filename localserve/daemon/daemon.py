@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from localserve import __version__
+from localserve import __version__, logs
 from localserve.cloud.ledger import UsageLedger
 from localserve.cloud.providers import ProviderStore
 from localserve.config import Settings
@@ -219,19 +219,7 @@ class Daemon:
 
 
 def configure_logging(settings: Settings, paths: AppPaths) -> None:
-    paths.log_dir.mkdir(parents=True, exist_ok=True)
-    handlers: list[logging.Handler] = [
-        logging.StreamHandler(),
-        logging.FileHandler(paths.daemon_log, encoding="utf-8"),
-    ]
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
-    # One line per relayed request would drown the log; errors are logged where they happen.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.configure_logging(paths.daemon_log, settings.log_level, settings.log_format == "json")
 
 
 def run_daemon(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from localserve.errors import BackendUnavailableError, ModelLoadError
+from localserve.logs import rotate_if_large
 from localserve.runner.protocol import EVENT_READY, RunnerConfig
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class RunnerProcess:
             prefix_reuse=spec.prefix_reuse,
         )
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        rotate_if_large(spec.log_file)
         with spec.log_file.open("ab") as log_handle:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,

@@ -23,6 +23,21 @@ MAX_ARRAY_ITEMS = 16 * 2**20
 MAX_KV_COUNT = 65_536
 MAX_TENSORS = 1_000_000
 MAX_DIMS = 4
+MAX_ELEMENTS = 2**40  # per tensor: a trillion weights
+MAX_GGML_TYPE = 64  # llama.cpp's tensor types are numbered below this
+# Keys every reader of a model uses, and the kind of value each must hold.
+_INTEGER_KEYS = ("general.alignment", "general.file_type")
+_ARCH_INTEGER_KEYS = (
+    "context_length",
+    "block_count",
+    "embedding_length",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "attention.key_length",
+    "attention.value_length",
+    "vocab_size",
+)
+_STRING_KEYS = ("general.architecture", "general.name", "tokenizer.chat_template")
 
 _SCALARS: dict[int, str] = {
     0: "<B",
@@ -220,11 +235,31 @@ def parse_gguf_header(reader: _Reader) -> GgufHeader:
         elements = 1
         for _ in range(dims):
             elements *= int(reader.scalar("<Q"))
-        reader.scalar("<I")  # tensor type
+            if elements > MAX_ELEMENTS:
+                raise reader.fail(f"a tensor claims more than {MAX_ELEMENTS} elements")
+        if int(reader.scalar("<I")) >= MAX_GGML_TYPE:
+            raise reader.fail("a tensor has an unknown type")
         last_offset = max(last_offset, int(reader.scalar("<Q")))
         parameters += elements
+    check_value_types(metadata, reader)
     alignment = int(metadata.get("general.alignment", 32)) or 32
+    if alignment & (alignment - 1) or alignment > 2**20:
+        raise reader.fail(f"alignment {alignment} is not a power of two up to 1 MiB")
     data_start = -(-reader.position // alignment) * alignment
     if tensor_count and data_start + last_offset >= reader.file_size:
         raise reader.fail("its tensor data lies past the end of the file (truncated?)")
     return GgufHeader(version, metadata, tensor_count, parameters, reader.file_size, arrays)
+
+
+def check_value_types(metadata: dict[str, Any], reader: _Reader) -> None:
+    """Keys read elsewhere must hold the kind of value they are read as."""
+    architecture = metadata.get("general.architecture", "")
+    integer_keys = [*_INTEGER_KEYS, *(f"{architecture}.{key}" for key in _ARCH_INTEGER_KEYS)]
+    for key in integer_keys:
+        value = metadata.get(key)
+        if value is not None and (isinstance(value, (bool, float, str)) or value < 0):
+            raise reader.fail(f"{key} should be a non-negative integer, not {value!r}"[:200])
+    for key in _STRING_KEYS:
+        value = metadata.get(key)
+        if value is not None and not isinstance(value, str):
+            raise reader.fail(f"{key} should be text, not {type(value).__name__}")
