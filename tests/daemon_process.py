@@ -121,6 +121,18 @@ class DaemonProcess:
             method, f"{self.url}/localserve/v1{path}", headers=self.headers(), **kwargs
         )
 
+    def chat(self, model: str = STARTER_MODEL, **fields: Any) -> httpx.Response:
+        """A short chat request ("Hi", 2 tokens unless ``fields`` say otherwise)."""
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 2,
+            **fields,
+        }
+        return httpx.post(
+            f"{self.base_url}/chat/completions", headers=self.headers(), json=body, timeout=60
+        )
+
     def model_status(self, model: str | None = None) -> dict[str, Any]:
         """The status of ``model`` (default: the model it serves by default)."""
         response = self.control("GET", "/status", timeout=5)

@@ -93,17 +93,7 @@ def test_idle_models_are_unloaded_and_their_memory_returned(tmp_path: Path) -> N
         assert memory_returned(runner)
 
         def chat(keep_alive: Any) -> httpx.Response:
-            return httpx.post(
-                f"{daemon.base_url}/chat/completions",
-                headers=daemon.headers(),
-                json={
-                    "model": STARTER_MODEL,
-                    "messages": [{"role": "user", "content": "Hi"}],
-                    "max_tokens": 2,
-                    "keep_alive": keep_alive,
-                },
-                timeout=60,
-            )
+            return daemon.chat(keep_alive=keep_alive)
 
         assert chat("-1").status_code == 200  # loads it again, and keeps it
         time.sleep(4.5)
@@ -129,23 +119,9 @@ def test_a_crash_loop_is_given_up_and_other_models_keep_serving(tmp_path: Path) 
         failed = daemon.wait_until_model("failed", timeout=30)
         assert "died 3 times" in failed["last_error"]
         assert "not restarted again" in failed["last_error"]
-        refused = httpx.post(
-            f"{daemon.base_url}/chat/completions",
-            headers=daemon.headers(),
-            json={"model": STARTER_MODEL, "messages": [{"role": "user", "content": "Hi"}]},
-            timeout=30,
-        )
+        refused = daemon.chat()
         assert refused.status_code == 503 and "died 3 times" in refused.json()["error"]["message"]
-        other = httpx.post(
-            f"{daemon.base_url}/chat/completions",
-            headers=daemon.headers(),
-            json={
-                "model": "other",
-                "messages": [{"role": "user", "content": "Hi"}],
-                "max_tokens": 2,
-            },
-            timeout=60,
-        )
+        other = daemon.chat("other")
         assert other.status_code == 200, other.text
         # Loading it by hand tries again.
         assert daemon.cli("models", "load", STARTER_MODEL).returncode == 0
@@ -162,17 +138,7 @@ def test_a_daemon_killed_with_sigkill_starts_again_cleanly(tmp_path: Path) -> No
     with DaemonProcess(home) as second:
         second.wait_until_model("ready")
         assert not psutil.pid_exists(runner_pid)
-        reply = httpx.post(
-            f"{second.base_url}/chat/completions",
-            headers=second.headers(),
-            json={
-                "model": STARTER_MODEL,
-                "messages": [{"role": "user", "content": "Hi"}],
-                "max_tokens": 2,
-            },
-            timeout=60,
-        )
-        assert reply.status_code == 200
+        assert second.chat().status_code == 200
 
 
 def test_slow_and_silent_clients_are_cut_off(tmp_path: Path) -> None:
