@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from localserve.errors import BackendUnavailableError, ModelLoadError
-from localserve.logs import rotate_if_large
+from localserve.logs import rotate_if_large, tail
 from localserve.runner.protocol import EVENT_READY, RunnerConfig
 
 log = logging.getLogger(__name__)
@@ -50,15 +50,12 @@ class CrashPolicy:
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a runner's log (its stderr), for failure reports."""
+    """The last non-blank lines of a runner's log (its stderr), for failure reports."""
     try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 8192))
-            text = handle.read().decode("utf-8", "replace")
+        recent = tail(path, lines * 4)
     except OSError:
         return ""
-    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+    return "\n".join([line for line in recent if line.strip()][-lines:])
 
 
 class RunnerState(str, Enum):

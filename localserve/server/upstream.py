@@ -106,3 +106,13 @@ class StreamedToolCalls:
 
     def calls(self) -> list[dict[str, Any]]:
         return [self._calls[index] for index in sorted(self._calls)]
+
+
+def call_arguments(arguments: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as an object ({} when they are not one), for the protocols
+    that send arguments as objects (Anthropic's ``input``, Ollama's ``arguments``)."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}

@@ -24,7 +24,13 @@ from localserve.server.disconnect import cancel_on_disconnect
 from localserve.server.errors import APIError, api_error_from
 from localserve.server.relay import BACKEND_HEADER
 from localserve.server.routes.openai import read_json, validate
-from localserve.server.upstream import ensure_ok, json_body, open_route, openai_chunks
+from localserve.server.upstream import (
+    call_arguments,
+    ensure_ok,
+    json_body,
+    open_route,
+    openai_chunks,
+)
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
@@ -210,13 +216,6 @@ def openai_request(body: MessagesRequest) -> dict[str, Any]:
     return payload
 
 
-def tool_input(arguments: str) -> Any:
-    try:
-        return json.loads(arguments or "{}")
-    except ValueError:
-        return {}
-
-
 def message_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
@@ -250,7 +249,7 @@ def content_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
                 "type": "tool_use",
                 "id": call.get("id") or "toolu_" + secrets.token_hex(12),
                 "name": function.get("name", ""),
-                "input": tool_input(function.get("arguments", "")),
+                "input": call_arguments(function.get("arguments", "")),
             }
         )
     return blocks

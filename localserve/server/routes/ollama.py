@@ -35,6 +35,7 @@ from localserve.server.relay import BACKEND_HEADER
 from localserve.server.routes.openai import read_json
 from localserve.server.upstream import (
     StreamedToolCalls,
+    call_arguments,
     ensure_ok,
     json_body,
     open_route,
@@ -150,10 +151,7 @@ def ollama_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     result = []
     for index, call in enumerate(calls):
         function = call.get("function") or {}
-        try:
-            arguments = json.loads(function.get("arguments") or "{}")
-        except ValueError:
-            arguments = {}
+        arguments = call_arguments(function.get("arguments") or "")
         result.append(
             {
                 "id": call.get("id") or "",
