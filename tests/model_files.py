@@ -37,3 +37,13 @@ def starter_copy(dest: Path, *metadata_args: str) -> Path:
         capture_output=True,
     )
     return dest
+
+
+TEMPLATES = Path(__file__).parent / "data" / "templates"
+
+
+def templated_starter(folder: Path, name: str, template_file: str) -> Path:
+    """A copy of the starter carrying a real model family's chat template from
+    ``tests/data/templates`` (e.g. ``qwen2.5-instruct.jinja`` for tool calling)."""
+    template = (TEMPLATES / template_file).read_text()
+    return starter_copy(folder / f"{name}.gguf", "--chat-template", template)

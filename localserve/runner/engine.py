@@ -281,13 +281,18 @@ class Engine:
     @staticmethod
     def tool_call_grammar(tools: list[dict[str, Any]], name: str | None) -> LlamaGrammar:
         """A grammar that lets the model write only a call (``forced_call_schema``)."""
+        return Engine._schema_grammar(
+            forced_call_schema(tools, name),
+            "Cannot constrain a call to these tools' parameter schemas",
+            "tools",
+        )
+
+    @staticmethod
+    def _schema_grammar(schema: dict[str, Any], problem: str, param: str) -> LlamaGrammar:
         try:
-            schema = json.dumps(forced_call_schema(tools, name))
-            return LlamaGrammar.from_json_schema(schema, verbose=False)
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
         except Exception as exc:  # the converter raises assorted errors on schemas it cannot read
-            raise InvalidRequestError(
-                f"Cannot constrain a call to these tools' parameter schemas: {exc}", param="tools"
-            ) from exc
+            raise InvalidRequestError(f"{problem}: {exc}", param=param) from exc
 
     @staticmethod
     def _grammar(response_format: dict[str, Any] | None) -> LlamaGrammar | None:
@@ -304,12 +309,9 @@ class Engine:
                     "response_format.json_schema.schema must be a JSON schema object.",
                     param="response_format",
                 )
-            try:
-                return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-            except Exception as exc:  # the converter raises assorted errors on bad schemas
-                raise InvalidRequestError(
-                    f"Unsupported JSON schema in response_format: {exc}", param="response_format"
-                ) from exc
+            return Engine._schema_grammar(
+                schema, "Unsupported JSON schema in response_format", "response_format"
+            )
         raise InvalidRequestError(
             f"Unknown response_format type '{kind}'.", param="response_format.type"
         )

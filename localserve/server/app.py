@@ -39,6 +39,18 @@ def key_dependency(verifier: KeyVerifier) -> Callable[[Request], Principal]:
     return require_key
 
 
+def include_inference_routes(
+    app: FastAPI,
+    router: Router,
+    require_key: Callable[..., Any],
+    extra: Sequence[APIRouter] = (),
+) -> None:
+    """The OpenAI and Anthropic APIs, and ``extra`` (Ollama's), behind ``require_key``: the
+    same on the loopback gateway and the remote listener."""
+    for routes in (openai_routes(router), anthropic_routes(router), *extra):
+        app.include_router(routes, dependencies=[Depends(require_key)])
+
+
 def create_app(
     settings: Settings,
     router: Router,
@@ -63,10 +75,7 @@ def create_app(
         return principal
 
     app.include_router(control, dependencies=[Depends(require_admin)])
-    app.include_router(openai_routes(router), dependencies=[Depends(require_key)])
-    app.include_router(anthropic_routes(router), dependencies=[Depends(require_key)])
-    for routes in extra:
-        app.include_router(routes, dependencies=[Depends(require_key)])
+    include_inference_routes(app, router, require_key, extra)
 
     asgi: Any = with_cors(app, settings.cors_origins)
     asgi = BodySizeLimit(asgi, settings.max_body_bytes)

@@ -28,15 +28,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 
 from localserve import __version__
 from localserve.config import Settings
 from localserve.router.router import Router
+from localserve.server.app import include_inference_routes
 from localserve.server.auth import KeyVerifier, Principal, presented_key
 from localserve.server.errors import WWW_AUTHENTICATE, APIError, install_error_handlers
-from localserve.server.routes.anthropic import anthropic_routes
-from localserve.server.routes.openai import openai_routes
 from localserve.server.security import (
     ASGIApp,
     BodySizeLimit,
@@ -290,10 +289,7 @@ def create_remote_app(
         return {"status": "ok"}
 
     require_key = client_key_dependency(verifier, throttle)
-    app.include_router(openai_routes(router), dependencies=[Depends(require_key)])
-    app.include_router(anthropic_routes(router), dependencies=[Depends(require_key)])
-    for routes in extra:
-        app.include_router(routes, dependencies=[Depends(require_key)])
+    include_inference_routes(app, router, require_key, extra)
     asgi: Any = with_cors(app, settings.cors_origins)
     asgi = BodySizeLimit(asgi, settings.remote_max_body_bytes)
     asgi = RequestTimeout(asgi, settings.remote_request_timeout)

@@ -9,16 +9,13 @@ be in our answer with a value of the same JSON type; we may send more keys.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.model_files import starter_copy
-
-TEMPLATES = Path(__file__).parent.parent / "data" / "templates"
+from tests.model_files import templated_starter
 
 OLLAMA_CHAT_CHUNK = {
     "model": "llama3.2",
@@ -202,11 +199,7 @@ def sse(daemon: DaemonProcess, body: dict[str, Any]) -> list[tuple[str, dict[str
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Any:
     home = tmp_path_factory.mktemp("shapes-daemon")
     running = DaemonProcess(home)
-    model = starter_copy(
-        home / "qwen-tools.gguf",
-        "--chat-template",
-        (TEMPLATES / "qwen2.5-instruct.jinja").read_text(),
-    )
+    model = templated_starter(home, "qwen-tools", "qwen2.5-instruct.jinja")
     assert running.cli("models", "import", str(model)).returncode == 0
     with running:
         running.wait_until_model("ready")

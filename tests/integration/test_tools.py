@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -21,9 +20,8 @@ import openai
 import pytest
 
 from tests.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.model_files import starter_copy
+from tests.model_files import templated_starter
 
-TEMPLATES = Path(__file__).parent.parent / "data" / "templates"
 HERMES_MODEL = "qwen-tools"
 JSON_MODEL = "llama-tools"
 WEATHER_PARAMETERS = {
@@ -71,9 +69,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         (HERMES_MODEL, "qwen2.5-instruct.jinja"),
         (JSON_MODEL, "llama3.1-instruct.jinja"),
     ]:
-        path = starter_copy(
-            home / f"{name}.gguf", "--chat-template", (TEMPLATES / template).read_text()
-        )
+        path = templated_starter(home, name, template)
         imported = running.cli("models", "import", str(path), "--name", name)
         assert imported.returncode == 0, imported.stderr
     with running:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,8 @@ from localserve.hub.templates import (
     tool_syntax,
 )
 from localserve.runner.tools import ToolCallReader, forced_call_schema, parse_tool_calls
+from tests.model_files import TEMPLATES
 
-TEMPLATES = Path(__file__).parent.parent / "data" / "templates"
 NAMES = {"get_weather", "get_time"}
 WEATHER = {"city": "Paris", "unit": "celsius"}
 

@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from localserve.daemon.pool import ModelPool
+from localserve.daemon.pool import ModelPool, parse_keep_alive
 from localserve.daemon.pulls import PullManager, PullState
 from localserve.errors import BackendUnavailableError, ModelNotFoundError
 from localserve.hub.library import ModelRecord
@@ -136,6 +136,11 @@ class Timing:
         }
 
 
+def unloads_now(payload: dict[str, Any]) -> bool:
+    """``keep_alive`` 0 in any of its spellings (0, "0", "0s", "0m"...): unload right away."""
+    return parse_keep_alive(payload.get("keep_alive")) == 0
+
+
 def ndjson(line: dict[str, Any]) -> bytes:
     return (json.dumps(line) + "\n").encode()
 
@@ -217,7 +222,7 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
             raise APIError(403, "Pulling and deleting models needs the admin key.")
 
     async def keep_alive(payload: dict[str, Any], model: str) -> None:
-        if payload.get("keep_alive") in (0, "0", "0s", "0m") and pool.is_loaded(model):
+        if unloads_now(payload) and pool.is_loaded(model):
             await pool.unload(model)
 
     async def answer(
@@ -391,7 +396,7 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
         prompt = payload.get("prompt") or ""
         if not prompt and not payload.get("suffix"):
             # Ollama's way to load (or, with keep_alive 0, unload) a model.
-            if payload.get("keep_alive") in (0, "0", "0s", "0m"):
+            if unloads_now(payload):
                 await pool.unload(model)
                 reason = "unload"
             else:
