@@ -39,6 +39,11 @@ class AppPaths:
         return self.runtime_dir / "daemon.json"
 
     @property
+    def runner_pid_dir(self) -> Path:
+        """One pid file per live runner, so a restarted daemon can stop strays (orphans.py)."""
+        return self.runtime_dir / "runners"
+
+    @property
     def client_keys_file(self) -> Path:
         return self.config_dir / "client_keys.json"
 

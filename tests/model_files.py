@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,13 @@ def templated_starter(folder: Path, name: str, template_file: str) -> Path:
     ``tests/data/templates`` (e.g. ``qwen2.5-instruct.jinja`` for tool calling)."""
     template = (TEMPLATES / template_file).read_text()
     return starter_copy(folder / f"{name}.gguf", "--chat-template", template)
+
+
+def unknown_architecture_copy(dest: Path) -> Path:
+    """A copy of the starter whose header is sound but names an architecture llama.cpp does
+    not know ("llamx"): our checks pass it, llama.cpp refuses to load it."""
+    data = starter_path().read_bytes()
+    field = b"general.architecture" + struct.pack("<IQ", 8, 5) + b"llama"
+    assert data.count(field) == 1
+    dest.write_bytes(data.replace(field, field[:-1] + b"x"))
+    return dest

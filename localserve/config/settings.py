@@ -8,6 +8,7 @@ its documentation: ``localserve config`` and docs/settings.md are built from it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -194,27 +195,71 @@ class Settings(BaseSettings):
         return value
 
 
+def backup_path(path: Path) -> Path:
+    """Where the last good copy of ``path`` is kept (written before every change)."""
+    return path.with_name(path.name + ".bak")
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
-    """The TOML config file as a dict; missing file = empty. Raises ConfigError when unreadable."""
+    """The TOML config file as a dict; missing file = empty.
+
+    Raises ConfigError naming the file and line when it cannot be read, and where the last
+    good copy is, so a hand edit gone wrong is one command away from undone.
+    """
     try:
         with path.open("rb") as handle:
             data: dict[str, Any] = tomllib.load(handle)
             return data
     except FileNotFoundError:
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"Cannot read {path}: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        place = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        reason = re.sub(r"\s*\(at (line|end of document).*\)$", "", str(exc)) or "invalid TOML"
+        if place:
+            where = f"{path}, line {place[1]}, column {place[2]}"
+        else:  # tomllib says "at end of document": the last line is where it went wrong
+            last = len(path.read_text(encoding="utf-8", errors="replace").splitlines()) or 1
+            where = f"{path}, line {last} (end of file)"
+        backup = backup_path(path)
+        hint = f" The last good settings are in {backup}." if backup.is_file() else ""
+        raise ConfigError(f"{where}: {reason}.{hint}") from exc
 
 
-def update_config_file(path: Path, **values: Any) -> None:
-    """Set some keys of ``config.toml`` (None leaves a key as it is), keeping the others."""
+def write_config_file(path: Path, values: dict[str, Any]) -> None:
+    """Atomically replace ``config.toml``, first copying the current file aside: a readable one
+    to ``config.toml.bak``, a broken one to ``config.toml.corrupt`` (so nothing is lost)."""
     import tomli_w
 
     from localserve.security.secret_store import write_private_file
 
+    if path.is_file():
+        try:
+            read_config_file(path)
+            kept = backup_path(path)
+        except ConfigError:
+            kept = path.with_name(path.name + ".corrupt")
+        write_private_file(kept, path.read_text(encoding="utf-8", errors="replace"))
+    write_private_file(path, tomli_w.dumps(values))
+
+
+def update_config_file(path: Path, **values: Any) -> None:
+    """Set some keys of ``config.toml`` (None leaves a key as it is), keeping the others.
+    Raises ConfigError, changing nothing, when the current file cannot be read."""
     stored = read_config_file(path)
     stored.update({key: value for key, value in values.items() if value is not None})
-    write_private_file(path, tomli_w.dumps(stored))
+    write_config_file(path, stored)
+
+
+def _line_of_key(path: Path, key: str) -> int | None:
+    """The line where a top-level ``key`` is set in ``path``, for error messages."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    return next((number for number, line in enumerate(lines, 1) if pattern.match(line)), None)
 
 
 def load_settings(
@@ -231,10 +276,21 @@ def load_settings(
     try:
         return Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"Invalid settings ({config_file} or LOCALSERVE_*): {problems}") from exc
+        raise ConfigError(
+            "Invalid settings: " + "; ".join(_describe(err, config_file) for err in exc.errors())
+        ) from exc
+
+
+def _describe(error: Any, config_file: Path) -> str:
+    """One validation error, saying where the value came from (file and line, or variable)."""
+    key = ".".join(str(part) for part in error["loc"])
+    top = str(error["loc"][0]) if error["loc"] else key
+    if f"{ENV_PREFIX}{top}".upper() in {name.upper() for name in os.environ}:
+        source = f"{ENV_PREFIX}{top.upper()}"
+    else:
+        line = _line_of_key(config_file, top)
+        source = f"{config_file}, line {line}" if line else "command line"
+    return f"{key} ({source}): {error['msg']}"
 
 
 def settings_reference() -> str:

@@ -20,6 +20,7 @@ from localserve import __version__, logs
 from localserve.cloud.ledger import UsageLedger
 from localserve.cloud.providers import ProviderStore
 from localserve.config import Settings
+from localserve.daemon.orphans import stop_orphan_runners
 from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullManager
 from localserve.daemon.remote import RemoteAccess
@@ -119,6 +120,7 @@ class Daemon:
             log_level=self.settings.log_level,
             parallel=self.settings.parallel,
             prefix_reuse=self.settings.prefix_reuse,
+            pid_dir=self.paths.runner_pid_dir,
         )
 
     async def run(self) -> None:
@@ -129,6 +131,8 @@ class Daemon:
             raise ConfigError(
                 f"localserve is already running at {running.url} (pid {running.pid})."
             )
+        stop_orphan_runners(paths.runner_pid_dir)  # no daemon runs: any runner listed is stray
+        paths.runner_pid_dir.mkdir(mode=0o700, exist_ok=True)
         sock = bind_socket(host, settings.port)
         port = sock.getsockname()[1]
         verifier = KeyVerifier(KeyStore(paths))

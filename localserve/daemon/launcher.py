@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -23,10 +25,35 @@ def localserve_command() -> list[str]:
     return [sys.executable, "-m", "localserve"]
 
 
-def start_daemon(paths: AppPaths) -> subprocess.Popen[bytes]:
+@dataclass
+class Launch:
+    """A daemon this process started, and where its console output went."""
+
+    process: subprocess.Popen[bytes]
+    console_log: Path
+    console_offset: int  # the log's size before this launch: later bytes are this launch's
+
+    def failure(self) -> str | None:
+        """Why the daemon exited before serving (its last console line), or None if it runs."""
+        status = self.process.poll()
+        if status is None:
+            return None
+        try:
+            with self.console_log.open("rb") as console:
+                console.seek(self.console_offset)
+                output = console.read().decode("utf-8", errors="replace")
+        except OSError:
+            output = ""
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        return lines[-1] if lines else f"localserve serve exited with status {status}."
+
+
+def start_daemon(paths: AppPaths) -> Launch:
     """Launch ``localserve serve`` detached from this process (closing the tray keeps it)."""
     paths.ensure()
-    with (paths.log_dir / "daemon-console.log").open("ab") as console:
+    console_log = paths.log_dir / "daemon-console.log"
+    with console_log.open("ab") as console:
+        offset = console.tell()
         process = subprocess.Popen(
             [*localserve_command(), "serve"],
             stdin=subprocess.DEVNULL,
@@ -37,7 +64,7 @@ def start_daemon(paths: AppPaths) -> subprocess.Popen[bytes]:
         )
     # Reap it when it exits (no zombie while the tray runs on).
     threading.Thread(target=process.wait, name="daemon-reaper", daemon=True).start()
-    return process
+    return Launch(process, console_log, offset)
 
 
 def stop_daemon(paths: AppPaths, timeout: float = 20.0) -> DaemonState | None:

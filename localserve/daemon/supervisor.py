@@ -26,7 +26,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from localserve.errors import BackendUnavailableError, ModelLoadError
+from localserve.daemon.orphans import forget_runner, record_runner
+from localserve.errors import BackendUnavailableError, InvalidModelFileError, ModelLoadError
+from localserve.hub.gguf_check import check_model_file
 from localserve.logs import rotate_if_large, tail
 from localserve.runner.protocol import EVENT_READY, RunnerConfig
 
@@ -77,6 +79,7 @@ class RunnerSpec:
     log_level: str = "info"
     parallel: int | None = None
     prefix_reuse: bool = True
+    pid_dir: Path | None = None  # where the runner's pid file lives while it runs (orphans.py)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,10 @@ class RunnerProcess:
             parallel=spec.parallel,
             prefix_reuse=spec.prefix_reuse,
         )
+        try:  # in a time- and memory-limited child, before llama.cpp ever opens the file
+            await asyncio.to_thread(check_model_file, spec.model_path)
+        except InvalidModelFileError as exc:
+            raise ModelLoadError(str(exc)) from exc
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         rotate_if_large(spec.log_file)
         with spec.log_file.open("ab") as log_handle:
@@ -150,6 +157,8 @@ class RunnerProcess:
                 start_new_session=os.name == "posix",
             )
         process = self._process
+        if spec.pid_dir is not None:
+            record_runner(spec.pid_dir, process.pid, spec.model_id)
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write(config.to_line())
         await process.stdin.drain()
@@ -163,6 +172,7 @@ class RunnerProcess:
         event = self._parse(line)
         if event.get("event") != EVENT_READY:
             code = await process.wait()
+            self._forget()
             message = event.get("message") or (
                 f"The runner for {spec.model_id} stopped while loading ({describe_exit(code)}); "
                 f"see {spec.log_file}."
@@ -196,7 +206,13 @@ class RunnerProcess:
 
     async def wait(self) -> int:
         assert self._process is not None
-        return await self._process.wait()
+        code = await self._process.wait()
+        self._forget()
+        return code
+
+    def _forget(self) -> None:
+        if self.spec.pid_dir is not None and self._process is not None:
+            forget_runner(self.spec.pid_dir, self._process.pid)
 
     async def stop(self) -> None:
         process = self._process
@@ -212,6 +228,7 @@ class RunnerProcess:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+        self._forget()
 
 
 class Supervisor:

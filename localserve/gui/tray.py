@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QInputDialog, QMenu, QMessageBox, QSystemTrayIcon
 
 from localserve.client import DaemonClient
 from localserve.config.settings import update_config_file
-from localserve.daemon.launcher import start_daemon, stop_daemon
+from localserve.daemon.launcher import Launch, start_daemon, stop_daemon
 from localserve.daemon.state import read_state
 from localserve.gui.background import Background, StatsStream
 from localserve.gui.icons import icon
@@ -105,6 +105,7 @@ class TrayController(QObject):
         self.notifications: list[tuple[str, str]] = []  # (title, message), newest last
         self.last_error: str | None = None
         self._launched_at: float | None = None
+        self._launch: Launch | None = None
         self._stopping = False
         self._polling = False
         self._restarts: dict[str, int] = {}
@@ -200,7 +201,12 @@ class TrayController(QObject):
             if error:
                 self.last_error = error
             launched = self._launched_at
-            if launched is not None and time.monotonic() - launched > START_GRACE_S:
+            failure = self._launch.failure() if self._launch is not None else None
+            if launched is not None and failure is not None:
+                self._launched_at = self._launch = None
+                self.last_error = failure
+                self.notify("localserve did not start", failure)
+            elif launched is not None and time.monotonic() - launched > START_GRACE_S:
                 self._launched_at = None
                 self.notify("localserve did not start", f"See {self.paths.log_dir}.")
         else:
@@ -338,7 +344,7 @@ class TrayController(QObject):
     def start_serving(self) -> None:
         if read_state(self.paths.state_file) is not None:
             return
-        start_daemon(self.paths)
+        self._launch = start_daemon(self.paths)
         self._launched_at = time.monotonic()
         self._update_presentation()
 

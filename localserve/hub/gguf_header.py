@@ -26,6 +26,41 @@ MAX_DIMS = 4
 MAX_ELEMENTS = 2**40  # per tensor: a trillion weights
 MAX_GGML_TYPE = 64  # llama.cpp's tensor types are numbered below this
 # Keys every reader of a model uses, and the kind of value each must hold.
+# ggml tensor types: (elements per block, bytes per block), from ggml-common.h. Types missing
+# here (compute-only or removed ones) are not sized: their end is not checked.
+TENSOR_TYPE_SIZES = {
+    0: (1, 4),  # F32
+    1: (1, 2),  # F16
+    2: (32, 18),  # Q4_0
+    3: (32, 20),  # Q4_1
+    6: (32, 22),  # Q5_0
+    7: (32, 24),  # Q5_1
+    8: (32, 34),  # Q8_0
+    10: (256, 84),  # Q2_K
+    11: (256, 110),  # Q3_K
+    12: (256, 144),  # Q4_K
+    13: (256, 176),  # Q5_K
+    14: (256, 210),  # Q6_K
+    16: (256, 66),  # IQ2_XXS
+    17: (256, 74),  # IQ2_XS
+    18: (256, 98),  # IQ3_XXS
+    19: (256, 50),  # IQ1_S
+    20: (32, 18),  # IQ4_NL
+    21: (256, 110),  # IQ3_S
+    22: (256, 82),  # IQ2_S
+    23: (256, 136),  # IQ4_XS
+    24: (1, 1),  # I8
+    25: (1, 2),  # I16
+    26: (1, 4),  # I32
+    27: (1, 8),  # I64
+    28: (1, 8),  # F64
+    29: (256, 56),  # IQ1_M
+    30: (1, 2),  # BF16
+    34: (256, 54),  # TQ1_0
+    35: (256, 66),  # TQ2_0
+    39: (32, 17),  # MXFP4
+}
+
 _INTEGER_KEYS = ("general.alignment", "general.file_type")
 _ARCH_INTEGER_KEYS = (
     "context_length",
@@ -226,7 +261,7 @@ def parse_gguf_header(reader: _Reader) -> GgufHeader:
         else:
             metadata[key] = reader.value(kind)
     parameters = 0
-    last_offset = 0
+    data_end = 0  # where the last tensor's data ends, from the start of the data section
     for _ in range(tensor_count):
         reader.string(MAX_KEY_BYTES)
         dims = int(reader.scalar("<I"))
@@ -237,17 +272,23 @@ def parse_gguf_header(reader: _Reader) -> GgufHeader:
             elements *= int(reader.scalar("<Q"))
             if elements > MAX_ELEMENTS:
                 raise reader.fail(f"a tensor claims more than {MAX_ELEMENTS} elements")
-        if int(reader.scalar("<I")) >= MAX_GGML_TYPE:
+        tensor_type = int(reader.scalar("<I"))
+        if tensor_type >= MAX_GGML_TYPE:
             raise reader.fail("a tensor has an unknown type")
-        last_offset = max(last_offset, int(reader.scalar("<Q")))
+        offset = int(reader.scalar("<Q"))
+        block, block_bytes = TENSOR_TYPE_SIZES.get(tensor_type, (1, 0))
+        data_end = max(data_end, offset + -(-elements // block) * block_bytes)
         parameters += elements
     check_value_types(metadata, reader)
     alignment = int(metadata.get("general.alignment", 32)) or 32
     if alignment & (alignment - 1) or alignment > 2**20:
         raise reader.fail(f"alignment {alignment} is not a power of two up to 1 MiB")
     data_start = -(-reader.position // alignment) * alignment
-    if tensor_count and data_start + last_offset >= reader.file_size:
-        raise reader.fail("its tensor data lies past the end of the file (truncated?)")
+    if tensor_count and data_start + data_end > reader.file_size:
+        missing = data_start + data_end - reader.file_size
+        raise reader.fail(
+            f"its tensor data runs {missing:,} bytes past the end of the file (truncated?)"
+        )
     return GgufHeader(version, metadata, tensor_count, parameters, reader.file_size, arrays)
 
 

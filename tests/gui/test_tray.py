@@ -240,6 +240,40 @@ def test_settings_are_checked_and_saved(
     assert paths.config_file.stat().st_mode & 0o777 == 0o600
 
 
+def test_a_broken_config_file_is_reported_and_the_settings_window_repairs_it(
+    qapp: Any, qtbot: QtBot, paths: AppPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.StandardButton.No)
+    broken = 'ctx = 2048\nport = "11435\n'
+    paths.config_file.write_text(broken)
+    created = create_tray(qapp, paths, poll_interval=0.25, stats_interval=0.25)
+    assert created is not None
+    controller, instance = created
+    controller.start()
+    try:
+        # The daemon refuses the file; the tray says why at once, file and line included.
+        qtbot.waitUntil(lambda: bool(controller.notifications), timeout=30_000)
+        title, message = controller.notifications[-1]
+        assert title == "localserve did not start"
+        assert f"{paths.config_file}, line 2" in message
+        assert controller.state is TrayState.STOPPED
+
+        controller.show_settings()
+        window = controller._open_windows["settings"]
+        assert window.problem is not None and "line 2" in window.problem
+        assert window.save() is True
+        assert (paths.config_file.parent / "config.toml.corrupt").read_text() == broken
+        assert tomllib.loads(paths.config_file.read_text())["port"] == 11435
+        controller.start_serving()  # and it starts now (LOCALSERVE_PORT=0 still wins)
+        qtbot.waitUntil(lambda: controller.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
+    finally:
+        controller.shutdown()
+        instance.server.close()
+        stop_daemon(paths)
+
+
 def test_the_remote_access_toggle(tray: TrayController, qtbot: QtBot, paths: AppPaths) -> None:
     assert tray._remote.isEnabled() and not tray._remote.isChecked()
     tray._remote.trigger()

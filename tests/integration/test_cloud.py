@@ -17,7 +17,7 @@ from openai import OpenAI
 
 from tests.daemon_process import STARTER_MODEL, DaemonProcess
 from tests.fake_cloud import CHUNKS, FakeCloud
-from tests.model_files import starter_path
+from tests.model_files import starter_path, unknown_architecture_copy
 
 
 @pytest.fixture(scope="module")
@@ -304,9 +304,8 @@ def test_usage_is_ledgered_with_cost(daemon: DaemonProcess) -> None:
 def test_a_model_that_fails_to_load_falls_back_only_where_allowed(
     daemon: DaemonProcess, cloud: FakeCloud, tmp_path: Path
 ) -> None:
-    """A file whose header is fine but whose weights are cut short: llama.cpp refuses it."""
-    broken = tmp_path / "broken.gguf"
-    broken.write_bytes(starter_path().read_bytes()[:-16])
+    """A file whose header is sound but whose architecture llama.cpp refuses."""
+    broken = unknown_architecture_copy(tmp_path / "broken.gguf")
     imported = daemon.cli("models", "import", str(broken), "--link", "--name", "broken")
     assert imported.returncode == 0, imported.stderr
     assert daemon.cli("cloud", "map", "broken", "fake/gpt-test").returncode == 0

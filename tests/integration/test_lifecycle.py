@@ -8,6 +8,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ import psutil
 import pytest
 
 from tests.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.model_files import starter_path
+from tests.model_files import starter_path, unknown_architecture_copy
 
 # A prompt the starter model continues for thousands of tokens at temperature 0.
 ENDLESS = {"model": STARTER_MODEL, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 3000, "temperature": 0}
@@ -181,20 +182,30 @@ def test_runner_killed_mid_stream_ends_stream_with_error_event(daemon: DaemonPro
     assert again.status_code == 200
 
 
+def not_a_model(path: Path) -> Path:
+    path.write_bytes(b"this is not a model at all" * 100)
+    return path
+
+
+def cut_short(path: Path) -> Path:
+    path.write_bytes(starter_path().read_bytes()[: 4 * 1024 * 1024])
+    return path
+
+
 @pytest.mark.parametrize(
-    ("content", "expected"),
+    ("make", "expected"),
     [
-        (b"this is not a model at all" * 100, "not a GGUF model file"),
-        (None, "could not load"),  # a real GGUF cut short
+        # Refused by the header check (a child process) before a runner starts:
+        (not_a_model, "does not start with the GGUF magic bytes"),
+        (cut_short, "past the end of the file"),
+        # A sound header that llama.cpp itself refuses, in the runner:
+        (unknown_architecture_copy, "llama.cpp could not load"),
     ],
 )
 def test_bad_model_file_fails_to_load_cleanly(
-    tmp_path: Path, content: bytes | None, expected: str
+    tmp_path: Path, make: Callable[[Path], Path], expected: str
 ) -> None:
-    bad = tmp_path / "broken.gguf"
-    bad.write_bytes(
-        content if content is not None else starter_path().read_bytes()[: 4 * 1024 * 1024]
-    )
+    bad = make(tmp_path / "broken.gguf")
     with DaemonProcess(tmp_path / "home", "--model", str(bad)) as daemon:
         assert httpx.get(f"{daemon.url}/health").status_code == 200
         status = daemon.wait_until_model("failed")

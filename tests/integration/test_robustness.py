@@ -1,11 +1,14 @@
 """Holding up: a bounded queue with fast 429s, idle unload, crash loops given up on, and a
-daemon killed with SIGKILL that starts again cleanly."""
+daemon killed with SIGKILL that starts again cleanly (stray runners stopped)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any
 import httpx
 import psutil
 
+from localserve.daemon.orphans import record_runner
 from tests.daemon_process import STARTER_MODEL, DaemonProcess
 from tests.model_files import starter_path
 
@@ -133,12 +137,29 @@ def test_a_daemon_killed_with_sigkill_starts_again_cleanly(tmp_path: Path) -> No
     first = DaemonProcess(home).start()
     first.wait_until_model("ready")
     runner_pid = first.model_status()["pid"]
+    pid_dir = home / "run" / "runners"
+    assert json.loads((pid_dir / f"{runner_pid}.json").read_text())["model"] == STARTER_MODEL
     first.stop(signal.SIGKILL)
     assert (home / "run" / "daemon.json").exists()  # left behind, stale
-    with DaemonProcess(home) as second:
-        second.wait_until_model("ready")
-        assert not psutil.pid_exists(runner_pid)
-        assert second.chat().status_code == 200
+    # A runner that could not notice (its stdin held open elsewhere), and a listed pid that now
+    # names an unrelated process: the new daemon stops the first and leaves the second alone.
+    stray = subprocess.Popen([sys.executable, "-m", "localserve.runner"], stdin=subprocess.PIPE)
+    unrelated = subprocess.Popen(["sleep", "60"])
+    with stray, unrelated:
+        record_runner(pid_dir, stray.pid, "stray")
+        record_runner(pid_dir, unrelated.pid, "recycled")
+        with DaemonProcess(home) as second:
+            second.wait_until_model("ready")
+            assert not psutil.pid_exists(runner_pid)
+            assert stray.wait(timeout=10) is not None
+            assert unrelated.poll() is None
+            assert second.chat().status_code == 200
+            live = second.model_status()["pid"]
+            assert sorted(pid_dir.iterdir()) == [pid_dir / f"{live}.json"]
+        assert list(pid_dir.iterdir()) == []  # a clean stop leaves no pid files
+        assert stray.stdin is not None
+        stray.stdin.close()
+        unrelated.kill()
 
 
 def test_slow_and_silent_clients_are_cut_off(tmp_path: Path) -> None:

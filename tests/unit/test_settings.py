@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from localserve.config import load_settings
+from localserve.config.settings import read_config_file, update_config_file
 from localserve.errors import ConfigError
 from localserve.paths import app_paths
 
@@ -49,7 +50,7 @@ def test_precedence_overrides_then_env_then_file(
     [
         ("port = 99999\n", "port"),
         ('cors_origins = ["*"]\n', "cors_origins"),
-        ("port = [\n", "Cannot read"),
+        ("port = [\n", "config.toml, line 1"),
         ("no_such_setting = 1\n", "no_such_setting"),
         ('gpu_layers = "lots"\n', "gpu_layers"),
     ],
@@ -61,3 +62,37 @@ def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, fragment: str)
         load_settings(config)
     assert fragment in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_bad_value_names_its_line_or_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("ctx = 1024\n\n# the port\nport = 99999\n")
+    with pytest.raises(ConfigError, match=r"port \(.*config\.toml, line 4\)"):
+        load_settings(config)
+    config.write_text("")
+    monkeypatch.setenv("LOCALSERVE_CTX", "-5")
+    with pytest.raises(ConfigError, match=r"ctx \(LOCALSERVE_CTX\)"):
+        load_settings(config)
+
+
+def test_changes_keep_the_last_good_copy_and_a_broken_file_is_never_overwritten(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.toml"
+    update_config_file(config, port=9000)
+    assert not (tmp_path / "config.toml.bak").exists()  # nothing to back up the first time
+    update_config_file(config, ctx=2048)
+    assert read_config_file(tmp_path / "config.toml.bak") == {"port": 9000}
+    assert read_config_file(config) == {"port": 9000, "ctx": 2048}
+
+    config.write_text('port = 9000\nctx = "2048\n')  # a hand edit gone wrong
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    message = str(caught.value)
+    assert f"{config}, line 2, column" in message
+    assert f"last good settings are in {tmp_path / 'config.toml.bak'}" in message
+    with pytest.raises(ConfigError):
+        update_config_file(config, local_only=True)  # refuses rather than losing the file
+    assert config.read_text() == 'port = 9000\nctx = "2048\n'

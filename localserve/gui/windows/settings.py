@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import tomli_w
 from pydantic import ValidationError
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -19,9 +18,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from localserve.config.settings import Settings, read_config_file
+from localserve.config.settings import Settings, read_config_file, write_config_file
+from localserve.errors import ConfigError
 from localserve.gui.icons import icon
-from localserve.security.secret_store import write_private_file
 
 if TYPE_CHECKING:
     from localserve.gui.tray import TrayController
@@ -43,7 +42,13 @@ class SettingsWindow(QWidget):
         self.setWindowTitle("localserve: settings")
         self.setWindowIcon(icon("localserve"))
         config_file = controller.paths.config_file
-        self.stored = read_config_file(config_file)
+        self.problem: str | None = None
+        try:
+            self.stored = read_config_file(config_file)
+        except ConfigError as exc:
+            # Start from the defaults; saving keeps the broken file as config.toml.corrupt.
+            self.stored = {}
+            self.problem = f"{exc} Saving replaces it; the broken file is kept beside it."
         # The file's values over the defaults; environment overrides are not the file's to keep.
         current = Settings.model_construct(**self.stored)
         self.port = spin(0, 65535, current.port)
@@ -79,6 +84,11 @@ class SettingsWindow(QWidget):
         buttons.accepted.connect(self.save)
         buttons.rejected.connect(self.close)
         layout = QVBoxLayout(self)
+        if self.problem:
+            warning = QLabel(self.problem)
+            warning.setWordWrap(True)
+            warning.setStyleSheet("color: #b00020")
+            layout.addWidget(warning)
         layout.addLayout(form)
         layout.addWidget(QLabel(f"Saved to {config_file}; applied when serving restarts."))
         layout.addWidget(buttons)
@@ -111,7 +121,7 @@ class SettingsWindow(QWidget):
             return False
         if checked.gpu_layers != "auto":
             values["gpu_layers"] = checked.gpu_layers
-        write_private_file(self.controller.paths.config_file, tomli_w.dumps(values))
+        write_config_file(self.controller.paths.config_file, values)
         self.stored = values
         if self.controller.status is not None:
             # Local-only applies at once; the rest when serving restarts.

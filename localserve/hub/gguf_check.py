@@ -1,0 +1,100 @@
+"""Check a model file's GGUF header in a short-lived child process before a runner loads it.
+
+The header reader (gguf_header.py) is bounded, but a model file is hostile input: reading it
+in a child with a time limit and an address-space limit means that a bug in the reader, or in
+anything it calls, costs one child process and a clear error, not the daemon. A verdict is kept
+per (path, size, mtime), so restarts of the same runner do not pay again.
+
+    python -m localserve.hub.gguf_check FILE   # prints {"ok": true} or {"error": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from localserve.errors import InvalidModelFileError
+
+CHECK_TIMEOUT_S = 20.0
+CHECK_MEMORY_BYTES = 1 << 30  # address space; reading the largest real headers needs ~100 MiB
+
+MEMORY_ENV = "LOCALSERVE_CHECK_MEMORY"
+
+_passed: set[tuple[str, int, int]] = set()
+
+
+def _limit_own_memory() -> None:
+    """In the child: cap its address space (POSIX; set here, not with preexec_fn, which is
+    unsafe in the daemon's threaded process)."""
+    limit = int(os.environ.get(MEMORY_ENV, CHECK_MEMORY_BYTES))
+    if os.name == "posix" and limit > 0:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def check_model_file(
+    path: Path, timeout: float = CHECK_TIMEOUT_S, memory_bytes: int = CHECK_MEMORY_BYTES
+) -> None:
+    """Raise InvalidModelFileError, with the reason, unless ``path`` (and its shards) has a
+    sound GGUF header, as judged by a child process held to ``timeout`` and ``memory_bytes``."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise InvalidModelFileError(f"Cannot read {path}: {exc.strerror or exc}") from exc
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _passed:
+        return
+    env = {**os.environ, MEMORY_ENV: str(memory_bytes)}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "localserve.hub.gguf_check", str(path)],
+            capture_output=True,
+            timeout=timeout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise InvalidModelFileError(
+            f"{path.name}: checking its header took over {timeout:.0f} s; not loading it."
+        ) from None
+    verdict = _verdict(result.stdout)
+    if verdict.get("ok") is True and result.returncode == 0:
+        _passed.add(key)
+        return
+    reason = verdict.get("error") or (
+        f"the header check ran out of memory or crashed (exit code {result.returncode})"
+    )
+    raise InvalidModelFileError(str(reason))
+
+
+def _verdict(output: bytes) -> dict[str, object]:
+    lines = output.decode("utf-8", errors="replace").strip().splitlines()
+    try:
+        verdict = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return {}
+    return verdict if isinstance(verdict, dict) else {}
+
+
+def main(argv: list[str]) -> int:
+    _limit_own_memory()
+    from localserve.hub.library import describe_file
+
+    try:
+        describe_file(Path(argv[0]))
+    except InvalidModelFileError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 2
+    except MemoryError:
+        print(json.dumps({"error": f"{Path(argv[0]).name}: its header needs too much memory."}))
+        return 3
+    print(json.dumps({"ok": True}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

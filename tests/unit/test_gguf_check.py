@@ -1,0 +1,77 @@
+"""The pre-load header check: a child process with a time and an address-space limit."""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+from localserve.errors import InvalidModelFileError
+from localserve.hub import gguf_check
+from localserve.hub.gguf_check import check_model_file
+from tests.model_files import starter_path
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is enforced on Linux")
+
+
+def gguf_with_template(path: Path, template_bytes: int) -> Path:
+    """A tensor-less GGUF whose chat template is ``template_bytes`` long."""
+
+    def text(value: bytes) -> bytes:
+        return struct.pack("<Q", len(value)) + value
+
+    path.write_bytes(
+        b"GGUF"
+        + struct.pack("<IQQ", 3, 0, 2)
+        + text(b"general.architecture")
+        + struct.pack("<I", 8)
+        + text(b"llama")
+        + text(b"tokenizer.chat_template")
+        + struct.pack("<I", 8)
+        + text(b"x" * template_bytes)
+    )
+    return path
+
+
+def test_a_sound_file_passes_once_and_is_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    check_model_file(starter_path())
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("checked again")
+
+    monkeypatch.setattr(gguf_check.subprocess, "run", no_child)
+    check_model_file(starter_path())  # same size and mtime: no second child
+
+
+def test_the_childs_reason_comes_back(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\xff" * 64)
+    with pytest.raises(InvalidModelFileError, match=r"bad\.gguf is not a valid GGUF file"):
+        check_model_file(bad)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(starter_path().read_bytes()[:-1])
+    with pytest.raises(InvalidModelFileError, match="runs 1 bytes past the end of the file"):
+        check_model_file(cut)
+    with pytest.raises(InvalidModelFileError, match="Cannot read"):
+        check_model_file(tmp_path / "missing.gguf")
+
+
+@linux_only
+def test_a_header_that_needs_too_much_memory_is_refused(tmp_path: Path) -> None:
+    # A 15 MiB template is within the reader's limits and fine with the default allowance;
+    # held to 40 MiB of address space, the child runs out and says so.
+    with pytest.raises(InvalidModelFileError, match="needs too much memory"):
+        check_model_file(
+            gguf_with_template(tmp_path / "big.gguf", 15 * 2**20), memory_bytes=40 << 20
+        )
+    check_model_file(gguf_with_template(tmp_path / "big2.gguf", 15 * 2**20))
+    # A child that cannot even start is a refusal too, never a pass.
+    with pytest.raises(InvalidModelFileError, match="ran out of memory or crashed"):
+        check_model_file(gguf_with_template(tmp_path / "small.gguf", 10), memory_bytes=1 << 20)
+
+
+def test_a_check_that_takes_too_long_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidModelFileError, match="took over"):
+        check_model_file(gguf_with_template(tmp_path / "slow.gguf", 10), timeout=0.001)
