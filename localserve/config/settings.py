@@ -130,6 +130,18 @@ class Settings(BaseSettings):
     remote_max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body from a remote client (413 above)."
     )
+    max_concurrent_per_key: int = Field(
+        0,
+        ge=0,
+        description="Inference requests one key may have in flight on this machine (429 above; "
+        "0 = no limit, the model's queue still bounds them).",
+    )
+    rate_limit_per_key: int = Field(
+        0,
+        ge=0,
+        description="Inference requests a minute one key may make, locally and remotely "
+        "(429 with Retry-After above; bursts of as many; 0 = no limit).",
+    )
     remote_max_concurrent_per_key: int = Field(
         4, ge=1, description="Requests one client key may have in flight remotely (429 above)."
     )

@@ -12,6 +12,7 @@ from localserve.config import Settings
 from localserve.router.router import Router
 from localserve.server.auth import KeyVerifier, Principal, presented_key
 from localserve.server.errors import WWW_AUTHENTICATE, APIError, install_error_handlers
+from localserve.server.limits import PerKeyConcurrency, PerKeyRateLimit
 from localserve.server.routes.anthropic import anthropic_routes
 from localserve.server.routes.openai import openai_routes
 from localserve.server.security import BodySizeLimit, LoopbackHostGuard, with_cors
@@ -79,4 +80,6 @@ def create_app(
 
     asgi: Any = with_cors(app, settings.cors_origins)
     asgi = BodySizeLimit(asgi, settings.max_body_bytes)
+    asgi = PerKeyConcurrency(asgi, settings.max_concurrent_per_key)
+    asgi = PerKeyRateLimit(asgi, settings.rate_limit_per_key)
     return LoopbackHostGuard(asgi)

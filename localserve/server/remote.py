@@ -19,7 +19,6 @@ No control API and no ``/metrics`` here: they are loopback-only and answer 404 r
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -36,6 +35,7 @@ from localserve.router.router import Router
 from localserve.server.app import include_inference_routes
 from localserve.server.auth import KeyVerifier, Principal, presented_key
 from localserve.server.errors import WWW_AUTHENTICATE, APIError, install_error_handlers
+from localserve.server.limits import PerKeyConcurrency, PerKeyRateLimit
 from localserve.server.security import (
     ASGIApp,
     BodySizeLimit,
@@ -156,36 +156,6 @@ class AllowedHostGuard:
         await self.app(scope, receive, send)
 
 
-class PerKeyConcurrency:
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-        self._in_flight: dict[str, int] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k: v for k, v in scope["headers"]}
-        raw = headers.get(b"authorization") or headers.get(b"x-api-key") or b""
-        slot = hashlib.sha256(raw).hexdigest()  # never keep keys themselves in memory tables
-        if self._in_flight.get(slot, 0) >= self.limit:
-            await send_error(
-                send,
-                429,
-                f"This key already has {self.limit} requests in flight; wait for one to finish.",
-                "too_many_concurrent_requests",
-            )
-            return
-        self._in_flight[slot] = self._in_flight.get(slot, 0) + 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self._in_flight[slot] -= 1
-            if not self._in_flight[slot]:
-                del self._in_flight[slot]
-
-
 class RequestTimeout:
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
@@ -294,5 +264,6 @@ def create_remote_app(
     asgi = BodySizeLimit(asgi, settings.remote_max_body_bytes)
     asgi = RequestTimeout(asgi, settings.remote_request_timeout)
     asgi = PerKeyConcurrency(asgi, settings.remote_max_concurrent_per_key)
+    asgi = PerKeyRateLimit(asgi, settings.rate_limit_per_key)
     asgi = AllowedHostGuard(asgi, allowed_hosts)
     return AuditLog(asgi)

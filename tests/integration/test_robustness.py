@@ -199,3 +199,52 @@ def test_slow_and_silent_clients_are_cut_off(tmp_path: Path) -> None:
                 assert seconds is not None and seconds < 5
         # Well-behaved clients are unaffected.
         assert httpx.get(f"{daemon.url}/health", timeout=5).status_code == 200
+
+
+def test_per_key_rate_and_concurrency_limits(tmp_path: Path) -> None:
+    env = {"LOCALSERVE_RATE_LIMIT_PER_KEY": "2", "LOCALSERVE_MAX_CONCURRENT_PER_KEY": "1"}
+    with DaemonProcess(tmp_path / "home", env=env) as daemon:
+        streamer, bystander = (daemon.cli("key", "add", name).stdout.strip() for name in "ab")
+
+        def models(key: str | None = None) -> httpx.Response:
+            return httpx.get(f"{daemon.base_url}/models", headers=daemon.headers(key))
+
+        # Two a minute per key, in a burst: the third is refused with the wait in Retry-After
+        # (a token comes back every 30 s), in each protocol's error shape.
+        assert [models().status_code for _ in range(2)] == [200, 200]
+        refused = models()
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert 1 <= int(refused.headers["retry-after"]) <= 30
+        anthropic = httpx.post(
+            f"{daemon.url}/v1/messages", headers=daemon.headers(), json={"model": STARTER_MODEL}
+        )
+        assert anthropic.status_code == 429
+        assert anthropic.json()["error"]["type"] == "rate_limit_error"
+        # The control API (the tray's polling) is never throttled.
+        for _ in range(10):
+            assert daemon.control("GET", "/status").status_code == 200
+
+        # One request in flight per key: a second one with the same key is turned away while
+        # another key is served.
+        body = {
+            "model": STARTER_MODEL,
+            "messages": [{"role": "user", "content": "Count to twenty."}],
+            "max_tokens": 64,
+            "stream": True,
+        }
+        with httpx.stream(
+            "POST",
+            f"{daemon.base_url}/chat/completions",
+            headers=daemon.headers(streamer),
+            json=body,
+            timeout=120,
+        ) as streaming:
+            assert streaming.status_code == 200
+            second = models(streamer)
+            other_key = models(bystander)
+            for _ in streaming.iter_lines():
+                pass
+        assert second.status_code == 429 and second.headers["retry-after"] == "1"
+        assert second.json()["error"]["code"] == "too_many_concurrent_requests"
+        assert other_key.status_code == 200
