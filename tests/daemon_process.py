@@ -18,8 +18,15 @@ STARTER_MODEL = "smollm2-135m-instruct"
 
 
 class DaemonProcess:
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         self.home = home
+        self.command = command or [sys.executable, "-m", "localserve"]  # or a packaged app
         self.args = args
         self.extra_env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
@@ -40,7 +47,7 @@ class DaemonProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         with (self.home / "stdout.log").open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "localserve", "serve", "--port", "0", *self.args],
+                [*self.command, "serve", "--port", "0", *self.args],
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -98,7 +105,7 @@ class DaemonProcess:
 
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "localserve", *args],
+            [*self.command, *args],
             env=self.env(),
             capture_output=True,
             text=True,

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtSvg import QSvgRenderer
 
+from localserve.paths import resources_dir
+
 ICON_SIZES = (16, 22, 24, 32, 48, 64)
 FALLBACK_COLORS = {"stopped": "#8a8f98", "error": "#ef4444", "busy": "#a855f7"}
-
-
-def resources_dir() -> Path:
-    """``resources/`` next to the package (a checkout), or inside a frozen app's bundle."""
-    bundle = getattr(sys, "_MEIPASS", None)
-    if bundle:
-        return Path(bundle) / "resources"
-    return Path(__file__).resolve().parents[2] / "resources"
 
 
 @functools.cache

@@ -278,14 +278,22 @@ class TrayController(QObject):
             return "localserve: stopped"
         if self.state is TrayState.STARTING:
             return "localserve: starting..."
-        loaded = [m["model_id"] for m in (self.status or {}).get("models", [])]
+        models = (self.status or {}).get("models", [])
         if self.state is TrayState.ERROR:
-            return f"localserve: problem with {', '.join(loaded) or 'the model'}"
-        return f"localserve: serving {', '.join(loaded)}"
+            troubled = [
+                f"{m['model_id']} {m['state']}"
+                for m in models
+                if m["state"] in ("failed", "restarting")
+            ]
+            return f"localserve: {', '.join(troubled) or 'a model has a problem'}"
+        return f"localserve: serving {', '.join(m['model_id'] for m in models)}"
 
     def tooltip(self) -> str:
         lines = [self.headline()]
         if self.status is not None:
+            for model in self.status.get("models", []):
+                if model["state"] == "failed" and model.get("last_error"):
+                    lines.append(model["last_error"].splitlines()[0])  # not the log's tail
             remote = self.status.get("remote") or {}
             if remote.get("enabled"):
                 lines.append(f"Remote access on: {remote['url']}")

@@ -52,6 +52,7 @@ def paths(isolated_home: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("LOCALSERVE_REMOTE_PORT", "0")
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HOME", str(isolated_home / "hf"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(isolated_home / "xdg-config"))  # autostart entry
     return app_paths().ensure()
 
 
@@ -180,6 +181,33 @@ def test_a_killed_runner_shows_the_error_state_and_recovers(
     )
 
 
+@pytest.fixture
+def crash_limit_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCALSERVE_CRASH_LIMIT", "2")  # read by the daemon the tray launches
+
+
+def test_a_crash_looping_runner_is_shown_as_failed(
+    crash_limit_two: None, tray: TrayController, qtbot: QtBot
+) -> None:
+    for kill in range(2):
+        qtbot.waitUntil(lambda: tray.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
+        status = tray.status
+        assert status is not None
+        os.kill(status["models"][0]["pid"], signal.SIGKILL)
+        if kill == 0:
+            qtbot.waitUntil(
+                lambda: any(title == "Model runner restarted" for title, _ in tray.notifications),
+                timeout=SERVE_TIMEOUT_MS,
+            )
+    failed = f"{STARTER_MODEL} failed"
+    qtbot.waitUntil(lambda: any(title == failed for title, _ in tray.notifications), timeout=15_000)
+    message = next(message for title, message in tray.notifications if title == failed)
+    assert "died 2 times" in message and "not restarted again" in message
+    assert tray.state is TrayState.ERROR
+    assert tray.headline() == f"localserve: {STARTER_MODEL} failed"
+    assert "died 2 times" in tray.tooltip()
+
+
 def test_a_second_launch_shows_the_first(
     tray: TrayController, qtbot: QtBot, paths: AppPaths
 ) -> None:
@@ -230,7 +258,12 @@ def test_settings_are_checked_and_saved(
     window.ctx.setValue(8192)
     window.max_loaded.setValue(3)
     window.local_only.setChecked(True)
+    assert not window.start_at_login.isChecked()
+    window.start_at_login.setChecked(True)
     assert window.save() is True
+    autostart = Path(os.environ["XDG_CONFIG_HOME"]) / "autostart"
+    entry = (autostart / "io.github.localserve.LocalServe.desktop").read_text()
+    assert f"Exec={sys.executable} -m localserve tray" in entry
     qtbot.waitUntil(lambda: (tray.status or {}).get("local_only") is True, timeout=5_000)
     saved = tomllib.loads(paths.config_file.read_text())
     assert saved["ctx"] == 8192 and saved["gpu_layers"] == 12 and saved["max_loaded_models"] == 3
@@ -238,6 +271,9 @@ def test_settings_are_checked_and_saved(
     # The form shows the file over the defaults: LOCALSERVE_PORT=0 (this test's) is not saved.
     assert saved["port"] == 11435
     assert paths.config_file.stat().st_mode & 0o777 == 0o600
+    window.start_at_login.setChecked(False)  # and off again: the entry is gone
+    assert window.save() is True
+    assert list(autostart.iterdir()) == []
 
 
 def test_a_broken_config_file_is_reported_and_the_settings_window_repairs_it(

@@ -19,7 +19,8 @@ from PySide6.QtWidgets import (
 )
 
 from localserve.config.settings import Settings, read_config_file, write_config_file
-from localserve.errors import ConfigError
+from localserve.desktop.autostart import login_item, set_start_at_login
+from localserve.errors import ConfigError, LocalserveError
 from localserve.gui.icons import icon
 
 if TYPE_CHECKING:
@@ -63,10 +64,13 @@ class SettingsWindow(QWidget):
         minutes = -1 if current.keep_alive < 0 else round(current.keep_alive / 60)
         self.idle_unload = spin(-1, 24 * 60, minutes, "never")
         self.idle_unload.setToolTip("0 = unload right after each request")
-        self.start_at_login = QCheckBox("Start at login (comes with the installer)")
+        # Start at login is not a setting in config.toml: the OS's own login item is the truth.
+        self.login_item = login_item()
+        self.start_at_login = QCheckBox("Start at login")
+        self.start_at_login.setChecked(self.login_item.is_enabled())
+        self.start_at_login.setToolTip(self.login_item.location())
         self.local_only = QCheckBox("Local only: never forward requests to a cloud provider")
         self.local_only.setChecked(bool(current.local_only))
-        self.start_at_login.setEnabled(False)
 
         form = QFormLayout()
         form.addRow("Port", self.port)
@@ -122,6 +126,11 @@ class SettingsWindow(QWidget):
         if checked.gpu_layers != "auto":
             values["gpu_layers"] = checked.gpu_layers
         write_config_file(self.controller.paths.config_file, values)
+        if self.start_at_login.isChecked() != self.login_item.is_enabled():
+            try:
+                set_start_at_login(self.start_at_login.isChecked(), self.login_item)
+            except LocalserveError as exc:
+                QMessageBox.warning(self, "Start at login", str(exc))
         self.stored = values
         if self.controller.status is not None:
             # Local-only applies at once; the rest when serving restarts.
