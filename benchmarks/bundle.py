@@ -19,11 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from benchmarks.single_stream import machine_description, require_starter_model
 from localserve import __version__
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.daemon_process import DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dist" / "localserve" / "localserve"
@@ -40,19 +38,7 @@ def cold_start(command: list[str]) -> tuple[float, float]:
         daemon = DaemonProcess(Path(home), command=command).start(timeout=120)
         listening = time.perf_counter() - launched
         try:
-            body = {
-                "model": STARTER_MODEL,
-                "messages": [{"role": "user", "content": "Say hello."}],
-                "max_tokens": 4,
-                "stream": True,
-            }
-            with httpx.stream(
-                "POST",
-                f"{daemon.base_url}/chat/completions",
-                headers=daemon.headers(),
-                json=body,
-                timeout=120,
-            ) as response:
+            with daemon.stream_chat("Say hello.", max_tokens=4) as response:
                 response.raise_for_status()
                 for line in response.iter_lines():
                     if '"content":"' in line.replace(" ", ""):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -138,6 +139,24 @@ class DaemonProcess:
         }
         return httpx.post(
             f"{self.base_url}/chat/completions", headers=self.headers(), json=body, timeout=60
+        )
+
+    def stream_chat(
+        self, content: str, max_tokens: int, key: str | None = None
+    ) -> contextlib.AbstractContextManager[httpx.Response]:
+        """A streamed chat request on the starter model, to read as it arrives (SSE lines)."""
+        body = {
+            "model": STARTER_MODEL,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens,
+            "stream": True,
+        }
+        return httpx.stream(
+            "POST",
+            f"{self.base_url}/chat/completions",
+            headers=self.headers(key),
+            json=body,
+            timeout=120,
         )
 
     def model_status(self, model: str | None = None) -> dict[str, Any]:

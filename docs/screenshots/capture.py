@@ -1,4 +1,4 @@
-"""Take the README's screenshots: the tray menu, the models window and the dashboard.
+"""Take the README's screenshots: the tray menu, the models, dashboard and settings windows.
 
 Run under a real X server (the images in this folder were taken under Xvfb):
 
@@ -24,6 +24,7 @@ HOME = Path(tempfile.mkdtemp(prefix="localserve-shots-"))
 os.environ.update(
     LOCALSERVE_HOME=str(HOME),
     LOCALSERVE_PORT="0",
+    XDG_CONFIG_HOME=str(HOME / "xdg-config"),  # the autostart entry the settings window shows
     PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
 )
 
@@ -130,6 +131,14 @@ def main() -> None:
         settle(app, 3)
         grab_window(app, models, "models.png")
         models.hide()
+
+        tray.show_settings()
+        settings = tray._open_windows["settings"]
+        settings.move(20, 20)
+        settings.start_at_login.setChecked(True)
+        settle(app, 0.5)
+        grab_window(app, settings, "settings.png")
+        settings.hide()
 
         tray.menu.popup(QPoint(900, 30))
         settle(app, 0.5)

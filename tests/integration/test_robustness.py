@@ -26,19 +26,7 @@ def stream_once(daemon: DaemonProcess, max_tokens: int) -> dict[str, Any]:
     """One streamed chat; its status, how long the answer took to start, and whether the
     stream ended properly."""
     started = time.monotonic()
-    body = {
-        "model": STARTER_MODEL,
-        "messages": [{"role": "user", "content": "Count to twenty."}],
-        "max_tokens": max_tokens,
-        "stream": True,
-    }
-    with httpx.stream(
-        "POST",
-        f"{daemon.base_url}/chat/completions",
-        headers=daemon.headers(),
-        json=body,
-        timeout=120,
-    ) as response:
+    with daemon.stream_chat("Count to twenty.", max_tokens) as response:
         first = time.monotonic() - started
         lines = [line for line in response.iter_lines() if line]
     return {
@@ -227,19 +215,7 @@ def test_per_key_rate_and_concurrency_limits(tmp_path: Path) -> None:
 
         # One request in flight per key: a second one with the same key is turned away while
         # another key is served.
-        body = {
-            "model": STARTER_MODEL,
-            "messages": [{"role": "user", "content": "Count to twenty."}],
-            "max_tokens": 64,
-            "stream": True,
-        }
-        with httpx.stream(
-            "POST",
-            f"{daemon.base_url}/chat/completions",
-            headers=daemon.headers(streamer),
-            json=body,
-            timeout=120,
-        ) as streaming:
+        with daemon.stream_chat("Count to twenty.", 64, key=streamer) as streaming:
             assert streaming.status_code == 200
             second = models(streamer)
             other_key = models(bystander)
