@@ -28,7 +28,7 @@ APP = ROOT / "dist" / "localserve" / "localserve"
 
 
 def folder_size(path: Path) -> int:
-    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 def cold_start(command: list[str]) -> tuple[float, float]:
