@@ -70,16 +70,7 @@ def main() -> None:
     rows = []
     with FakeCloud() as cloud, DaemonProcess(Path(tempfile.mkdtemp()) / "home") as daemon:
         daemon.wait_until_model("ready")
-        added = daemon.cli(
-            "cloud",
-            "add",
-            "fake",
-            "--base-url",
-            cloud.base_url,
-            "--key-from-stdin",
-            input=cloud.key + "\n",
-        )
-        assert added.returncode == 0, added.stderr
+        cloud.add_to(daemon)
         key = daemon.cli("key", "add", "bench").stdout.strip()
         with httpx.Client(timeout=60) as http:
             ours, peer = compare(

@@ -15,9 +15,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.fake_http import JsonHandler, LoopbackServer
+
+if TYPE_CHECKING:
+    from tests.daemon_process import DaemonProcess
 
 CHUNKS = ["Hello", " from", " the", " cloud", "."]
 USAGE = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
@@ -47,6 +50,20 @@ class FakeCloud:
     @property
     def base_url(self) -> str:
         return f"{self._server.url}/v1"
+
+    def add_to(self, daemon: DaemonProcess, name: str = "fake", *options: str) -> None:
+        """Register this fake as provider ``name`` of ``daemon`` (``cloud add``, key on stdin)."""
+        added = daemon.cli(
+            "cloud",
+            "add",
+            name,
+            "--base-url",
+            self.base_url,
+            "--key-from-stdin",
+            *options,
+            input=self.key + "\n",
+        )
+        assert added.returncode == 0, added.stderr
 
     def __enter__(self) -> FakeCloud:
         self._server.start()

@@ -39,16 +39,7 @@ def daemon(cloud: FakeCloud, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     home = tmp_path_factory.mktemp("cloud-daemon")
     with DaemonProcess(home, env={"LOCALSERVE_REQUEST_TIMEOUT": "2"}) as running:
         running.wait_until_model("ready")
-        added = running.cli(
-            "cloud",
-            "add",
-            "fake",
-            "--base-url",
-            cloud.base_url,
-            "--key-from-stdin",
-            input=cloud.key + "\n",
-        )
-        assert added.returncode == 0, added.stderr
+        cloud.add_to(running)
         yield running
 
 
@@ -312,17 +303,7 @@ def test_a_model_that_fails_to_load_falls_back_only_where_allowed(
     failed = chat(daemon, "broken")
     assert failed.status_code == 503 and failed.json()["error"]["code"] == "model_load_failed"
 
-    added = daemon.cli(
-        "cloud",
-        "add",
-        "fallback",
-        "--base-url",
-        cloud.base_url,
-        "--key-from-stdin",
-        "--allow-fallback",
-        input=cloud.key + "\n",
-    )
-    assert added.returncode == 0, added.stderr
+    cloud.add_to(daemon, "fallback", "--allow-fallback")
     assert daemon.cli("cloud", "map", "broken", "fallback/gpt-test").returncode == 0
     served = chat(daemon, "broken")
     assert served.status_code == 200, served.text
