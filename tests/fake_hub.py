@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from tests.daemon_process import DaemonProcess
 from tests.fake_http import JsonHandler, LoopbackServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -52,6 +53,10 @@ class FakeHub:
     @property
     def url(self) -> str:
         return self._server.url
+
+    def daemon(self, home: Path) -> DaemonProcess:
+        """A daemon (not started yet) whose downloads go to this fake Hub."""
+        return DaemonProcess(home, env={"HF_ENDPOINT": self.url, "HF_HOME": str(home / "hf")})
 
     def add_repo(self, repo_id: str, files: dict[str, bytes], **kwargs: Any) -> None:
         self.repos[repo_id] = FakeRepo(files, **kwargs)

@@ -27,9 +27,7 @@ def hub() -> Iterator[FakeHub]:
 
 @pytest.fixture(scope="module")
 def daemon(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    home = tmp_path_factory.mktemp("ollama-daemon")
-    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(home / "hf")}
-    with DaemonProcess(home, env=env) as running:
+    with hub.daemon(tmp_path_factory.mktemp("ollama-daemon")) as running:
         running.wait_until_model("ready")
         yield running
 
