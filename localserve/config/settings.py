@@ -289,15 +289,16 @@ def load_settings(
         return Settings(**values)
     except ValidationError as exc:
         raise ConfigError(
-            "Invalid settings: " + "; ".join(_describe(err, config_file) for err in exc.errors())
+            "Invalid settings: "
+            + "; ".join(_describe(err, config_file, env_names) for err in exc.errors())
         ) from exc
 
 
-def _describe(error: Any, config_file: Path) -> str:
+def _describe(error: Any, config_file: Path, env_names: set[str]) -> str:
     """One validation error, saying where the value came from (file and line, or variable)."""
     key = ".".join(str(part) for part in error["loc"])
     top = str(error["loc"][0]) if error["loc"] else key
-    if f"{ENV_PREFIX}{top}".upper() in {name.upper() for name in os.environ}:
+    if f"{ENV_PREFIX}{top}".upper() in env_names:
         source = f"{ENV_PREFIX}{top.upper()}"
     else:
         line = _line_of_key(config_file, top)

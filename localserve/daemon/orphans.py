@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -37,11 +38,11 @@ def forget_runner(folder: Path, pid: int) -> None:
     (folder / f"{pid}.json").unlink(missing_ok=True)
 
 
-def _listed_runner(record: dict[str, object]) -> psutil.Process | None:
+def _listed_runner(record: dict[str, Any]) -> psutil.Process | None:
     """The live process a pid file describes, or None (gone, or the pid now names another)."""
     try:
-        process = psutil.Process(int(record["pid"]))  # type: ignore[call-overload]
-        same_start = abs(process.create_time() - float(record["started"])) < 1.0  # type: ignore[arg-type]
+        process = psutil.Process(int(record["pid"]))
+        same_start = abs(process.create_time() - float(record["started"])) < 1.0
         if same_start and RUNNER_MODULE in process.cmdline():
             return process
     except (psutil.Error, KeyError, TypeError, ValueError):

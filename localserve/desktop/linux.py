@@ -23,37 +23,40 @@ def data_home(environ: dict[str, str] | None = None) -> Path:
     return Path(env.get("XDG_DATA_HOME") or Path(env.get("HOME") or Path.home()) / ".local/share")
 
 
+def _install_plan(data: Path) -> dict[Path, Path | None]:
+    """Each file ``install`` writes, and the resource it copies (None: the menu entry, written
+    from its template with ``Exec=`` filled in)."""
+    resources = resources_dir()
+    icons = data / "icons" / "hicolor"
+    metainfo = f"{APP_ID}.metainfo.xml"
+    plan: dict[Path, Path | None] = {
+        data / "applications" / f"{APP_ID}.desktop": None,
+        data / "metainfo" / metainfo: resources / "linux" / metainfo,
+        icons / "scalable" / "apps" / f"{APP_ID}.svg": resources / "icons" / "localserve.svg",
+    }
+    for size in ICON_SIZES:
+        png = f"{size}x{size}/apps/{APP_ID}.png"
+        plan[icons / png] = resources / "icons" / "hicolor" / png
+    return plan
+
+
 def installed_files(data: Path) -> list[Path]:
     """Every file ``install`` writes (and ``uninstall`` removes)."""
-    icons = data / "icons" / "hicolor"
-    return [
-        data / "applications" / f"{APP_ID}.desktop",
-        data / "metainfo" / f"{APP_ID}.metainfo.xml",
-        icons / "scalable" / "apps" / f"{APP_ID}.svg",
-        *(icons / f"{n}x{n}" / "apps" / f"{APP_ID}.png" for n in ICON_SIZES),
-    ]
+    return list(_install_plan(data))
 
 
 def install_desktop_entry(data: Path, command: list[str] | None = None) -> list[Path]:
     """Install the menu entry, metainfo and icons; the files written."""
-    resources = resources_dir()
-    entry = (resources / "linux" / f"{APP_ID}.desktop").read_text(encoding="utf-8")
-    entry = entry.replace("Exec=localserve tray", f"Exec={desktop_exec(command or tray_command())}")
+    template = resources_dir() / "linux" / f"{APP_ID}.desktop"
+    exec_line = f"Exec={desktop_exec(command or tray_command())}"
     written = []
     try:
-        for target in installed_files(data):
+        entry = template.read_text(encoding="utf-8").replace("Exec=localserve tray", exec_line)
+        for target, source in _install_plan(data).items():
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.name.endswith(".desktop"):
+            if source is None:
                 target.write_text(entry, encoding="utf-8")
-            elif target.name.endswith(".metainfo.xml"):
-                shutil.copyfile(resources / "linux" / target.name, target)
-            elif target.suffix == ".svg":
-                shutil.copyfile(resources / "icons" / "localserve.svg", target)
             else:
-                size = target.parent.parent.name
-                source = resources / "icons" / "hicolor" / size / "apps" / target.name
-                if not source.is_file():
-                    continue  # a checkout without rendered PNGs: the SVG serves every size
                 shutil.copyfile(source, target)
             written.append(target)
     except OSError as exc:

@@ -201,16 +201,17 @@ class TrayController(QObject):
             if error:
                 self.last_error = error
             launched = self._launched_at
-            failure = self._launch.failure() if self._launch is not None else None
-            if launched is not None and failure is not None:
-                self._launched_at = self._launch = None
-                self.last_error = failure
-                self.notify("localserve did not start", failure)
-            elif launched is not None and time.monotonic() - launched > START_GRACE_S:
-                self._launched_at = None
-                self.notify("localserve did not start", f"See {self.paths.log_dir}.")
+            if launched is not None:
+                failure = self._launch.failure() if self._launch is not None else None
+                if failure is not None:
+                    self._launched_at = self._launch = None
+                    self.last_error = failure
+                    self.notify("localserve did not start", failure)
+                elif time.monotonic() - launched > START_GRACE_S:
+                    self._launched_at = self._launch = None
+                    self.notify("localserve did not start", f"See {self.paths.log_dir}.")
         else:
-            self._launched_at = None
+            self._launched_at = self._launch = None
             self.status = result["status"]
             self._check_models(result["status"])
             listed = [(m["name"], m["state"]) for m in result["models"]]

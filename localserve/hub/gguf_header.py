@@ -25,9 +25,8 @@ MAX_TENSORS = 1_000_000
 MAX_DIMS = 4
 MAX_ELEMENTS = 2**40  # per tensor: a trillion weights
 MAX_GGML_TYPE = 64  # llama.cpp's tensor types are numbered below this
-# Keys every reader of a model uses, and the kind of value each must hold.
 # ggml tensor types: (elements per block, bytes per block), from ggml-common.h. Types missing
-# here (compute-only or removed ones) are not sized: their end is not checked.
+# here (compute-only or removed ones) are not sized: only their start is checked.
 TENSOR_TYPE_SIZES = {
     0: (1, 4),  # F32
     1: (1, 2),  # F16
@@ -61,6 +60,7 @@ TENSOR_TYPE_SIZES = {
     39: (32, 17),  # MXFP4
 }
 
+# Keys every reader of a model uses, and the kind of value each must hold.
 _INTEGER_KEYS = ("general.alignment", "general.file_type")
 _ARCH_INTEGER_KEYS = (
     "context_length",
@@ -277,7 +277,8 @@ def parse_gguf_header(reader: _Reader) -> GgufHeader:
             raise reader.fail("a tensor has an unknown type")
         offset = int(reader.scalar("<Q"))
         block, block_bytes = TENSOR_TYPE_SIZES.get(tensor_type, (1, 0))
-        data_end = max(data_end, offset + -(-elements // block) * block_bytes)
+        # At least one byte: a tensor may not start at or past the end, whatever its type.
+        data_end = max(data_end, offset + max(1, -(-elements // block) * block_bytes))
         parameters += elements
     check_value_types(metadata, reader)
     alignment = int(metadata.get("general.alignment", 32)) or 32
