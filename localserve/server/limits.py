@@ -12,8 +12,10 @@ import hashlib
 import math
 import time
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from localserve.server.auth import presented_key
 from localserve.server.errors import APIError, error_response
 
 EXEMPT_PREFIXES = ("/localserve/", "/metrics", "/health")
@@ -32,9 +34,8 @@ def credential_slot(scope: Scope) -> str | None:
     """A hash of the key an inference request presents; None for exempt paths."""
     if scope["type"] != "http" or scope["path"].startswith(EXEMPT_PREFIXES):
         return None
-    headers = dict(scope["headers"])
-    raw = headers.get(b"authorization") or headers.get(b"x-api-key") or b""
-    return hashlib.sha256(raw).hexdigest()
+    key = presented_key(Headers(scope=scope)) or ""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class PerKeyConcurrency:
@@ -61,12 +62,27 @@ class PerKeyConcurrency:
             )
             return
         self._in_flight[slot] = self._in_flight.get(slot, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._in_flight[slot] -= 1
+                if not self._in_flight[slot]:
+                    del self._in_flight[slot]
+
+        async def releasing_send(message: Message) -> None:
+            # Free the slot before the last byte goes out: a client that sends its next request
+            # as soon as it has this answer must find the slot free, not race the cleanup.
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                release()
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, releasing_send)
         finally:
-            self._in_flight[slot] -= 1
-            if not self._in_flight[slot]:
-                del self._in_flight[slot]
+            release()
 
 
 class PerKeyRateLimit:

@@ -123,7 +123,8 @@ def test_ollama_and_anthropic_clients_are_served_remotely(
         )
         pull = http.post("/api/pull", headers=bearer(phone_key), json={"model": "x/y"})
     assert chat.status_code == 200 and chat.json()["message"]["content"]
-    assert message.status_code == 200 and message.json()["content"][0]["text"]
+    assert message.status_code == 200, message.text
+    assert message.json()["content"][0]["text"]
     assert pull.status_code == 403 and "admin key" in pull.json()["error"]
 
 
