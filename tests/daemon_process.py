@@ -170,6 +170,16 @@ class DaemonProcess:
                 return dict(status)
         return {"model_id": wanted, "state": "unloaded"}
 
+    def stats_after(self, requests: int, timeout: float = 10.0) -> dict[str, Any]:
+        """The /stats snapshot once the daemon has recorded ``requests`` finished requests: a
+        runner reports a request as it ends, which can reach the daemon after the answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats: dict[str, Any] = self.control("GET", "/stats").json()
+            if stats["totals"]["requests"] >= requests or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.05)
+
     def wait_until_model(
         self, *states: str, model: str | None = None, timeout: float = 60.0
     ) -> dict[str, Any]:

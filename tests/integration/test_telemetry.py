@@ -44,7 +44,7 @@ def measured(daemon: DaemonProcess) -> dict[str, Any]:
         if chunk.usage:
             usage = chunk.usage
     assert first is not None and last is not None and usage is not None
-    after = daemon.control("GET", "/stats").json()
+    after = daemon.stats_after(before["totals"]["requests"] + 1)
     return {
         "before": before,
         "after": after,
