@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 
 STARTER_MODEL = "smollm2-135m-instruct"
+# A prompt the starter model continues for thousands of tokens at temperature 0.
+ENDLESS_PROMPT = "1, 2, 3, 4, 5,"
 
 
 class DaemonProcess:
@@ -158,6 +160,24 @@ class DaemonProcess:
             json=body,
             timeout=120,
         )
+
+    def stream_endless(
+        self, model: str = STARTER_MODEL
+    ) -> contextlib.AbstractContextManager[httpx.Response]:
+        """A 3000-token streamed completion of ENDLESS_PROMPT, to hold a model busy."""
+        body = {"model": model, "prompt": ENDLESS_PROMPT, "max_tokens": 3000, "temperature": 0}
+        return httpx.stream(
+            "POST",
+            f"{self.base_url}/completions",
+            headers=self.headers(),
+            json={**body, "stream": True},
+            timeout=60,
+        )
+
+    def runner_log(self, model: str = STARTER_MODEL) -> str:
+        """What the runner of ``model`` has logged so far ("" before it first starts)."""
+        path = self.home / "logs" / f"runner-{model}.log"
+        return path.read_text() if path.exists() else ""
 
     def model_status(self, model: str | None = None) -> dict[str, Any]:
         """The status of ``model`` (default: the model it serves by default)."""

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         None, ge=1, description="CPU threads for generation (default: physical core count)."
     )
+    share_cpu_threads: bool = Field(
+        True,
+        description="Split the CPU threads between models generating at the same time (each "
+        "gets its part while it is busy; a model busy alone gets them all). Off, every model "
+        "uses all of them, and two busy models slow each other down many times over.",
+    )
     parallel: int | None = Field(
         None,
         ge=1,

@@ -149,6 +149,7 @@ class Daemon:
             keep_alive=settings.keep_alive,
             max_queue=settings.max_queue,
             crash_policy=CrashPolicy(settings.crash_limit, settings.crash_window),
+            cpu_threads=(settings.threads or physical_cores()) if settings.share_cpu_threads else 0,
         )
         pulls = PullManager(library)
         timeout = httpx.Timeout(settings.request_timeout, connect=5.0)

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 SpecFactory = Callable[[ResolvedModel], RunnerSpec]
 IDLE_CHECK_S = 0.5
+# How long a model becoming busy waits for the busy ones to give threads back (one decode step;
+# a long prefill step may take longer, and then it starts anyway).
+THREADS_FREED_WAIT_S = 1.0
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -77,6 +80,16 @@ def parse_keep_alive(value: Any) -> float | None:
             param="keep_alive",
         )
     return sign * sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def split_threads(threads: int, runners: int) -> list[int]:
+    """``threads`` split as evenly as possible between ``runners``, at least one each.
+
+    ggml's worker threads spin while they wait for each other, so runners whose threads add up
+    to more than the cores slow each other down many times over, not twofold.
+    """
+    base, extra = divmod(threads, runners) if runners else (0, 0)
+    return [max(1, base + (index < extra)) for index in range(runners)]
 
 
 @dataclass
@@ -111,8 +124,11 @@ class ModelPool:
         keep_alive: float = -1.0,
         max_queue: int = 32,
         crash_policy: CrashPolicy | None = None,
+        cpu_threads: int = 0,
     ) -> None:
+        """``cpu_threads``: the threads to split between busy runners (0 = no splitting)."""
         self.library = library
+        self._cpu_threads = cpu_threads
         self._keep_alive = keep_alive
         self._max_queue = max_queue
         self._crash_policy = crash_policy
@@ -167,13 +183,44 @@ class ModelPool:
             entry.last_used = time.monotonic()
             if keep_alive is not None:
                 entry.keep_alive = keep_alive
-            return entry.supervisor
+            slowed = self._share_cpu() if entry.in_flight == 1 else []
+        supervisor = entry.supervisor
+        if slowed:
+            try:
+                await self._threads_freed(slowed, supervisor)
+            except BaseException:  # cancelled: the caller will not release what it never got
+                self.release(supervisor)
+                raise
+        return supervisor
 
     def release(self, supervisor: Supervisor) -> None:
         entry = self._loaded.get(supervisor.spec.model_id)
         if entry is not None and entry.supervisor is supervisor:
             entry.in_flight = max(0, entry.in_flight - 1)
             entry.last_used = time.monotonic()
+            if entry.in_flight == 0:
+                self._share_cpu()
+
+    def _share_cpu(self) -> list[Supervisor]:
+        """Give each runner with requests in flight its part of the CPU threads, and return
+        those now given fewer. Called when one starts or stops being busy; an idle runner keeps
+        its last grant until it is busy again (it spends no CPU meanwhile)."""
+        if self._cpu_threads <= 0:
+            return []
+        busy = [entry.supervisor for entry in self._loaded.values() if entry.in_flight > 0]
+        shares = split_threads(self._cpu_threads, len(busy))
+        return [
+            supervisor
+            for supervisor, threads in zip(busy, shares, strict=True)
+            if supervisor.grant_threads(threads)
+        ]
+
+    @staticmethod
+    async def _threads_freed(slowed: list[Supervisor], starting: Supervisor) -> None:
+        """Let ``starting`` begin once the busy runners given fewer threads use them (within
+        one decode step): a step run while both hold the same cores takes seconds, not ms."""
+        others = [supervisor for supervisor in slowed if supervisor is not starting]
+        await asyncio.gather(*(s.threads_applied(THREADS_FREED_WAIT_S) for s in others))
 
     async def load(self, model_id: str) -> Supervisor:
         """Start (or restart, if it failed) the runner of ``model_id`` without a request."""

@@ -30,7 +30,9 @@ from localserve.daemon.orphans import forget_runner, record_runner
 from localserve.errors import BackendUnavailableError, InvalidModelFileError, ModelLoadError
 from localserve.hub.gguf_check import check_model_file
 from localserve.logs import rotate_if_large, tail
+from localserve.runner.commands import COMMAND_THREADS, command_line
 from localserve.runner.protocol import EVENT_READY, RunnerConfig
+from localserve.runner.reporting import EVENT_THREADS
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,9 @@ class RunnerProcess:
     def __init__(self, spec: RunnerSpec) -> None:
         self.spec = spec
         self._process: asyncio.subprocess.Process | None = None
+        self._threads = spec.threads  # granted last
+        self._threads_in_use = spec.threads  # reported applied by the batch loop
+        self._threads_changed = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -185,6 +190,34 @@ class RunnerProcess:
             pid=process.pid,
         )
 
+    def grant_threads(self, threads: int) -> bool:
+        """Tell the running child how many CPU threads it may use from now on; True when
+        that is fewer than it was allowed before."""
+        process = self._process
+        if process is None or process.stdin is None or process.returncode is not None:
+            return False
+        if threads == self._threads or process.stdin.is_closing():
+            return False
+        fewer = threads < self._threads
+        self._threads = threads
+        process.stdin.write(command_line(COMMAND_THREADS, threads=threads))
+        return fewer
+
+    async def threads_applied(self, timeout: float) -> bool:
+        """Wait until the batch loop uses the count granted last (it applies a grant before its
+        next decode step); False after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self._threads_in_use != self._threads:
+            self._threads_changed.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._threads_changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
     @staticmethod
     def _parse(line: bytes) -> dict[str, Any]:
         try:
@@ -198,7 +231,10 @@ class RunnerProcess:
         assert self._process is not None and self._process.stdout is not None
         while line := await self._process.stdout.readline():
             event = self._parse(line)
-            if event:
+            if event.get("event") == EVENT_THREADS:
+                self._threads_in_use = int(event.get("threads") or 0)
+                self._threads_changed.set()
+            elif event:
                 try:
                     on_event(self.spec.model_id, event)
                 except Exception:  # a telemetry bug must not stop the reading (and the runner)
@@ -298,6 +334,14 @@ class Supervisor:
                     )
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def grant_threads(self, threads: int) -> bool:
+        """The CPU threads the runner may use while it is busy (``ModelPool._share_cpu``);
+        True when that is fewer than before."""
+        return self._process is not None and self._process.grant_threads(threads)
+
+    async def threads_applied(self, timeout: float) -> bool:
+        return self._process is None or await self._process.threads_applied(timeout)
 
     def runner_lost(self, endpoint: RunnerEndpoint) -> None:
         """A request found the runner gone; stop routing to it before its exit is reaped."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from localserve.errors import LocalserveError
+from localserve.runner.commands import ThreadShare, follow_daemon
 from localserve.runner.protocol import (
     EVENT_LOAD_FAILED,
     EVENT_READY,
@@ -28,15 +29,6 @@ from localserve.serving import bind_socket, run_async
 log = logging.getLogger("localserve.runner")
 
 
-def exit_when_parent_goes() -> None:
-    """Block until stdin closes (the daemon exited or died), then exit at once."""
-    try:
-        while sys.stdin.buffer.read(4096):
-            pass
-    finally:
-        os._exit(0)
-
-
 def announce(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -47,7 +39,10 @@ def main() -> int:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s"
     )
     config = RunnerConfig.from_line(sys.stdin.buffer.readline())
-    threading.Thread(target=exit_when_parent_goes, daemon=True).start()
+    share = ThreadShare(config.threads)
+    threading.Thread(
+        target=follow_daemon, args=(sys.stdin.buffer, share), name="daemon-commands", daemon=True
+    ).start()
 
     from localserve.runner.app import create_runner_app  # imports llama.cpp: after the handshake
     from localserve.runner.engine import Engine, EngineConfig
@@ -63,7 +58,8 @@ def main() -> int:
                 threads=config.threads,
                 parallel=config.parallel,
                 prefix_reuse=config.prefix_reuse,
-            )
+            ),
+            share,
         )
     except LocalserveError as exc:
         log.error("load failed: %s", exc)
@@ -73,7 +69,7 @@ def main() -> int:
 
     # From here on stdout is the event channel to the daemon (reporting.py).
     channel = EventChannel.take_stdout()
-    engine.meter.report = channel.send
+    engine.meter.report = share.report = channel.send
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     app = create_runner_app(engine, config.token, channel.send)

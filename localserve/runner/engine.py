@@ -30,6 +30,7 @@ from localserve.errors import (
 from localserve.hardware.devices import resolve_gpu_layers
 from localserve.hub.templates import ToolSyntax, tool_syntax
 from localserve.runner.chat_template import ChatTemplate, TemplateLimitError
+from localserve.runner.commands import ThreadShare
 from localserve.runner.protocol import EMBEDDING_CTX
 from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.sampling import SamplingParams
@@ -117,7 +118,11 @@ def binding_chat_templates_skipped() -> Iterator[None]:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, share: ThreadShare | None = None) -> None:
+        """``share`` carries the thread count the daemon grants while this runs (default: the
+        configured count, for good)."""
+        self._share = share or ThreadShare(config.threads)
+        self._embedding_threads = config.threads
         rss_before_load = psutil.Process().memory_info().rss
         check_gguf_magic(config.model_path)
         supports_offload = bool(llama_cpp.llama_supports_gpu_offload())
@@ -156,7 +161,7 @@ class Engine:
         n_ctx = config.n_ctx or model.n_ctx_train()
         parallel = config.parallel or auto_parallel(model, n_ctx)
         self._scheduler = Scheduler(
-            model, n_ctx, parallel, config.threads, prefix_reuse=config.prefix_reuse
+            model, n_ctx, parallel, self._share, prefix_reuse=config.prefix_reuse
         )
         self.info = ModelInfo(
             model_id=config.model_id,
@@ -328,6 +333,10 @@ class Engine:
                     param="input",
                 )
         ctx = self._llama._ctx.ctx
+        threads = self._share.threads
+        if threads != self._embedding_threads:  # on the embedding thread, between decodes
+            llama_cpp.llama_set_n_threads(ctx, threads, threads)
+            self._embedding_threads = threads
         # The context generates text with embeddings off; switch them on only for this call.
         llama_cpp.llama_set_embeddings(ctx, True)
         self._llama.context_params.embeddings = True

@@ -2,7 +2,8 @@
 
 The supervisor writes one JSON line (the ``RunnerConfig``, including the per-process token) to
 the runner's stdin and keeps stdin open: EOF means the daemon is gone and the runner exits, so a
-runner is never orphaned, whatever killed its parent. The runner answers with one JSON line on
+runner is never orphaned, whatever killed its parent. Later lines on stdin are the daemon's
+commands (``runner/commands.py``). The runner answers with one JSON line on
 stdout: ``ready`` (with its port and model facts) or ``load_failed`` (with a readable reason).
 After ``ready``, stdout carries telemetry events (``runner/reporting.py``), read by the
 supervisor until the runner exits.

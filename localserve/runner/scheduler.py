@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import llama_cpp
 from llama_cpp import _internals
 
+from localserve.runner.commands import ThreadShare
 from localserve.runner.lookup import DraftControl, PromptLookup
 from localserve.runner.protocol import BATCH_TOKENS
 from localserve.runner.reporting import ThroughputMeter
@@ -103,7 +104,7 @@ class Scheduler:
         model: _internals.LlamaModel,
         n_ctx_per_sequence: int,
         parallel: int,
-        threads: int,
+        share: ThreadShare,
         n_batch: int = BATCH_TOKENS,
         prefix_reuse: bool = True,
     ) -> None:
@@ -117,8 +118,10 @@ class Scheduler:
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_batch
         params.n_seq_max = parallel
-        params.n_threads = threads
-        params.n_threads_batch = threads
+        self._share = share
+        self._threads = share.threads
+        params.n_threads = self._threads
+        params.n_threads_batch = self._threads
         # As llama-cpp-python's Llama: on CPUs flash attention is slower for small batches.
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         # One KV stream per slot: a sequence's attention then never depends on what else is in
@@ -258,6 +261,15 @@ class Scheduler:
             sampler.add_dist(seed)
         return sampler
 
+    def _apply_thread_share(self) -> None:
+        """Use the thread count the daemon granted last (on this thread, between decodes)."""
+        threads = self._share.threads
+        if threads != self._threads:
+            llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
+            log.info("generating with %d CPU threads (was %d)", threads, self._threads)
+            self._threads = threads
+            self._share.applied(threads)
+
     def _drop_cancelled(self) -> None:
         for sequence in list(self._active):
             if sequence.sink.cancelled.is_set():
@@ -297,6 +309,7 @@ class Scheduler:
             prefilled += chunk
         if rows == 0:
             return
+        self._apply_thread_share()
         batch.n_tokens = rows
         started = time.perf_counter()
         status = llama_cpp.llama_decode(self._ctx, batch)

@@ -149,8 +149,7 @@ def test_cancelled_stream_frees_its_slot(tmp_path: Path) -> None:
         # With one slot, this waits forever unless the abandoned stream gave the slot back.
         result = complete(daemon, prompt="Hello", max_tokens=4, temperature=0)
         assert result["usage"]["completion_tokens"] >= 1
-        log = (daemon.home / "logs" / f"runner-{STARTER_MODEL}.log").read_text()
-        assert re.search(r"generated \d+ \(cancelled\)", log)
+        assert re.search(r"generated \d+ \(cancelled\)", daemon.runner_log())
 
 
 def test_prefix_is_copied_from_a_busy_slot(tmp_path: Path) -> None:

@@ -65,3 +65,9 @@ def test_gateway_paths_benchmark_prints_its_table() -> None:
     assert [row[0] for row in rows] == ["cloud relay: first piece", "remote TLS: 8-token chat"]
     assert [row[2] for row in rows] == ["provider directly", "loopback HTTP"]
     assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows)
+
+
+def test_two_models_benchmark_prints_its_table() -> None:
+    rows = benchmark_rows("two_models", "--rounds", "1", "--max-tokens", "8")
+    assert [row[0] for row in rows] == ["shared", "not shared"]
+    assert all(float(cell) > 0 for row in rows for cell in row[1:])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -15,11 +14,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.daemon_process import ENDLESS_PROMPT, STARTER_MODEL, DaemonProcess
 from tests.model_files import starter_path, unknown_architecture_copy
 
-# A prompt the starter model continues for thousands of tokens at temperature 0.
-ENDLESS = {"model": STARTER_MODEL, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 3000, "temperature": 0}
+ENDLESS = {"model": STARTER_MODEL, "prompt": ENDLESS_PROMPT, "max_tokens": 3000, "temperature": 0}
 
 
 def complete(daemon: DaemonProcess, timeout: float = 60, **changes: object) -> httpx.Response:
@@ -32,23 +30,12 @@ def complete(daemon: DaemonProcess, timeout: float = 60, **changes: object) -> h
     )
 
 
-def stream_endless(daemon: DaemonProcess) -> contextlib.AbstractContextManager[httpx.Response]:
-    return httpx.stream(
-        "POST",
-        f"{daemon.base_url}/completions",
-        headers=daemon.headers(),
-        json={**ENDLESS, "stream": True},
-        timeout=60,
-    )
-
-
 CANCELLED_LINE = re.compile(r"generated (\d+) \(cancelled\)")
 
 
 def cancelled_generations(daemon: DaemonProcess) -> list[int]:
     """Token counts of the generations the runner logged as cancelled, oldest first."""
-    log = daemon.home / "logs" / f"runner-{STARTER_MODEL}.log"
-    return [int(n) for n in CANCELLED_LINE.findall(log.read_text())] if log.exists() else []
+    return [int(n) for n in CANCELLED_LINE.findall(daemon.runner_log())]
 
 
 def assert_generation_cancelled(daemon: DaemonProcess, before: int, within_tokens: int) -> None:
@@ -135,7 +122,7 @@ def test_non_loopback_host_is_refused(tmp_path: Path, host: str) -> None:
 
 def test_client_disconnect_stops_generation(daemon: DaemonProcess) -> None:
     before = len(cancelled_generations(daemon))
-    with stream_endless(daemon) as response:
+    with daemon.stream_endless() as response:
         assert response.status_code == 200
         lines = response.iter_lines()
         for _ in range(6):
@@ -171,7 +158,7 @@ def test_runner_killed_mid_request_gives_503_then_recovers(daemon: DaemonProcess
 
 def test_runner_killed_mid_stream_ends_stream_with_error_event(daemon: DaemonProcess) -> None:
     daemon.wait_until_model("ready")
-    with stream_endless(daemon) as response:
+    with daemon.stream_endless() as response:
         assert response.status_code == 200
         kill_runner_soon(daemon, 0.5)
         events = [line for line in response.iter_lines() if line.startswith("data: ")]

@@ -1,5 +1,6 @@
 """Holding up: a bounded queue with fast 429s, idle unload, crash loops given up on, and a
-daemon killed with SIGKILL that starts again cleanly (stray runners stopped)."""
+daemon killed with SIGKILL that starts again cleanly (stray runners stopped), per-key limits,
+and busy models sharing the CPU threads."""
 
 from __future__ import annotations
 
@@ -224,3 +225,46 @@ def test_per_key_rate_and_concurrency_limits(tmp_path: Path) -> None:
         assert second.status_code == 429 and second.headers["retry-after"] == "1"
         assert second.json()["error"]["code"] == "too_many_concurrent_requests"
         assert other_key.status_code == 200
+
+
+def wait_for_log(daemon: DaemonProcess, model: str, text: str, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while text not in daemon.runner_log(model):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_busy_models_split_the_cpu_threads(tmp_path: Path) -> None:
+    """Two models generating at once get one of the two threads each; a model busy alone gets
+    both back. Off, each keeps both."""
+    home = tmp_path / "home"
+    copy = home / "other.gguf"
+    home.mkdir(parents=True)
+    copy.write_bytes(starter_path().read_bytes())
+    assert DaemonProcess(home).cli("models", "import", str(copy), "--name", "other").returncode == 0
+    halved, restored = "generating with 1 CPU threads (was 2)", "generating with 2 CPU threads"
+    for share in ("true", "false"):
+        daemon = DaemonProcess(home, "--threads", "2", env={"LOCALSERVE_SHARE_CPU_THREADS": share})
+        with daemon:
+            for model in (STARTER_MODEL, "other"):
+                assert daemon.chat(model).status_code == 200  # both loaded, idle
+            with daemon.stream_endless() as first, daemon.stream_endless("other") as second:
+                # Keep the line iterators: dropping one closes its stream (a disconnect).
+                lines = [stream.iter_lines() for stream in (first, second)]
+                for stream, reader in zip((first, second), lines, strict=True):
+                    assert stream.status_code == 200
+                    assert next(reader).startswith("data: ")
+                if share == "true":
+                    for model in (STARTER_MODEL, "other"):
+                        assert wait_for_log(daemon, model, halved), daemon.runner_log(model)
+            for model in (STARTER_MODEL, "other"):
+                assert daemon.chat(model, max_tokens=8).status_code == 200  # busy alone
+            if share == "true":
+                for model in (STARTER_MODEL, "other"):
+                    assert wait_for_log(daemon, model, restored), daemon.runner_log(model)
+        if share == "false":
+            logs = daemon.runner_log() + daemon.runner_log("other")
+            assert "CPU threads" not in logs
+        (home / "logs").rename(home / f"logs-{share}")
