@@ -183,7 +183,7 @@ class ModelPool:
             entry.last_used = time.monotonic()
             if keep_alive is not None:
                 entry.keep_alive = keep_alive
-            slowed = self._share_cpu() if entry.in_flight == 1 else []
+            slowed = self._share_cpu()  # nothing changes unless a runner became busy or restarted
         supervisor = entry.supervisor
         if slowed:
             try:
@@ -203,8 +203,8 @@ class ModelPool:
 
     def _share_cpu(self) -> list[Supervisor]:
         """Give each runner with requests in flight its part of the CPU threads, and return
-        those now given fewer. Called when one starts or stops being busy; an idle runner keeps
-        its last grant until it is busy again (it spends no CPU meanwhile)."""
+        those now given fewer. Called on every request and when a runner stops being busy; an
+        idle runner keeps its last grant until it is busy again (it spends no CPU meanwhile)."""
         if self._cpu_threads <= 0:
             return []
         busy = [entry.supervisor for entry in self._loaded.values() if entry.in_flight > 0]
