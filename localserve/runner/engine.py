@@ -337,6 +337,9 @@ class Engine:
         if threads != self._embedding_threads:  # on the embedding thread, between decodes
             llama_cpp.llama_set_n_threads(ctx, threads, threads)
             self._embedding_threads = threads
+            # The batch loop applies the grant before its own next step, so this context's
+            # decodes are the only ones that could still use the old count.
+            self._share.applied(threads)
         # The context generates text with embeddings off; switch them on only for this call.
         llama_cpp.llama_set_embeddings(ctx, True)
         self._llama.context_params.embeddings = True

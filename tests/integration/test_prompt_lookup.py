@@ -12,7 +12,6 @@ several logits (an off-by-one in the trimming gave 22).
 from __future__ import annotations
 
 import inspect
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from localserve.runner.sampling import SamplingParams
 from localserve.runner.text import GenerationStats, TextAssembler, held_back_length
 from tests.daemon_process import STARTER_MODEL, DaemonProcess
 from tests.model_files import starter_path
+from tests.sinks import RecordingSink
 
 FUNCTION = inspect.getsource(held_back_length)  # real code for the model to repeat
 REPEAT = FUNCTION + "\n\n# The same function again, unchanged:\n" + FUNCTION.split("\n")[0] + "\n"
@@ -39,21 +39,6 @@ LIST = (
     + "Item 7: the"
 )
 ROUNDING = 0.5  # logits; genuine near-ties measured here differ by at most 0.12
-
-
-class RecordingSink:
-    def __init__(self, prompt_tokens: int) -> None:
-        self.cancelled = threading.Event()
-        self.stats = GenerationStats(prompt_tokens)
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-    def emit(self, text: str) -> None:
-        pass
-
-    def close(self, error: BaseException | None = None) -> None:
-        self.error = error
-        self.done.set()
 
 
 @pytest.fixture(scope="module")
