@@ -341,6 +341,7 @@ class Supervisor:
         return self._process is not None and self._process.grant_threads(threads)
 
     async def threads_applied(self, timeout: float) -> bool:
+        """True once the runner uses the count granted last; False after ``timeout``."""
         return self._process is None or await self._process.threads_applied(timeout)
 
     def runner_lost(self, endpoint: RunnerEndpoint) -> None:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from localserve.runner.reporting import EVENT_THREADS, Report
 
@@ -29,7 +30,8 @@ def command_line(command: str, **fields: object) -> bytes:
 class ThreadShare:
     """The thread count the daemon last granted. Written by the stdin reader; each context
     applies it on its own thread before its next decode (``llama_set_n_threads`` must not race
-    a decode of the same context), and the batch loop reports it applied (``report``)."""
+    a decode of the same context) and reports it applied (``report``): the daemon waits for
+    that before it lets another model start."""
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
@@ -38,9 +40,18 @@ class ThreadShare:
     def grant(self, threads: int) -> None:
         self.threads = threads
 
-    def applied(self, threads: int) -> None:
-        if self.report is not None:
-            self.report({"event": EVENT_THREADS, "threads": threads})
+    def apply(self, context: Any, in_use: int, name: str) -> int:
+        """On the thread that decodes with the llama.cpp ``context``: switch it to the count
+        granted last if that is not ``in_use``, and report it. Returns the count now in use."""
+        import llama_cpp  # here, not at the top: the daemon imports this module
+
+        threads = self.threads
+        if threads != in_use:
+            llama_cpp.llama_set_n_threads(context, threads, threads)
+            log.info("CPU threads for the %s: %d (was %d)", name, threads, in_use)
+            if self.report is not None:
+                self.report({"event": EVENT_THREADS, "threads": threads})
+        return threads
 
 
 def handle(line: bytes, share: ThreadShare) -> None:

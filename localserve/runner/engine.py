@@ -333,13 +333,8 @@ class Engine:
                     param="input",
                 )
         ctx = self._llama._ctx.ctx
-        threads = self._share.threads
-        if threads != self._embedding_threads:  # on the embedding thread, between decodes
-            llama_cpp.llama_set_n_threads(ctx, threads, threads)
-            self._embedding_threads = threads
-            # The batch loop applies the grant before its own next step, so this context's
-            # decodes are the only ones that could still use the old count.
-            self._share.applied(threads)
+        # The batch loop applies a grant before its own next step; this is the other context.
+        self._embedding_threads = self._share.apply(ctx, self._embedding_threads, "embeddings")
         # The context generates text with embeddings off; switch them on only for this call.
         llama_cpp.llama_set_embeddings(ctx, True)
         self._llama.context_params.embeddings = True

@@ -263,12 +263,7 @@ class Scheduler:
 
     def _apply_thread_share(self) -> None:
         """Use the thread count the daemon granted last (on this thread, between decodes)."""
-        threads = self._share.threads
-        if threads != self._threads:
-            llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
-            log.info("generating with %d CPU threads (was %d)", threads, self._threads)
-            self._threads = threads
-            self._share.applied(threads)
+        self._threads = self._share.apply(self._ctx, self._threads, "batch loop")
 
     def _drop_cancelled(self) -> None:
         for sequence in list(self._active):

@@ -244,7 +244,7 @@ def test_busy_models_split_the_cpu_threads(tmp_path: Path) -> None:
     home.mkdir(parents=True)
     copy.write_bytes(starter_path().read_bytes())
     assert DaemonProcess(home).cli("models", "import", str(copy), "--name", "other").returncode == 0
-    halved, restored = "generating with 1 CPU threads (was 2)", "generating with 2 CPU threads"
+    halved, restored = "batch loop: 1 (was 2)", "batch loop: 2 (was 1)"
     for share in ("true", "false"):
         daemon = DaemonProcess(home, "--threads", "2", env={"LOCALSERVE_SHARE_CPU_THREADS": share})
         with daemon:
