@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jinja2
-from jinja2 import meta
+from jinja2.nodes import Name
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
@@ -41,12 +41,16 @@ _MARKED = (HERMES, MISTRAL, TOOL_CALL_TOKEN)
 
 def template_supports_tools(template: str) -> bool:
     """True when the template reads a ``tools`` variable, that is, when it can show the model
-    the tools it may call."""
+    the tools it may call.
+
+    Read from the syntax tree only: ``jinja2.meta.find_undeclared_variables`` runs the compiler,
+    whose optimizer evaluates constant expressions (``{{ 'x' * 1000000000 }}`` took 8 s and a
+    gigabyte), and this runs in the daemon and the CLI."""
     try:
         parsed = ImmutableSandboxedEnvironment().parse(template)
     except jinja2.TemplateSyntaxError:
         return False
-    return "tools" in meta.find_undeclared_variables(parsed)
+    return any(name.name == "tools" and name.ctx == "load" for name in parsed.find_all(Name))
 
 
 def tool_syntax(template: str) -> ToolSyntax | None:

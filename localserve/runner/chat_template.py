@@ -2,8 +2,9 @@
 
 Templates come from model files, which anyone can publish. Jinja's immutable sandbox stops them
 reaching Python's internals (CVE-2024-34359); the limits here stop them taking the runner's
-memory or time: repetition that would build a huge value is refused, the output is capped, and
-a render that runs past its time budget (a nested loop) is stopped. A failed render fails that
+memory or time: nothing is evaluated while compiling, repetition, padding and replacing that
+would build a huge value are refused, the output is capped, and a render that runs past its time
+budget (a nested loop) is stopped. A failed render fails that
 request only.
 
 It renders with the same variables and filters as llama-cpp-python's ``Jinja2ChatFormatter``
@@ -12,9 +13,12 @@ It renders with the same variables and filters as llama-cpp-python's ``Jinja2Cha
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sys
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from types import FrameType
 from typing import Any
@@ -56,8 +60,75 @@ class _GenerationTag(jinja2.ext.Extension):
         return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
+# A width or precision of 8 digits or more in a conversion ("%100000000s", "{:>100000000}")
+# pads one value past MAX_OUTPUT_CHARS in a single call.
+_HUGE_PRINTF_WIDTH = re.compile(r"%[-+ #0]*(\d{8,}|\d*\.\d{8,})")
+_HUGE_FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}]*\d{8,}[^{}]*\}")
+
+
+def _check_numbers(args: Iterable[Any]) -> None:
+    """Refuse a width, count or length beyond the output cap: one call would build a value
+    that large before the cap could see it."""
+    for value in args:
+        if isinstance(value, int) and abs(value) > MAX_OUTPUT_CHARS:
+            raise SecurityError(f"{value} is over the template limit of {MAX_OUTPUT_CHARS:,}")
+
+
+# Widths taken from the arguments: "%*s", "%.*s", "{:>{}}".
+_WIDTH_FROM_ARGUMENT = re.compile(r"%[-+ #0]*\d*\.?\*|\{[^{}]*:[^{}]*\{")
+
+
+def _check_format(text: Any, args: Iterable[Any]) -> None:
+    """Refuse formatting that pads a value past the cap. The arguments are checked only where
+    the format string takes a width from them; elsewhere a large number is just a value."""
+    if not isinstance(text, str):
+        return
+    if _HUGE_PRINTF_WIDTH.search(text) or _HUGE_FORMAT_WIDTH.search(text):
+        raise SecurityError("a format width is over the template limit")
+    if _WIDTH_FROM_ARGUMENT.search(text):
+        _check_numbers(args)
+
+
+def _check_replace(value: Any, old: Any = None, new: Any = None, count: Any = None) -> None:
+    if isinstance(value, str) and isinstance(old, str) and isinstance(new, str):
+        hits = value.count(old) if count is None else min(int(count), value.count(old))
+        if len(value) + hits * (len(new) - len(old)) > MAX_OUTPUT_CHARS:
+            raise SecurityError("replace builds a value over the template limit")
+
+
+def _check_indent(value: Any, width: Any = 4, *_flags: Any, **_named: Any) -> None:
+    if isinstance(value, str) and isinstance(width, (int, str)):
+        per_line = len(width) if isinstance(width, str) else width
+        if len(value) + per_line * (value.count("\n") + 1) > MAX_OUTPUT_CHARS:
+            raise SecurityError("indent builds a value over the template limit")
+
+
+def _size_checked(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` (a filter), refusing first the arguments that make its output huge."""
+    takes_context = getattr(function, "jinja_pass_arg", None) is not None
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        value, *rest = args[1:] if takes_context else args
+        if name == "format":
+            _check_format(value, [*rest, *kwargs.values()])
+        else:
+            _check_numbers([*rest, *kwargs.values()])
+        if name == "replace":
+            _check_replace(value, *rest, **kwargs)
+        if name == "indent":
+            _check_indent(value, *rest, **kwargs)
+        return function(*args, **kwargs)
+
+    return checked
+
+
+# Filters whose output can be far larger than their input.
+_GROWING_FILTERS = ("center", "indent", "format", "replace")
+
+
 class _LimitedEnvironment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
@@ -67,7 +138,22 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
                 repeats = isinstance(sequence, (str, list, tuple)) and isinstance(times, int)
                 if repeats and len(sequence) * times > MAX_OUTPUT_CHARS:
                     raise SecurityError("repetition builds a value over the template limit")
+        if operator == "%" and isinstance(left, str):  # printf-style formatting
+            _check_format(left, right if isinstance(right, tuple) else (right,))
         return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """``"...".format(...)``: the format string and arguments are checked first."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            _check_format(text, [*args, *kwargs.values()])
+            return wrapped(*args, **kwargs)
+
+        return checked
 
 
 class ChatTemplate:
@@ -77,7 +163,12 @@ class ChatTemplate:
             trim_blocks=True,
             lstrip_blocks=True,
             extensions=[_GenerationTag, jinja2.ext.loopcontrols],
+            # Jinja's optimizer evaluates constant expressions while compiling, before any
+            # limit applies: {{ 'x'|center(300000000) }} cost 1.1 GiB and 6 s at load.
+            optimized=False,
         )
+        for name in _GROWING_FILTERS:
+            environment.filters[name] = _size_checked(name, environment.filters[name])
         environment.filters["tojson"] = _tojson
         self._template = environment.from_string(source)
         self._eos_token = eos_token
