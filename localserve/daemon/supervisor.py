@@ -376,8 +376,11 @@ class Supervisor:
 
     async def _keep_alive(self) -> None:
         backoff = INITIAL_BACKOFF_S
+        # A runner started after a crash stays "restarting" until it is ready, so the tray and
+        # status show the whole recovery, not only the backoff between the two.
+        state = RunnerState.STARTING
         while not self._stop_requested.is_set():
-            await self._set_state(RunnerState.STARTING)
+            await self._set_state(state)
             self._process = RunnerProcess(self.spec)
             try:
                 endpoint = await self._process.start(self._start_timeout)
@@ -412,6 +415,7 @@ class Supervisor:
             if time.monotonic() - started > STABLE_AFTER_S:
                 backoff = INITIAL_BACKOFF_S
             log.warning("%s Restarting in %.2f s.", self.last_error, backoff)
-            await self._set_state(RunnerState.RESTARTING)
+            state = RunnerState.RESTARTING
+            await self._set_state(state)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
