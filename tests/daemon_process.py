@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 STARTER_MODEL = "smollm2-135m-instruct"
-# A prompt the starter model continues for thousands of tokens at temperature 0.
-ENDLESS_PROMPT = "1, 2, 3, 4, 5,"
+# A completion the starter model continues for thousands of tokens at temperature 0.
+ENDLESS = {"model": STARTER_MODEL, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 3000, "temperature": 0}
 
 
 class DaemonProcess:
@@ -164,13 +164,12 @@ class DaemonProcess:
     def stream_endless(
         self, model: str = STARTER_MODEL
     ) -> contextlib.AbstractContextManager[httpx.Response]:
-        """A 3000-token streamed completion of ENDLESS_PROMPT, to hold a model busy."""
-        body = {"model": model, "prompt": ENDLESS_PROMPT, "max_tokens": 3000, "temperature": 0}
+        """The ENDLESS completion of ``model``, streamed, to hold the model busy."""
         return httpx.stream(
             "POST",
             f"{self.base_url}/completions",
             headers=self.headers(),
-            json={**body, "stream": True},
+            json={**ENDLESS, "model": model, "stream": True},
             timeout=60,
         )
 

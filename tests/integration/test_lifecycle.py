@@ -14,10 +14,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.daemon_process import ENDLESS_PROMPT, STARTER_MODEL, DaemonProcess
+from tests.daemon_process import ENDLESS, STARTER_MODEL, DaemonProcess
 from tests.model_files import starter_path, unknown_architecture_copy
-
-ENDLESS = {"model": STARTER_MODEL, "prompt": ENDLESS_PROMPT, "max_tokens": 3000, "temperature": 0}
 
 
 def complete(daemon: DaemonProcess, timeout: float = 60, **changes: object) -> httpx.Response:
