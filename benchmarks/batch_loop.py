@@ -13,6 +13,8 @@ from pathlib import Path
 
 import llama_cpp
 
+from benchmarks.engine import load_in_process
+
 
 @dataclass
 class BatchRun:
@@ -30,7 +32,9 @@ class BatchLoop:
 
     def __init__(self, model_path: Path, max_sequences: int, ctx_per_sequence: int, threads: int):
         self.max_sequences = max_sequences
+        path = load_in_process(model_path, threads)  # the runners' engine check, shared
         model_params = llama_cpp.llama_model_default_params()
+        model_params.use_extra_bufts = path.extra_buffers
         self.model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
         if not self.model:
             raise RuntimeError(f"cannot load {model_path}")

@@ -31,8 +31,10 @@ from pathlib import Path
 import httpx
 import psutil
 
+from benchmarks.engine import engine_path, load_in_process, python_module_command
 from localserve.hardware.devices import physical_cores
 from localserve.hub.starter import starter_model_path
+from localserve.runner import llama_backends
 from tests.daemon_process import STARTER_MODEL, DaemonProcess
 
 PROMPT = "1, 2, 3, 4, 5,"  # the starter model keeps counting: no early end of sequence
@@ -100,9 +102,11 @@ def http_stream(
 def direct_runner(model_path: Path, threads: int) -> tuple[Callable[[int], Sample], ...]:
     import llama_cpp
 
-    llama = llama_cpp.Llama(
-        str(model_path), n_ctx=CTX, n_threads=threads, n_threads_batch=threads, verbose=False
-    )
+    path = load_in_process(model_path, threads)
+    with llama_backends.extra_buffer_types(path.extra_buffers):
+        llama = llama_cpp.Llama(
+            str(model_path), n_ctx=CTX, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
 
     def create_completion(max_tokens: int) -> Sample:
         llama.reset()
@@ -140,7 +144,7 @@ class LlamaCppServer:
     def __init__(self, model_path: Path, threads: int) -> None:
         self.port = free_port()
         self.args = [
-            sys.executable, "-m", "llama_cpp.server",
+            *python_module_command("llama_cpp.server", engine_path(model_path, threads)),
             "--model", str(model_path),
             "--host", "127.0.0.1",
             "--port", str(self.port),

@@ -140,6 +140,13 @@ def describe_status(state: DaemonState, details: dict[str, Any], stats: dict[str
     lines = [
         f"localserve {state.version} is running at {state.url}/v1 (pid {state.pid}, up {uptime}s)"
     ]
+    engine = details.get("engine") or {}
+    if engine:
+        build = f"  llama.cpp: {engine['build']} build"
+        if engine.get("cpu_variants"):
+            build += f", CPU variants {', '.join(engine['cpu_variants'])}"
+        build += ", GPU offload " + ("on" if engine.get("gpu_offload") else "not available")
+        lines.append(build)
     for model in details["models"]:
         line = f"  model {model['model_id']}: {model['state']}"
         info = model.get("info") or {}
@@ -148,6 +155,8 @@ def describe_status(state: DaemonState, details: dict[str, Any], stats: dict[str
         if model.get("restarts"):
             line += f", restarted {model['restarts']}x"
         lines.append(line)
+        if info.get("backend"):
+            lines.append(f"    runs on {info['backend']}: {info.get('engine_note')}")
         if model.get("last_error") and model["state"] != "ready":
             lines.append(f"  last error: {model['last_error']}")
     live, recent, totals = stats["live"], stats["recent"], stats["totals"]

@@ -1,9 +1,10 @@
 """Entry point of the packaged app (PyInstaller), where there is no ``python -m``.
 
-The daemon starts its helpers as ``<python> -m localserve.runner`` and
-``<python> -m localserve.hub.gguf_check``. In the bundle ``sys.executable`` is the app itself,
-so it accepts that same ``-m MODULE`` form for those modules (and only those), and is the CLI
-otherwise: no arguments open the tray, ``serve``, ``models``... work as with pip.
+The daemon starts its helpers as ``<python> -m MODULE``: ``localserve.runner``,
+``localserve.hub.gguf_check`` and ``localserve.runner.engine_check``. In the bundle
+``sys.executable`` is the app itself, so it accepts that same ``-m MODULE`` form for those
+modules (and only those), and is the CLI otherwise: no arguments open the tray, ``serve``,
+``models``... work as with pip.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import runpy
 import sys
 
-HELPER_MODULES = frozenset({"localserve.runner", "localserve.hub.gguf_check"})
+HELPER_MODULES = frozenset(
+    {"localserve.runner", "localserve.hub.gguf_check", "localserve.runner.engine_check"}
+)
 
 
 def main() -> None:

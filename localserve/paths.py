@@ -59,6 +59,12 @@ class AppPaths:
         return self.data_dir / "cloud-usage.json"
 
     @property
+    def engine_checks_file(self) -> Path:
+        """Verdicts of the engine check: which llama.cpp path decodes on this CPU
+        (``daemon/engine_path.py``)."""
+        return self.data_dir / "engine-checks.json"
+
+    @property
     def daemon_log(self) -> Path:
         return self.log_dir / "daemon.log"
 

@@ -55,6 +55,20 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         None, ge=1, description="CPU threads for generation (default: physical core count)."
     )
+    weight_repack: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="llama.cpp's extra weight layouts for the CPU (AMX tiles on Intel Xeons, "
+        "repacked Q4_0/IQ4_NL blocks): 'auto' uses them after the engine check has seen them "
+        "decode on this CPU (llama.cpp's AMX kernels crash on some Xeons), 'on' always, 'off' "
+        "never (as llama-server --no-repack).",
+    )
+    cpu_variant: str = Field(
+        "auto",
+        description="Which CPU kernels a portable llama.cpp build (the packaged app, `make "
+        "setup` on x86-64) loads: 'auto' = the best one for this CPU that passes the engine "
+        "check; or a name such as 'haswell', 'icelake', 'zen4' (`localserve status` lists "
+        "them). Native builds have one, built in, and ignore this.",
+    )
     share_cpu_threads: bool = Field(
         True,
         description="Split the CPU threads between models generating at the same time (each "

@@ -35,6 +35,7 @@ from localserve.paths import AppPaths
 from localserve.router.cloud import CloudBackends
 from localserve.router.local import LocalBackend
 from localserve.router.router import Router
+from localserve.runner.llama_backends import build_summary
 from localserve.security.keys import KeyStore
 from localserve.server.app import create_app
 from localserve.server.auth import KeyVerifier
@@ -121,6 +122,9 @@ class Daemon:
             parallel=self.settings.parallel,
             prefix_reuse=self.settings.prefix_reuse,
             pid_dir=self.paths.runner_pid_dir,
+            weight_repack=self.settings.weight_repack,
+            cpu_variant=self.settings.cpu_variant,
+            engine_checks_file=self.paths.engine_checks_file,
         )
 
     async def run(self) -> None:
@@ -175,6 +179,7 @@ class Daemon:
                 "local_only": policy.local_only,
                 "providers": sorted(cloud.backends),
                 "remote": remote.to_json(),
+                "engine": {**build_summary(), "gpu_offload": gpu_offload_supported()},
                 "models": [asdict(model) for model in pool.status()],
             }
 

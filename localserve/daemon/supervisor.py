@@ -26,13 +26,23 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from localserve.daemon.engine_path import (
+    CRASH_SIGNALS,
+    EngineChoice,
+    VerdictStore,
+    WeightRepack,
+    choose_engine_path,
+    kernel_names,
+)
 from localserve.daemon.orphans import forget_runner, record_runner
 from localserve.errors import BackendUnavailableError, InvalidModelFileError, ModelLoadError
+from localserve.hardware.devices import gpu_offload_supported, resolve_gpu_layers
 from localserve.hub.gguf_check import check_model_file
+from localserve.hub.gguf_header import read_gguf_header
 from localserve.logs import rotate_if_large, tail
 from localserve.runner.commands import COMMAND_THREADS, command_line
-from localserve.runner.protocol import EVENT_READY, RunnerConfig
-from localserve.runner.reporting import EVENT_THREADS
+from localserve.runner.protocol import EVENT_READY, LLAMA_DEFAULTS, EnginePath, RunnerConfig
+from localserve.runner.reporting import EVENT_REQUEST, EVENT_THREADS, EVENT_TICK
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +92,9 @@ class RunnerSpec:
     parallel: int | None = None
     prefix_reuse: bool = True
     pid_dir: Path | None = None  # where the runner's pid file lives while it runs (orphans.py)
+    weight_repack: WeightRepack = "auto"
+    cpu_variant: str = "auto"
+    engine_checks_file: Path | None = None  # None: no engine check (llama.cpp's defaults)
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,12 @@ def ignore(model_id: str, event: dict[str, Any]) -> None:
     pass
 
 
+def died_of_crash_signal(code: int | None) -> bool:
+    with contextlib.suppress(ValueError):
+        return code is not None and code < 0 and signal.Signals(-code) in CRASH_SIGNALS
+    return False
+
+
 def describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
         with contextlib.suppress(ValueError):
@@ -124,6 +143,8 @@ class RunnerProcess:
         self._threads = spec.threads  # granted last
         self._threads_in_use = spec.threads  # reported applied by the batch loop
         self._threads_changed = asyncio.Event()
+        self.engine_path: EnginePath | None = None
+        self.decoded = False  # set by the first report of generated or prompt tokens
 
     @property
     def pid(self) -> int | None:
@@ -132,6 +153,11 @@ class RunnerProcess:
     async def start(self, timeout: float) -> RunnerEndpoint:
         """Spawn the child and wait for its ``ready`` line; ModelLoadError otherwise."""
         spec = self.spec
+        try:  # in a time- and memory-limited child, before llama.cpp ever opens the file
+            await asyncio.to_thread(check_model_file, spec.model_path)
+        except InvalidModelFileError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        self.engine_path = engine_path = await asyncio.to_thread(self._engine_path)
         token = secrets.token_urlsafe(32)
         config = RunnerConfig(
             model_path=str(spec.model_path),
@@ -143,11 +169,8 @@ class RunnerProcess:
             log_level=spec.log_level,
             parallel=spec.parallel,
             prefix_reuse=spec.prefix_reuse,
+            engine=engine_path,
         )
-        try:  # in a time- and memory-limited child, before llama.cpp ever opens the file
-            await asyncio.to_thread(check_model_file, spec.model_path)
-        except InvalidModelFileError as exc:
-            raise ModelLoadError(str(exc)) from exc
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         rotate_if_large(spec.log_file)
         with spec.log_file.open("ab") as log_handle:
@@ -188,6 +211,37 @@ class RunnerProcess:
             token=token,
             info=dict(event.get("info") or {}),
             pid=process.pid,
+        )
+
+    def _engine_path(self) -> EnginePath:
+        """How the runner will use llama.cpp: the engine check's verdict (engine_path.py)."""
+        spec = self.spec
+        if spec.engine_checks_file is None:
+            return LLAMA_DEFAULTS
+        choice = EngineChoice(
+            weight_repack=spec.weight_repack,
+            cpu_variant=spec.cpu_variant,
+            gpu_layers=resolve_gpu_layers(spec.gpu_layers, gpu_offload_supported()),
+            threads=spec.threads,
+        )
+        quant_type = read_gguf_header(spec.model_path).quant_type  # checked sound just before
+        return choose_engine_path(
+            spec.model_path, quant_type, choice, VerdictStore(spec.engine_checks_file)
+        )
+
+    def crash_diagnosis(self, code: int) -> str | None:
+        """Why a runner that died of ``code`` did, when llama.cpp's kernels are the likely
+        cause: it died of a crash signal before any decode finished. The path it ran is
+        charged, so the next start is checked again without it."""
+        path = self.engine_path
+        if self.decoded or path is None or not died_of_crash_signal(code):
+            return None
+        if self.spec.engine_checks_file is not None:
+            VerdictStore(self.spec.engine_checks_file).record_crash(path)
+        kernels = kernel_names((path.cpu_variant, path.extra_buffers))
+        return (
+            f"It died before its first decode finished: llama.cpp's {kernels} crash on this "
+            "CPU with this model. The next start checks the engine again without them."
         )
 
     def grant_threads(self, threads: int) -> bool:
@@ -231,6 +285,8 @@ class RunnerProcess:
         assert self._process is not None and self._process.stdout is not None
         while line := await self._process.stdout.readline():
             event = self._parse(line)
+            if event.get("event") in (EVENT_TICK, EVENT_REQUEST):
+                self.decoded = True
             if event.get("event") == EVENT_THREADS:
                 self._threads_in_use = int(event.get("threads") or 0)
                 self._threads_changed.set()
@@ -401,6 +457,9 @@ class Supervisor:
             if self._stop_requested.is_set():
                 return
             self.last_error = f"The runner for {self.spec.model_id} died ({describe_exit(code)})."
+            diagnosis = self._process.crash_diagnosis(code)
+            if diagnosis:
+                self.last_error += " " + diagnosis
             if self._crash_loop():
                 tail = log_tail(self.spec.log_file)
                 self.last_error = (

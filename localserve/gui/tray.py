@@ -295,6 +295,9 @@ class TrayController(QObject):
             for model in self.status.get("models", []):
                 if model["state"] == "failed" and model.get("last_error"):
                     lines.append(model["last_error"].splitlines()[0])  # not the log's tail
+                backend = (model.get("info") or {}).get("backend")
+                if model["state"] == "ready" and backend:
+                    lines.append(f"{model['model_id']} on {backend}")
             remote = self.status.get("remote") or {}
             if remote.get("enabled"):
                 lines.append(f"Remote access on: {remote['url']}")

@@ -27,6 +27,9 @@ def gpu_offload_supported() -> bool:
     """
     import llama_cpp
 
+    from localserve.runner.llama_backends import load_gpu_backends
+
+    load_gpu_backends()  # a build whose GPU backend is a separate library (GGML_BACKEND_DL)
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 

@@ -44,10 +44,18 @@ def main() -> int:
         target=follow_daemon, args=(sys.stdin.buffer, share), name="daemon-commands", daemon=True
     ).start()
 
+    from localserve.runner import llama_backends
     from localserve.runner.app import create_runner_app  # imports llama.cpp: after the handshake
     from localserve.runner.engine import Engine, EngineConfig
     from localserve.runner.reporting import EventChannel
 
+    log.info("llama.cpp: %s", config.engine.note)
+    try:
+        llama_backends.load_backends(config.engine.cpu_variant)
+    except llama_backends.BackendLoadError as exc:
+        log.error("load failed: %s", exc)
+        announce(event_line(EVENT_LOAD_FAILED, message=str(exc)))
+        return EXIT_LOAD_FAILED
     try:
         engine = Engine(
             EngineConfig(
@@ -58,6 +66,7 @@ def main() -> int:
                 threads=config.threads,
                 parallel=config.parallel,
                 prefix_reuse=config.prefix_reuse,
+                engine_path=config.engine,
             ),
             share,
         )

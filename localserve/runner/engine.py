@@ -31,7 +31,8 @@ from localserve.hardware.devices import resolve_gpu_layers
 from localserve.hub.templates import ToolSyntax, tool_syntax
 from localserve.runner.chat_template import ChatTemplate, TemplateLimitError
 from localserve.runner.commands import ThreadShare
-from localserve.runner.protocol import EMBEDDING_CTX
+from localserve.runner.llama_backends import devices, extra_buffer_types
+from localserve.runner.protocol import EMBEDDING_CTX, LLAMA_DEFAULTS, EnginePath
 from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.sampling import SamplingParams
 from localserve.runner.scheduler import GenerationRequest, Scheduler, Sink
@@ -47,6 +48,7 @@ class EngineConfig:
     threads: int
     parallel: int | None = None  # None: sized from free memory (auto_parallel)
     prefix_reuse: bool = True
+    engine_path: EnginePath = LLAMA_DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ class ModelInfo:
     threads: int
     parallel: int
     rss_before_load_bytes: int  # the runner's RSS before the model: the base of memory figures
+    backend: str  # the devices llama.cpp runs this model on, e.g. "CUDA0 (NVIDIA H100) + CPU"
+    cpu_variant: str | None  # a portable build's CPU kernels (haswell, zen4...); None: native
+    extra_buffers: bool  # AMX / repacked-weight layouts on the CPU
+    engine_note: str  # why this path (the engine check's verdict), in a sentence
 
 
 def check_gguf_magic(path: Path) -> None:
@@ -88,6 +94,14 @@ def auto_parallel(model: Any, n_ctx: int, most: int = 8) -> int:
     bytes_per_sequence = 2 * layers * kv_heads * head_dim * 2 * n_ctx  # K and V, f16
     budget = psutil.virtual_memory().available // 4
     return int(max(1, min(most, budget // max(1, bytes_per_sequence))))
+
+
+def describe_backend(gpu_layers: int) -> str:
+    """Where this model runs: the GPUs llama.cpp offloads to when it offloads, and the CPU."""
+    found = devices()
+    gpus = [device.describe() for device in found if device.kind != "CPU"] if gpu_layers else []
+    cpu = next((device.describe() for device in found if device.kind == "CPU"), "CPU")
+    return " + ".join([*gpus, cpu])
 
 
 class _SkippedChatFormatter:
@@ -125,10 +139,11 @@ class Engine:
         self._embedding_threads = config.threads
         rss_before_load = psutil.Process().memory_info().rss
         check_gguf_magic(config.model_path)
+        path = config.engine_path
         supports_offload = bool(llama_cpp.llama_supports_gpu_offload())
         gpu_layers = resolve_gpu_layers(config.gpu_layers, supports_offload)
         try:
-            with binding_chat_templates_skipped():
+            with binding_chat_templates_skipped(), extra_buffer_types(path.extra_buffers):
                 self._llama = llama_cpp.Llama(
                     model_path=str(config.model_path),
                     n_ctx=EMBEDDING_CTX,
@@ -178,6 +193,10 @@ class Engine:
             threads=config.threads,
             parallel=parallel,
             rss_before_load_bytes=rss_before_load,
+            backend=describe_backend(gpu_layers),
+            cpu_variant=path.cpu_variant,
+            extra_buffers=path.extra_buffers,
+            engine_note=path.note,
         )
 
     @property

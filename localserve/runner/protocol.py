@@ -26,6 +26,20 @@ BATCH_TOKENS = 512  # n_batch of the batching context and of the embedding conte
 
 
 @dataclass(frozen=True)
+class EnginePath:
+    """How a runner uses llama.cpp on this machine (``daemon/engine_path.py`` decides)."""
+
+    cpu_variant: str | None  # a portable build's CPU variant (haswell, zen4...); None: native
+    extra_buffers: bool  # llama.cpp's extra weight layouts (AMX, repacked Q4_0...) on the CPU
+    note: str  # why, in a sentence: the runner log, status, the control API and the tray say it
+    checked: bool = False  # True once the engine check decoded with exactly this path
+    check_key: str = ""  # the verdict this came from (a crash in a runner is charged to it)
+
+
+LLAMA_DEFAULTS = EnginePath(None, True, "llama.cpp's defaults (no engine check)")
+
+
+@dataclass(frozen=True)
 class RunnerConfig:
     model_path: str
     model_id: str
@@ -36,13 +50,15 @@ class RunnerConfig:
     parallel: int | None = None
     prefix_reuse: bool = True
     log_level: str = "info"
+    engine: EnginePath = LLAMA_DEFAULTS
 
     def to_line(self) -> bytes:
         return (json.dumps(asdict(self)) + "\n").encode("utf-8")
 
     @classmethod
     def from_line(cls, line: bytes) -> RunnerConfig:
-        return cls(**json.loads(line))
+        fields = json.loads(line)
+        return cls(**{**fields, "engine": EnginePath(**fields["engine"])})
 
 
 def event_line(event: str, **fields: Any) -> str:

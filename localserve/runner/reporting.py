@@ -84,6 +84,7 @@ class ThroughputMeter:
         self._since = time.monotonic()
         self._prompt = self._generated = 0
         self._prompt_s = self._generation_s = 0.0
+        self._first = True  # the first decode is reported at once: the daemon knows it worked
 
     def add(
         self, prompt_tokens: int, generated_tokens: int, step_seconds: float, active: int
@@ -94,7 +95,8 @@ class ThroughputMeter:
             self._prompt_s += step_seconds
         if generated_tokens:
             self._generation_s += step_seconds
-        if time.monotonic() - self._since >= TICK_INTERVAL_S:
+        if self._first or time.monotonic() - self._since >= TICK_INTERVAL_S:
+            self._first = False
             self.flush(active)
 
     def flush(self, active: int = 0) -> None:

@@ -112,6 +112,9 @@ def test_the_tray_starts_serving_and_shows_live_figures(
     qtbot.waitUntil(lambda: (dashboard.charts["ttft"].latest() or 0) > 0, timeout=10_000)
     qtbot.waitUntil(lambda: "1 requests" in dashboard.totals_label.text(), timeout=10_000)
     assert STARTER_MODEL in dashboard.models_label.text()
+    # Which llama.cpp kernels serve it, as the engine check decided.
+    assert "CPU kernels" in dashboard.models_label.text()
+    assert f"{STARTER_MODEL} on CPU" in tray.tooltip()
 
 
 def test_choosing_a_model_in_the_menu_loads_it(

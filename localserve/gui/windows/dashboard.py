@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
@@ -130,6 +131,12 @@ class DashboardWindow(QWidget):
                 f"<b>{model['model_id']}</b>: {model['state']}, context {info.get('n_ctx', '?')}, "
                 f"{offload}"
             )
+            if info.get("backend"):
+                # Which llama.cpp kernels run it, and why (the engine check's verdict).
+                lines.append(
+                    f"&nbsp;&nbsp;on {html.escape(info['backend'])}: "
+                    f"{html.escape(info.get('engine_note') or '')}"
+                )
         self.models_label.setText("<br>".join(lines) or "No model loaded.")
         totals = snapshot["totals"]
         memory = snapshot["memory"]

@@ -1,0 +1,358 @@
+"""Which way runners use llama.cpp here: decided by the engine check, once, and kept.
+
+Before a runner serves, ``choose_engine_path`` makes sure this llama.cpp build decodes this kind
+of model on this CPU (``runner/engine_check.py`` in a short-lived child). It tries, in order:
+
+1. the best CPU variant for this CPU (a portable build; a native build has one) with extra
+   buffer types on (AMX tiles, repacked weights: llama.cpp's defaults);
+2. the same variant with extra buffer types off (``llama-server --no-repack``);
+3. the next lower variants, with them off (at most ``MAX_VARIANTS`` in all).
+
+The first path whose child decodes is used. A child that dies of a signal condemns its path; a
+child that fails otherwise (a bad file) or runs out of time says nothing about the CPU, and the
+runner's own load reports the problem. Verdicts are kept in ``engine-checks.json``, keyed by
+build, CPU features, quant type and GPU layers, so the check runs once, not at every load. A
+runner that dies of a signal before its first decode charges the path it ran (``record_crash``),
+so its restart is checked again without it. Settings ``weight_repack`` (auto/on/off) and
+``cpu_variant`` (auto or a name) narrow the candidates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from filelock import FileLock
+
+from localserve.errors import ModelLoadError
+from localserve.runner import llama_backends
+from localserve.runner.engine_check import (
+    CRASH_ENV,
+    EVENT_FAILED,
+    EVENT_OK,
+    EVENT_VARIANTS,
+    CheckPlan,
+)
+from localserve.runner.protocol import EnginePath
+from localserve.security.secret_store import write_private_file
+
+log = logging.getLogger(__name__)
+
+WeightRepack = Literal["auto", "on", "off"]
+MAX_VARIANTS = 4
+CHECK_TIMEOUT_S = 180.0
+CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGILL, signal.SIGBUS, signal.SIGFPE, signal.SIGABRT}
+)
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """What the user allows (settings) and what the runner will load."""
+
+    weight_repack: WeightRepack = "auto"
+    cpu_variant: str = "auto"
+    gpu_layers: int = 0  # llama.cpp's n_gpu_layers, resolved
+    threads: int = 2
+
+
+@dataclass
+class CheckOutcome:
+    path: tuple[str | None, bool]  # (variant, extra buffers) as run
+    passed: bool = False
+    crash: str | None = None  # the signal's name when the child died of one
+    problem: str | None = None  # any other failure, in words
+    ranked: list[str] | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    log_tail: str = ""
+
+
+def cpu_signature() -> str:
+    """What distinguishes this CPU for llama.cpp's kernels: its model and feature flags."""
+    if sys.platform.startswith("linux"):
+        try:
+            info = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            info = ""
+        wanted = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+        lines = {}
+        for line in info.splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() in wanted and name.strip() not in lines:
+                lines[name.strip()] = " ".join(sorted(value.split()))
+        if lines:
+            return "\n".join(f"{name}: {value}" for name, value in sorted(lines.items()))
+    return f"{platform.machine()} {platform.processor()}"
+
+
+def has_amx() -> bool:
+    return "amx_tile" in cpu_signature()
+
+
+def check_key(quant_type: str, choice: EngineChoice) -> str:
+    """The identity of a verdict: the build, the CPU, the weights' type, how the model is split
+    between GPU and CPU, the settings that narrow the choice, and the crash simulation (so a
+    test's simulated verdict is never taken for a real one)."""
+    parts = [
+        llama_backends.build_id(),
+        cpu_signature(),
+        quant_type,
+        str(choice.gpu_layers),
+        choice.weight_repack,
+        choice.cpu_variant,
+        os.environ.get(CRASH_ENV, ""),
+    ]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:20]
+
+
+def kernel_names(path: tuple[str | None, bool]) -> str:
+    variant, extra = path
+    kernels = f"{variant} CPU kernels" if variant else "its CPU kernels"
+    if extra:
+        kernels += " with extra buffer types (AMX or repacked weights)"
+    return kernels
+
+
+class VerdictStore:
+    """``engine-checks.json``: a verdict and the paths seen crashing, per check key."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.lock = FileLock(str(file) + ".lock")
+
+    def read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def entry(self, key: str) -> dict[str, Any]:
+        entry = self.read().get(key)
+        return entry if isinstance(entry, dict) else {}
+
+    def update(self, key: str, **values: Any) -> None:
+        data = self.read()
+        data[key] = {**self.entry(key), **values}
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        write_private_file(self.file, json.dumps(data, indent=1, sort_keys=True))
+
+    def crashed(self, key: str) -> set[tuple[str | None, bool]]:
+        return {(variant, bool(extra)) for variant, extra in self.entry(key).get("crashed", [])}
+
+    def record_crash(self, path: EnginePath) -> None:
+        """A runner died of a signal before its first decode on ``path``: never use it again
+        for that key, and check the next start anew."""
+        if not path.check_key:
+            return
+        with self.lock:
+            crashed = self.crashed(path.check_key) | {(path.cpu_variant, path.extra_buffers)}
+            self.update(path.check_key, crashed=sorted(crashed, key=str), verdict=None)
+
+
+def run_check(plan: CheckPlan, timeout: float) -> CheckOutcome:
+    """One engine check child, to its end."""
+    outcome = CheckOutcome(path=(plan.cpu_variant, plan.extra_buffers))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "localserve.runner.engine_check"],
+            input=plan.to_line(),
+            capture_output=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # its last words survive a crash
+        )
+    except subprocess.TimeoutExpired:
+        outcome.problem = f"the engine check did not finish within {timeout:.0f} s"
+        return outcome
+    stderr = result.stderr.decode("utf-8", errors="replace").splitlines()
+    outcome.log_tail = "\n".join([line for line in stderr if line.strip()][-5:])
+    for line in result.stdout.decode("utf-8", errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if event.get("event") == EVENT_VARIANTS:
+            outcome.ranked = [str(name) for name in event.get("ranked") or []]
+        elif event.get("event") == EVENT_OK:
+            outcome.facts = event
+        elif event.get("event") == EVENT_FAILED:
+            outcome.problem = str(event.get("message") or "the engine check failed")
+    if result.returncode < 0 and signal.Signals(-result.returncode) in CRASH_SIGNALS:
+        outcome.crash = signal.Signals(-result.returncode).name
+    elif result.returncode == 0 and outcome.facts:
+        outcome.passed = True
+        outcome.path = (outcome.facts.get("cpu_variant"), plan.extra_buffers)
+    elif outcome.problem is None:
+        outcome.problem = f"the engine check ended with exit code {result.returncode}"
+    return outcome
+
+
+def _candidates(
+    choice: EngineChoice, ranked: list[str] | None
+) -> Iterator[tuple[str | None, bool]]:
+    """Paths in the order they are tried (the module docstring)."""
+    extras = {"auto": [True, False], "on": [True], "off": [False]}[choice.weight_repack]
+    if not llama_backends.is_portable_build():
+        variants: list[str | None] = [None]
+    elif choice.cpu_variant != "auto":
+        variants = [choice.cpu_variant]
+    else:
+        variants = list((ranked or ["best"])[:MAX_VARIANTS])
+    for variant in variants:
+        for extra in extras:
+            yield variant, extra
+
+
+def choose_engine_path(
+    model_path: Path,
+    quant_type: str,
+    choice: EngineChoice,
+    store: VerdictStore,
+    timeout: float = CHECK_TIMEOUT_S,
+) -> EnginePath:
+    """The path a runner for ``model_path`` should use; ModelLoadError when every candidate
+    crashes."""
+    key = check_key(quant_type, choice)
+    with store.lock:
+        verdict = store.entry(key).get("verdict")
+        if isinstance(verdict, dict):
+            return dataclasses.replace(EnginePath(**verdict), check_key=key)
+        return _check_candidates(model_path, quant_type, choice, store, key, timeout)
+
+
+def _check_candidates(
+    model_path: Path,
+    quant_type: str,
+    choice: EngineChoice,
+    store: VerdictStore,
+    key: str,
+    timeout: float,
+) -> EnginePath:
+    crashed = store.crashed(key)
+    known = store.entry(key).get("ranked")
+    ranked: list[str] | None = [str(name) for name in known] if isinstance(known, list) else None
+    tried: list[CheckOutcome] = []
+    started = time.monotonic()
+    pending = list(_candidates(choice, ranked))
+    while pending:
+        path = pending.pop(0)
+        if path in crashed:
+            continue
+        plan = CheckPlan(
+            model_path=str(model_path),
+            cpu_variant=path[0],
+            extra_buffers=path[1],
+            gpu_layers=choice.gpu_layers,
+            threads=choice.threads,
+        )
+        outcome = run_check(plan, timeout)
+        if ranked is None and outcome.ranked is not None:
+            ranked = outcome.ranked
+            if path[0] == "best" and ranked:
+                outcome.path = path = (ranked[0], path[1])
+            done = {candidate.path for candidate in tried} | {path}
+            pending = [p for p in _candidates(choice, ranked) if p not in done]
+            store.update(key, ranked=ranked)
+            if path in crashed:
+                continue  # "best" turned out to be a path a runner crashed on
+        tried.append(outcome)
+        if outcome.crash:
+            crashed.add(path)
+            log.warning(
+                "Engine check: llama.cpp died of %s with %s on this CPU (%s weights); trying a "
+                "safer path.%s",
+                outcome.crash,
+                kernel_names(path),
+                quant_type,
+                f" Its output ended:\n{outcome.log_tail}" if outcome.log_tail else "",
+            )
+            continue
+        if not outcome.passed:
+            # Not a verdict on the CPU: use the first candidate unverified, keep nothing.
+            log.warning("Engine check inconclusive: %s", outcome.problem)
+            variant = path[0] if path[0] != "best" else None
+            return EnginePath(
+                variant if llama_backends.is_portable_build() else None,
+                path[1],
+                f"not verified: {outcome.problem}",
+                checked=False,
+                check_key=key,
+            )
+        engine_path = EnginePath(
+            cpu_variant=outcome.path[0],
+            extra_buffers=outcome.path[1],
+            note=_note(outcome, tried, ranked, choice, quant_type),
+            checked=True,
+        )
+        store.update(
+            key,
+            verdict=dataclasses.asdict(engine_path),
+            crashed=sorted(crashed, key=str),
+            checked_at=time.time(),
+            quant_type=quant_type,
+        )
+        log.info("Engine check passed in %.1f s: %s", time.monotonic() - started, engine_path.note)
+        return dataclasses.replace(engine_path, check_key=key)
+    store.update(key, crashed=sorted(crashed, key=str), verdict=None)
+    crashes = "; ".join(f"{kernel_names(o.path)}: {o.crash}" for o in tried if o.crash)
+    raise ModelLoadError(
+        f"llama.cpp crashes on this CPU with this model's {quant_type} weights on every path "
+        f"it was allowed ({crashes or 'each seen crashing before'}). " + _settings_hint(choice)
+    )
+
+
+def _settings_hint(choice: EngineChoice) -> str:
+    if choice.weight_repack != "auto" or choice.cpu_variant != "auto":
+        return "Set weight_repack and cpu_variant to 'auto' to let localserve try the others."
+    return "Try another quant type of this model, or report the CPU model and this message."
+
+
+def _note(
+    outcome: CheckOutcome,
+    tried: list[CheckOutcome],
+    ranked: list[str] | None,
+    choice: EngineChoice,
+    quant_type: str,
+) -> str:
+    """Why this path, in a sentence."""
+    variant, extra = outcome.path
+    parts = []
+    if variant:
+        parts.append(f"{variant} CPU kernels")
+        if ranked and variant == ranked[0]:
+            parts[-1] += " (the best of this build for this CPU)"
+    else:
+        parts.append("built-in CPU kernels")
+    crashed = [o for o in tried if o.crash]
+    extra_crashed = any(o.path[1] for o in crashed)
+    if not extra:
+        amx = "AMX kernels" if has_amx() else "repacked-weight kernels"
+        if extra_crashed:
+            parts.append(
+                f"{amx} off: llama.cpp crashes with them on this CPU "
+                f"({crashed[0].crash} in the engine check with {quant_type} weights)"
+            )
+        elif choice.weight_repack == "off":
+            parts.append(f"{amx} off (weight_repack = off)")
+    else:
+        parts.append("extra buffer types on")
+    variant_crashes = sorted(
+        {str(o.path[0]) for o in crashed if o.path[0] and o.path[0] != variant}
+    )
+    if variant_crashes:
+        parts.append(f"{', '.join(variant_crashes)} crashed on this CPU")
+    return "; ".join(parts)

@@ -1,0 +1,209 @@
+"""The engine check's child: does this llama.cpp build decode this model on this CPU?
+
+llama.cpp picks its kernels from the CPU's features and the weights' type, and some of them
+crash in native code (its AMX kernels on Sapphire Rapids class Xeons, llama.cpp #20824). A crash
+in a runner would take every request with it and restart in a loop, so before a runner serves,
+the daemon (``daemon/engine_path.py``) runs this in a short-lived child, once per build, CPU
+and quant type: load the model the way the runner will, decode a prompt, then a batch of several
+sequences, then a few steps of all of them together, and check the logits are numbers.
+
+    python -m localserve.runner.engine_check    # reads one JSON plan line on stdin
+
+It writes JSON lines on stdout: ``variants`` (a portable build's CPU variants and their scores,
+before anything can crash), then ``ok`` (the devices used, and the text of ``generate`` greedy
+tokens) or ``failed`` (a load error: a bad file, not a crash). Dying of a signal is the answer
+the daemon looks for.
+
+``LOCALSERVE_ENGINE_CHECK_CRASH``, read here and nowhere else, makes this child die of SIGSEGV
+at its first decode, as llama.cpp's AMX kernels do, so the fallback can be tested on any CPU:
+``extra_buffers`` (when they are on), ``variant:NAME`` (with that CPU variant) or ``always``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import signal
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+CRASH_ENV = "LOCALSERVE_ENGINE_CHECK_CRASH"
+EVENT_VARIANTS = "variants"
+EVENT_OK = "ok"
+EVENT_FAILED = "failed"
+EXIT_FAILED = 3
+
+CHECK_CTX_PER_SEQUENCE = 128
+CHECK_SEQUENCES = 4
+PROMPT = "The capital of France is"
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    model_path: str
+    cpu_variant: str | None  # a portable build's variant; "best" = the top score; None: native
+    extra_buffers: bool
+    gpu_layers: int  # llama.cpp's n_gpu_layers, resolved (-1 = all)
+    threads: int = 2
+    generate: int = 0  # greedy tokens to write back (the packaging test reads them)
+
+    def to_line(self) -> bytes:
+        return (json.dumps(asdict(self)) + "\n").encode()
+
+
+def _emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def _crash_if_asked(plan: CheckPlan, variant: str | None) -> None:
+    """The test seam: die here, before the first decode, as the AMX kernels do inside it."""
+    wanted = {part.strip() for part in os.environ.get(CRASH_ENV, "").split(",") if part.strip()}
+    if (
+        "always" in wanted
+        or (plan.extra_buffers and "extra_buffers" in wanted)
+        or (variant is not None and f"variant:{variant}" in wanted)
+    ):
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+class _Decoder:
+    """Just enough of llama.cpp's low-level API to decode batches of several sequences."""
+
+    def __init__(self, model: Any, threads: int) -> None:
+        import llama_cpp
+
+        self.api = llama_cpp
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = CHECK_CTX_PER_SEQUENCE * CHECK_SEQUENCES
+        params.n_batch = params.n_ubatch = CHECK_CTX_PER_SEQUENCE
+        params.n_seq_max = CHECK_SEQUENCES
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = False  # as the runner's scheduler
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self.ctx = llama_cpp.llama_init_from_model(model, params)
+        if not self.ctx:
+            raise RuntimeError("llama.cpp could not create a context")
+        self.batch = llama_cpp.llama_batch_init(CHECK_CTX_PER_SEQUENCE, 0, 1)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode()
+        buffer = (self.api.llama_token * (len(data) + 8))()
+        count = self.api.llama_tokenize(
+            self.vocab, data, len(data), buffer, len(buffer), True, False
+        )
+        return list(buffer[: max(0, count)])
+
+    def decode(self, rows: list[tuple[int, int, int]]) -> list[list[float]]:
+        """Decode (token, position, sequence) rows in one batch; the logits of every row."""
+        batch = self.batch
+        for index, (token, pos, seq) in enumerate(rows):
+            batch.token[index] = token
+            batch.pos[index] = pos
+            batch.n_seq_id[index] = 1
+            batch.seq_id[index][0] = seq
+            batch.logits[index] = True
+        batch.n_tokens = len(rows)
+        status = self.api.llama_decode(self.ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed with status {status}")
+        logits = []
+        for index in range(len(rows)):
+            row = self.api.llama_get_logits_ith(self.ctx, index)
+            logits.append([row[i] for i in range(self.n_vocab)])
+        return logits
+
+
+def _greedy(logits: list[float]) -> int:
+    if not all(math.isfinite(value) for value in logits):
+        raise RuntimeError("llama.cpp computed logits that are not numbers")
+    return max(range(len(logits)), key=logits.__getitem__)
+
+
+def run_check(plan: CheckPlan) -> dict[str, Any]:
+    """Load and decode as described above; the facts for the ``ok`` line."""
+    from localserve.runner import llama_backends
+
+    variant = plan.cpu_variant
+    if llama_backends.is_portable_build():
+        scores = llama_backends.variant_scores()
+        ranked = llama_backends.ranked_variants(scores)
+        _emit(EVENT_VARIANTS, scores=scores, ranked=ranked)
+        if variant in (None, "best"):
+            if not ranked:
+                raise llama_backends.BackendLoadError("No CPU variant of llama.cpp runs here.")
+            variant = ranked[0]
+        elif scores.get(variant) == 0:
+            raise llama_backends.BackendLoadError(
+                f"The {variant} CPU kernels need instructions this CPU lacks; it can run "
+                f"{', '.join(ranked) or 'none of them'}."
+            )
+    elif variant is not None:
+        variant = None  # a native build has one CPU backend, built in
+    llama_backends.load_backends(variant)
+
+    import llama_cpp
+
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = plan.gpu_layers
+    params.use_extra_bufts = plan.extra_buffers
+    model = llama_cpp.llama_model_load_from_file(plan.model_path.encode(), params)
+    if not model:
+        raise RuntimeError(f"llama.cpp could not load {plan.model_path}")
+    decoder = _Decoder(model, plan.threads)
+    prompt = decoder.tokenize(PROMPT) or [0]
+    _crash_if_asked(plan, variant)
+    # A prompt on one sequence (a matrix-matrix product), then a batch mixing four sequences,
+    # then single steps of all four together: the shapes generation and batching use.
+    first = decoder.decode([(token, pos, 0) for pos, token in enumerate(prompt)])[-1]
+    next_token = _greedy(first)
+    rows = [
+        (token, pos, seq) for seq in range(1, CHECK_SEQUENCES) for pos, token in enumerate(prompt)
+    ]
+    decoder.decode(rows)
+    positions = dict.fromkeys(range(CHECK_SEQUENCES), len(prompt))
+    tokens = dict.fromkeys(range(CHECK_SEQUENCES), next_token)
+    generated = [next_token]
+    for _ in range(max(3, plan.generate)):
+        step = [(tokens[seq], positions[seq], seq) for seq in range(CHECK_SEQUENCES)]
+        for seq, logits in enumerate(decoder.decode(step)):
+            tokens[seq] = _greedy(logits)
+            positions[seq] += 1
+        generated.append(tokens[0])
+    text = b"".join(_piece(decoder, token) for token in generated[: plan.generate])
+    return {
+        "cpu_variant": variant,
+        "extra_buffers": plan.extra_buffers,
+        "devices": [asdict(device) for device in llama_backends.devices()],
+        "text": text.decode("utf-8", errors="replace"),
+    }
+
+
+def _piece(decoder: _Decoder, token: int) -> bytes:
+    buffer = (ctypes.c_char * 64)()
+    count = decoder.api.llama_token_to_piece(decoder.vocab, token, buffer, 64, 0, False)
+    return buffer.raw[: max(0, count)]
+
+
+def main() -> int:
+    plan = CheckPlan(**json.loads(sys.stdin.buffer.readline()))
+    try:
+        facts = run_check(plan)
+    except Exception as exc:  # a load error: the file or the build, not a crash
+        _emit(EVENT_FAILED, message=str(exc))
+        return EXIT_FAILED
+    _emit(EVENT_OK, **facts)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # skip teardown: freeing llama.cpp's state is the OS's job here

@@ -1,0 +1,256 @@
+"""The llama.cpp build at hand, and loading its backends: the one place that knows both.
+
+Two kinds of build exist:
+
+- a **portable** build (``GGML_BACKEND_DL`` with ``GGML_CPU_ALL_VARIANTS``): what `make setup`
+  builds on x86-64 and what the packaged app ships. It holds one CPU backend per instruction-set
+  level (``libggml-cpu-haswell.so`` ... ``libggml-cpu-sapphirerapids.so``) and loads none by
+  itself, so llama.cpp says "no backends are loaded" until we load one. Each variant says, through
+  its ``ggml_backend_score``, whether this CPU can run it and how well; we load the best one the
+  engine check (``engine_check.py``) did not see crash.
+- a **native** build (one CPU backend compiled for the build machine, with CUDA or Metal where
+  `make setup` found them): its backends are built in and registered at import.
+
+Loading goes through ctypes into the very ``libggml`` that ``libllama`` linked: wheels store the
+library's symlinks as copies, and each copy keeps a backend registry of its own.
+
+Extra buffer types (``llama_model_params.use_extra_bufts``) are llama.cpp's other weight layouts
+for the CPU: AMX tiles on Intel Xeons, repacked Q4_0/IQ4_NL blocks elsewhere. llama.cpp's AMX
+kernels crash on Sapphire Rapids class CPUs (llama.cpp #20824), so whether they are used is
+decided by the engine check too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import importlib.util
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+_VARIANT_NAME = re.compile(r"^(?:lib)?ggml-cpu-([A-Za-z0-9_.]+?)\.(?:so|dll|dylib)$")
+_GPU_BACKEND_NAME = re.compile(
+    r"^(?:lib)?ggml-(cuda|hip|metal|vulkan|sycl|musa|opencl)\.(?:so|dll|dylib)$"
+)
+GGML_BACKEND_DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "iGPU", 3: "accelerator"}
+
+
+class BackendLoadError(RuntimeError):
+    """A backend library could not be loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device llama.cpp can run on, as ``ggml_backend_dev_*`` describes it."""
+
+    name: str
+    description: str
+    kind: str  # CPU, GPU, iGPU, accelerator
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.description})" if self.description else self.name
+
+
+def package_dir() -> Path:
+    """The ``llama_cpp`` package folder, found without importing it (importing loads the
+    libraries, which the daemon does not need for facts about the build)."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendLoadError("llama-cpp-python is not installed.")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def library_dir() -> Path:
+    return package_dir() / "lib"
+
+
+def backend_dirs() -> list[Path]:
+    """Where a build's loadable backends may lie: beside libllama, or in the ``bin`` folder
+    that upstream's install puts them in (``site-packages/bin``, or the app bundle's own)."""
+    lib = library_dir()
+    candidates = [lib, lib.parent.parent / "bin"]
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        candidates.append(Path(bundle) / "bin")
+    seen: list[Path] = []
+    for folder in candidates:
+        if folder.is_dir() and folder not in seen:
+            seen.append(folder)
+    return seen
+
+
+def _libraries_matching(pattern: re.Pattern[str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in backend_dirs():
+        for path in sorted(folder.iterdir()):
+            match = pattern.match(path.name)
+            if match and match[1] not in found:
+                found[match[1]] = path
+    return found
+
+
+def cpu_variants() -> dict[str, Path]:
+    """The CPU backend variants of a portable build, by name (``haswell``...); empty for a
+    native build."""
+    return _libraries_matching(_VARIANT_NAME)
+
+
+def gpu_backend_libraries() -> dict[str, Path]:
+    """Loadable GPU backends of a ``GGML_BACKEND_DL`` build (none in a native build, whose GPU
+    backend is built into libggml)."""
+    return _libraries_matching(_GPU_BACKEND_NAME)
+
+
+def is_portable_build() -> bool:
+    return bool(cpu_variants())
+
+
+@functools.cache
+def build_id() -> str:
+    """A fingerprint of the installed llama.cpp libraries: a verdict about this build (the
+    engine check) holds for exactly these files."""
+    digest = hashlib.sha256()
+    folders = [library_dir(), *backend_dirs()]
+    files = sorted(
+        {path for folder in folders for path in folder.glob("*ggml*")}
+        | {path for path in library_dir().glob("*llama*")}
+    )
+    for path in files:
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _libggml() -> ctypes.CDLL:
+    """The libggml that libllama linked (loaded by ``import llama_cpp``), with the registry
+    functions typed."""
+    import llama_cpp  # noqa: F401  - loads libllama and, through it, libggml
+
+    names = ("libggml.so.0", "libggml.so", "libggml.dylib", "ggml.dll")
+    path = next((library_dir() / name for name in names if (library_dir() / name).exists()), None)
+    if path is None:
+        raise BackendLoadError(f"No libggml in {library_dir()}.")
+    lib = ctypes.CDLL(str(path))
+    lib.ggml_backend_load.argtypes = [ctypes.c_char_p]
+    lib.ggml_backend_load.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    for name in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
+        getattr(lib, name).restype = ctypes.c_char_p
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    return lib
+
+
+def variant_scores() -> dict[str, int]:
+    """Each CPU variant's own verdict on this CPU (``ggml_backend_score``): 0 means it cannot
+    run here, higher is better. This is how llama.cpp's ``ggml_backend_load_best`` ranks them;
+    opening a variant to ask runs none of its kernels."""
+    scores: dict[str, int] = {}
+    _libggml()  # libggml-base must be loaded before a variant can be opened
+    for name, path in cpu_variants().items():
+        try:
+            variant = ctypes.CDLL(str(path))
+            score = variant.ggml_backend_score
+        except (OSError, AttributeError):
+            scores[name] = 0
+            continue
+        score.restype = ctypes.c_int
+        scores[name] = int(score())
+    return scores
+
+
+def ranked_variants(scores: dict[str, int]) -> list[str]:
+    """The variants this CPU can run, best first."""
+    usable = [name for name, score in scores.items() if score > 0]
+    return sorted(usable, key=lambda name: (-scores[name], name))
+
+
+def load_backends(cpu_variant: str | None) -> None:
+    """Make llama.cpp ready to load models in this process.
+
+    A portable build needs ``cpu_variant`` (one of ``cpu_variants()``) and gets any GPU
+    backend found beside it; a native build has its backends built in and takes None.
+    """
+    variants = cpu_variants()
+    if cpu_variant is None:
+        if variants:
+            raise BackendLoadError("This llama.cpp build needs a CPU variant to be chosen.")
+        return
+    if cpu_variant not in variants:
+        known = ", ".join(sorted(variants)) or "none: this build has its CPU backend built in"
+        raise BackendLoadError(f"No CPU variant '{cpu_variant}' in this build (it has {known}).")
+    load_gpu_backends()
+    _load(cpu_variant, variants[cpu_variant])
+
+
+def _load(name: str, path: Path) -> None:
+    if not _libggml().ggml_backend_load(str(path).encode()):
+        raise BackendLoadError(f"llama.cpp could not load its {name} backend from {path}.")
+
+
+@functools.cache
+def load_gpu_backends() -> None:
+    """Load the GPU backends a ``GGML_BACKEND_DL`` build keeps apart (once per process)."""
+    for name, path in gpu_backend_libraries().items():
+        _load(name, path)
+
+
+def build_summary() -> dict[str, object]:
+    """The build, for ``localserve status`` and the control API."""
+    variants = sorted(cpu_variants())
+    return {
+        "build": "portable" if variants else "native",
+        "cpu_variants": variants,
+        "gpu_backends": sorted(gpu_backend_libraries()),
+    }
+
+
+def devices() -> list[Device]:
+    """The devices llama.cpp can use now (after ``load_backends``), GPUs first as it lists
+    them."""
+    lib = _libggml()
+    found = []
+    for index in range(lib.ggml_backend_dev_count()):
+        device = lib.ggml_backend_dev_get(index)
+        found.append(
+            Device(
+                name=(lib.ggml_backend_dev_name(device) or b"").decode(errors="replace"),
+                description=(lib.ggml_backend_dev_description(device) or b"").decode(
+                    errors="replace"
+                ),
+                kind=GGML_BACKEND_DEVICE_TYPES.get(lib.ggml_backend_dev_type(device), "other"),
+            )
+        )
+    return found
+
+
+@contextlib.contextmanager
+def extra_buffer_types(enabled: bool) -> Iterator[None]:
+    """Models loaded by ``llama_cpp.Llama`` inside this block use extra buffer types or not.
+
+    ``Llama`` takes no such argument; it builds its parameters from
+    ``llama_model_default_params``, which we wrap for the duration of the load.
+    """
+    import llama_cpp.llama_cpp as binding
+
+    original = binding.llama_model_default_params
+
+    def adjusted() -> object:
+        params = original()
+        params.use_extra_bufts = enabled
+        return params
+
+    binding.llama_model_default_params = adjusted
+    try:
+        yield
+    finally:
+        binding.llama_model_default_params = original

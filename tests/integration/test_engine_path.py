@@ -1,0 +1,170 @@
+"""The engine check: each runner's llama.cpp path is proven to decode on this CPU first.
+
+llama.cpp's AMX kernels crash on Sapphire Rapids class Xeons. The check's child dies as they do
+when ``LOCALSERVE_ENGINE_CHECK_CRASH`` asks it to, so every fallback, verdict and message is
+tested here on any CPU, with real children, real llama.cpp and a real daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from localserve.daemon import engine_path
+from localserve.daemon.engine_path import EngineChoice, VerdictStore, choose_engine_path
+from localserve.errors import ModelLoadError
+from localserve.runner import llama_backends
+from localserve.runner.engine_check import CRASH_ENV
+from tests.daemon_process import DaemonProcess
+from tests.model_files import starter_path
+
+QUANT = "Q4_1"  # the starter model's
+
+
+@pytest.fixture
+def checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str | None, bool]]:
+    """The paths each check child was asked to run, in order."""
+    runs: list[tuple[str | None, bool]] = []
+    real = engine_path.run_check
+
+    def counted(plan, timeout):  # type: ignore[no-untyped-def]
+        runs.append((plan.cpu_variant, plan.extra_buffers))
+        return real(plan, timeout)
+
+    monkeypatch.setattr(engine_path, "run_check", counted)
+    return runs
+
+
+def best_variant() -> str | None:
+    if not llama_backends.is_portable_build():
+        return None
+    return llama_backends.ranked_variants(llama_backends.variant_scores())[0]
+
+
+def choose(tmp_path: Path, choice: EngineChoice | None = None) -> engine_path.EnginePath:
+    store = VerdictStore(tmp_path / "engine-checks.json")
+    return choose_engine_path(starter_path(), QUANT, choice or EngineChoice(), store)
+
+
+def test_the_best_path_is_checked_once_and_kept(
+    tmp_path: Path, checks: list[tuple[str | None, bool]]
+) -> None:
+    path = choose(tmp_path)
+    assert (path.cpu_variant, path.extra_buffers, path.checked) == (best_variant(), True, True)
+    assert "extra buffer types on" in path.note
+    assert len(checks) == 1
+    again = choose(tmp_path)
+    assert again == path and len(checks) == 1  # the verdict is kept: no second child
+    stored = json.loads((tmp_path / "engine-checks.json").read_text())
+    (entry,) = stored.values()
+    assert entry["verdict"]["cpu_variant"] == best_variant() and entry["quant_type"] == QUANT
+
+
+def test_a_crash_with_extra_buffer_types_turns_them_off_and_says_why(
+    tmp_path: Path, checks: list[tuple[str | None, bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CRASH_ENV, "extra_buffers")
+    path = choose(tmp_path)
+    assert (path.cpu_variant, path.extra_buffers, path.checked) == (best_variant(), False, True)
+    assert "off: llama.cpp crashes with them on this CPU (SIGSEGV in the engine check" in path.note
+    assert [extra for _, extra in checks] == [True, False]
+    assert choose(tmp_path) == path and len(checks) == 2
+    # A simulated verdict is never taken for a real one: without the switch, it checks anew.
+    monkeypatch.delenv(CRASH_ENV)
+    assert choose(tmp_path).extra_buffers is True and len(checks) == 3
+
+
+def test_a_crashing_cpu_variant_falls_back_to_the_next_best(
+    tmp_path: Path, checks: list[tuple[str | None, bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not llama_backends.is_portable_build():
+        pytest.skip("a native build has one CPU backend")
+    ranked = llama_backends.ranked_variants(llama_backends.variant_scores())
+    monkeypatch.setenv(CRASH_ENV, f"variant:{ranked[0]}")
+    path = choose(tmp_path)
+    assert (path.cpu_variant, path.extra_buffers) == (ranked[1], True)
+    assert f"{ranked[0]} crashed on this CPU" in path.note
+
+
+def test_when_every_path_crashes_the_model_fails_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CRASH_ENV, "always")
+    with pytest.raises(
+        ModelLoadError, match=r"llama\.cpp crashes on this CPU with this model's Q4_1"
+    ):
+        choose(tmp_path)
+
+
+def test_the_settings_force_the_choice(
+    tmp_path: Path, checks: list[tuple[str | None, bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    off = choose(tmp_path, EngineChoice(weight_repack="off"))
+    assert off.extra_buffers is False and "(weight_repack = off)" in off.note
+    assert [extra for _, extra in checks] == [False]  # extra buffer types never tried
+    monkeypatch.setenv(CRASH_ENV, "extra_buffers")
+    with pytest.raises(ModelLoadError, match="Set weight_repack and cpu_variant to 'auto'"):
+        choose(tmp_path, EngineChoice(weight_repack="on"))
+    if llama_backends.is_portable_build():
+        haswell = choose(tmp_path, EngineChoice(cpu_variant="haswell", weight_repack="off"))
+        assert haswell.cpu_variant == "haswell"
+
+
+def test_a_daemon_serves_on_the_safe_path_and_reports_it(tmp_path: Path) -> None:
+    env = {CRASH_ENV: "extra_buffers"}
+    with DaemonProcess(tmp_path / "home", env=env) as daemon:
+        status = daemon.wait_until_model("ready")
+        info = status["info"]
+        assert info["extra_buffers"] is False and info["cpu_variant"] == best_variant()
+        assert "llama.cpp crashes with them on this CPU" in info["engine_note"]
+        assert info["backend"].startswith("CPU")
+        assert daemon.chat(max_tokens=4).status_code == 200
+        engine = daemon.control("GET", "/status").json()["engine"]
+        assert engine["build"] == ("portable" if best_variant() else "native")
+        shown = daemon.cli("status").stdout
+        assert "llama.cpp crashes with them on this CPU" in shown
+        assert "runs on CPU" in shown
+        assert "llama.cpp: " in daemon.runner_log()
+
+
+def test_a_runner_dying_before_its_first_decode_is_diagnosed_and_avoided(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    with DaemonProcess(home) as daemon:
+        status = daemon.wait_until_model("ready")
+        assert status["info"]["extra_buffers"] is True
+        # As llama.cpp's AMX kernels kill a runner on its first request.
+        os.kill(status["pid"], signal.SIGSEGV)
+        restarted = daemon.wait_until_model("ready", timeout=60)
+        while restarted["pid"] == status["pid"]:
+            restarted = daemon.wait_until_model("ready", timeout=60)
+        assert "died before its first decode finished" in restarted["last_error"]
+        assert "extra buffer types" in restarted["last_error"]
+        # The path it ran is charged: the restart was checked again without it.
+        assert restarted["info"]["extra_buffers"] is False
+        assert daemon.chat(max_tokens=4).status_code == 200
+        stored = json.loads((home / "data" / "engine-checks.json").read_text())
+        (entry,) = stored.values()
+        assert [best_variant(), True] in entry["crashed"]
+        # After a decode, a crash is not blamed on the kernels.
+        os.kill(restarted["pid"], signal.SIGSEGV)
+        psutil.wait_procs([psutil.Process(restarted["pid"])], timeout=10)
+        later = daemon.wait_until_model("ready", timeout=60)
+        while later["pid"] == restarted["pid"]:
+            later = daemon.wait_until_model("ready", timeout=60)
+        assert "first decode" not in later["last_error"]
+
+
+def test_an_unknown_cpu_variant_is_a_clear_load_error(tmp_path: Path) -> None:
+    if not llama_backends.is_portable_build():
+        pytest.skip("a native build ignores cpu_variant")
+    env = {"LOCALSERVE_CPU_VARIANT": "nehalem"}
+    with DaemonProcess(tmp_path / "home", env=env) as daemon:
+        status = daemon.wait_until_model("failed")
+        assert "No CPU variant 'nehalem' in this build" in status["last_error"]

@@ -1,0 +1,38 @@
+"""The installed llama.cpp build: its CPU variants, as llama.cpp itself ranks them here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from localserve.runner import llama_backends
+
+
+def test_a_portable_build_ranks_its_variants_for_this_cpu() -> None:
+    if not llama_backends.is_portable_build():
+        pytest.skip("this llama.cpp is a native build (CMAKE_ARGS set, CUDA or not x86-64)")
+    variants = llama_backends.cpu_variants()
+    assert {"x64", "haswell", "sapphirerapids"} <= set(variants)
+    scores = llama_backends.variant_scores()
+    ranked = llama_backends.ranked_variants(scores)
+    assert ranked[0] == max(scores, key=lambda name: scores[name])
+    assert ranked[-1] == "x64"  # the baseline runs on every x86-64 CPU
+    assert all(scores[name] > 0 for name in ranked)
+    amx = "amx_tile" in Path("/proc/cpuinfo").read_text()
+    assert ("sapphirerapids" in ranked) == amx
+    assert llama_backends.build_summary()["build"] == "portable"
+
+
+def test_loading_an_unknown_variant_says_which_exist() -> None:
+    if not llama_backends.is_portable_build():
+        pytest.skip("this llama.cpp is a native build")
+    with pytest.raises(llama_backends.BackendLoadError, match=r"No CPU variant 'nehalem'.*haswell"):
+        llama_backends.load_backends("nehalem")
+
+
+def test_the_build_fingerprint_is_stable() -> None:
+    first = llama_backends.build_id()
+    llama_backends.build_id.cache_clear()
+    assert llama_backends.build_id() == first
+    assert len(first) == 16
