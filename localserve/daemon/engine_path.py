@@ -356,3 +356,16 @@ def _note(
     if variant_crashes:
         parts.append(f"{', '.join(variant_crashes)} crashed on this CPU")
     return "; ".join(parts)
+
+
+def prepare_in_process(model_path: Path, store: VerdictStore, threads: int = 2) -> EnginePath:
+    """Ready this process to load ``model_path`` as a runner would (benchmarks, tests): the
+    engine check's path, with its backends loaded. Load inside
+    ``llama_backends.extra_buffer_types(path.extra_buffers)``."""
+    from localserve.hub.gguf_header import read_gguf_header
+
+    path = choose_engine_path(
+        model_path, read_gguf_header(model_path).quant_type, EngineChoice(threads=threads), store
+    )
+    llama_backends.load_backends(path.cpu_variant)
+    return path

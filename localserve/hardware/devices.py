@@ -7,9 +7,12 @@ CUDA/Metal branches on a CPU-only machine by passing the answer in.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 ALL_LAYERS = -1  # llama.cpp's "offload every layer"
 
@@ -27,9 +30,12 @@ def gpu_offload_supported() -> bool:
     """
     import llama_cpp
 
-    from localserve.runner.llama_backends import load_gpu_backends
+    from localserve.runner.llama_backends import BackendLoadError, load_gpu_backends
 
-    load_gpu_backends()  # a build whose GPU backend is a separate library (GGML_BACKEND_DL)
+    try:
+        load_gpu_backends()  # a build whose GPU backend is a separate library (GGML_BACKEND_DL)
+    except BackendLoadError as exc:
+        log.warning("GPU offload unavailable: %s", exc)
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 

@@ -197,11 +197,21 @@ def _load(name: str, path: Path) -> None:
         raise BackendLoadError(f"llama.cpp could not load its {name} backend from {path}.")
 
 
+def is_loadable_backend(path: Path) -> bool:
+    """Whether ``path`` is a backend to load (a ``GGML_BACKEND_DL`` build's), not one linked
+    into libggml and registered at import, as a native CUDA build's ``libggml-cuda.so`` is."""
+    try:
+        return hasattr(ctypes.CDLL(str(path)), "ggml_backend_init")
+    except OSError:
+        return False
+
+
 @functools.cache
 def load_gpu_backends() -> None:
     """Load the GPU backends a ``GGML_BACKEND_DL`` build keeps apart (once per process)."""
     for name, path in gpu_backend_libraries().items():
-        _load(name, path)
+        if is_loadable_backend(path):
+            _load(name, path)
 
 
 def build_summary() -> dict[str, object]:

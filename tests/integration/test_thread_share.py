@@ -13,14 +13,19 @@ from localserve.runner.commands import ThreadShare
 from localserve.runner.engine import Engine, EngineConfig
 from localserve.runner.sampling import SamplingParams
 from tests.daemon_process import STARTER_MODEL
-from tests.model_files import starter_path
+from tests.model_files import starter_engine_path, starter_path
 from tests.sinks import RecordingSink
 
 
 @pytest.fixture(scope="module")
-def engine_and_share() -> Iterator[tuple[Engine, ThreadShare]]:
+def engine_and_share(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Engine, ThreadShare]]:
     share = ThreadShare(2)
-    config = EngineConfig(starter_path(), STARTER_MODEL, n_ctx=512, gpu_layers=0, threads=2)
+    path = starter_engine_path(tmp_path_factory.mktemp("engine"))
+    config = EngineConfig(
+        starter_path(), STARTER_MODEL, n_ctx=512, gpu_layers=0, threads=2, engine_path=path
+    )
     engine = Engine(config, share)
     yield engine, share
     engine.close()

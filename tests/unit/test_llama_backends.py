@@ -36,3 +36,21 @@ def test_the_build_fingerprint_is_stable() -> None:
     llama_backends.build_id.cache_clear()
     assert llama_backends.build_id() == first
     assert len(first) == 16
+
+
+def test_a_gpu_backend_linked_into_libggml_is_not_loaded_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A native CUDA build ships libggml-cuda.so linked into libggml and registered at import;
+    only a GGML_BACKEND_DL build's libraries are loaded by hand. (Seen on an H100: loading the
+    native one failed and stopped the daemon.) libggml-base stands in for the linked kind."""
+    linked = llama_backends.library_dir() / "libggml-base.so.0"
+    assert not llama_backends.is_loadable_backend(linked)
+    if llama_backends.is_portable_build():
+        assert llama_backends.is_loadable_backend(llama_backends.cpu_variants()["x64"])
+    monkeypatch.setattr(llama_backends, "gpu_backend_libraries", lambda: {"cuda": linked})
+    llama_backends.load_gpu_backends.cache_clear()
+    try:
+        llama_backends.load_gpu_backends()  # skips it instead of failing
+    finally:
+        llama_backends.load_gpu_backends.cache_clear()
