@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from benchmarks.engine_paths import SERVER_BUILD
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -70,4 +74,16 @@ def test_gateway_paths_benchmark_prints_its_table() -> None:
 def test_two_models_benchmark_prints_its_table() -> None:
     rows = benchmark_rows("two_models", "--rounds", "1", "--max-tokens", "8")
     assert [row[0] for row in rows] == ["shared", "not shared"]
+    assert all(float(cell) > 0 for row in rows for cell in row[1:])
+
+
+def test_engine_paths_benchmark_prints_its_table() -> None:
+    if not (SERVER_BUILD / "llama-server").is_file():
+        pytest.skip("llama-server is not built (benchmarks/build_llama_server.sh, ~5 min)")
+    rows = benchmark_rows("engine_paths", "--rounds", "1", "--max-tokens", "8")
+    assert [row[0].split(",")[1].strip() for row in rows] == [
+        "extra buffer types on",
+        "extra buffer types off",
+        "extra buffer types off",
+    ]
     assert all(float(cell) > 0 for row in rows for cell in row[1:])
