@@ -19,18 +19,14 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from benchmarks.concurrency import http_level
 from benchmarks.single_stream import (
     CTX,
-    free_port,
+    PeerServer,
     machine_description,
     require_starter_model,
 )
@@ -51,11 +47,13 @@ class EngineRow:
     native_site: Path | None = None
 
 
-class LlamaServer:
+class LlamaServer(PeerServer):
     """llama-server with exactly one CPU variant beside it (it loads the best it finds)."""
 
+    name = "llama-server"
+
     def __init__(self, model: Path, variant: str, extra_buffers: bool, threads: int) -> None:
-        self.port = free_port()
+        super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="llama-server-"))
         for library in SERVER_BUILD.glob("*.so*"):
             if "ggml-cpu" not in library.name:
@@ -64,6 +62,7 @@ class LlamaServer:
             llama_backends.cpu_variants()[variant]
         )
         shutil.copy2(SERVER_BUILD / "llama-server", self.folder / "llama-server")
+        self.env = {**os.environ, "LD_LIBRARY_PATH": str(self.folder)}
         self.args = [
             str(self.folder / "llama-server"),
             "-m", str(model),
@@ -74,27 +73,9 @@ class LlamaServer:
         ]  # fmt: skip
         if not extra_buffers:
             self.args.append("--no-repack")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> LlamaServer:
-        env = {**os.environ, "LD_LIBRARY_PATH": str(self.folder)}
-        self.process = subprocess.Popen(
-            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).is_success:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("llama-server did not start")
 
     def __exit__(self, *exc: object) -> None:
-        assert self.process is not None
-        self.process.terminate()
-        self.process.wait(30)
+        super().__exit__(*exc)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

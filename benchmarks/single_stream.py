@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from typing_extensions import Self
 
 from benchmarks.engine import engine_path, load_in_process, python_module_command
 from localserve.hardware.devices import physical_cores
@@ -140,9 +141,50 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class LlamaCppServer:
-    def __init__(self, model_path: Path, threads: int) -> None:
+def wait_until_up(url: str, name: str, timeout: float = 120) -> None:
+    """Poll a peer server's ``url`` until it answers 2xx."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} did not start")
+
+
+class PeerServer:
+    """A peer's server process on ``self.port``, ready once ``health_path`` answers 2xx."""
+
+    name = "peer"
+    health_path = "/health"
+
+    def __init__(self) -> None:
         self.port = free_port()
+        self.args: list[str] = []
+        self.env: dict[str, str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.process = subprocess.Popen(
+            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env
+        )
+        wait_until_up(f"http://127.0.0.1:{self.port}{self.health_path}", self.name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(30)
+
+
+class LlamaCppServer(PeerServer):
+    name = "llama_cpp.server"
+    health_path = "/v1/models"
+
+    def __init__(self, model_path: Path, threads: int) -> None:
+        super().__init__()
         self.args = [
             *python_module_command("llama_cpp.server", engine_path(model_path, threads)),
             "--model", str(model_path),
@@ -153,25 +195,6 @@ class LlamaCppServer:
             "--n_threads_batch", str(threads),
             "--interrupt_requests", "False",
         ]  # fmt: skip
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> LlamaCppServer:
-        self.process = subprocess.Popen(
-            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/v1/models", timeout=2).is_success:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("llama_cpp.server did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.process is not None
-        self.process.terminate()
-        self.process.wait(30)
 
 
 def machine_description() -> str:
