@@ -19,7 +19,9 @@ so its restart is checked again without it. Settings ``weight_repack`` (auto/on/
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -79,6 +81,18 @@ class CheckOutcome:
     log_tail: str = ""
 
 
+def crash_signal(returncode: int | None) -> str | None:
+    """The crash signal (SIGSEGV, SIGILL...) a child process died of, by name; None if it
+    exited, or was stopped on purpose (SIGTERM, SIGKILL)."""
+    if returncode is None or returncode >= 0:
+        return None
+    with contextlib.suppress(ValueError):
+        if signal.Signals(-returncode) in CRASH_SIGNALS:
+            return signal.Signals(-returncode).name
+    return None
+
+
+@functools.cache
 def cpu_signature() -> str:
     """What distinguishes this CPU for llama.cpp's kernels: its model and feature flags."""
     if sys.platform.startswith("linux"):
@@ -191,12 +205,11 @@ def run_check(plan: CheckPlan, timeout: float) -> CheckOutcome:
             outcome.facts = event
         elif event.get("event") == EVENT_FAILED:
             outcome.problem = str(event.get("message") or "the engine check failed")
-    if result.returncode < 0 and signal.Signals(-result.returncode) in CRASH_SIGNALS:
-        outcome.crash = signal.Signals(-result.returncode).name
-    elif result.returncode == 0 and outcome.facts:
+    outcome.crash = crash_signal(result.returncode)
+    if outcome.crash is None and result.returncode == 0 and outcome.facts:
         outcome.passed = True
         outcome.path = (outcome.facts.get("cpu_variant"), plan.extra_buffers)
-    elif outcome.problem is None:
+    elif outcome.crash is None and outcome.problem is None:
         outcome.problem = f"the engine check ended with exit code {result.returncode}"
     return outcome
 

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from localserve.daemon.engine_path import (
-    CRASH_SIGNALS,
     EngineChoice,
     VerdictStore,
     WeightRepack,
     choose_engine_path,
+    crash_signal,
     kernel_names,
 )
 from localserve.daemon.orphans import forget_runner, record_runner
@@ -119,12 +119,6 @@ class SupervisorStatus:
 
 def ignore(model_id: str, event: dict[str, Any]) -> None:
     pass
-
-
-def died_of_crash_signal(code: int | None) -> bool:
-    with contextlib.suppress(ValueError):
-        return code is not None and code < 0 and signal.Signals(-code) in CRASH_SIGNALS
-    return False
 
 
 def describe_exit(code: int | None) -> str:
@@ -234,7 +228,7 @@ class RunnerProcess:
         cause: it died of a crash signal before any decode finished. The path it ran is
         charged, so the next start is checked again without it."""
         path = self.engine_path
-        if self.decoded or path is None or not died_of_crash_signal(code):
+        if self.decoded or path is None or crash_signal(code) is None:
             return None
         if self.spec.engine_checks_file is not None:
             VerdictStore(self.spec.engine_checks_file).record_crash(path)

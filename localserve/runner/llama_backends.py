@@ -127,6 +127,7 @@ def build_id() -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache
 def _libggml() -> ctypes.CDLL:
     """The libggml that libllama linked (loaded by ``import llama_cpp``), with the registry
     functions typed."""
