@@ -11,11 +11,11 @@ import click
 
 from localserve.client import DaemonClient
 from localserve.errors import DownloadError, LocalserveError
-from localserve.hardware.devices import gpu_offload_supported
 from localserve.hardware.memory import MemorySnapshot, sample_memory
 from localserve.hub.fit import FitEstimate, estimate_fit
 from localserve.hub.library import Library, ModelRecord, describe_file, format_bytes, model_name_for
 from localserve.paths import app_paths
+from localserve.runner.llama_backends import gpu_offload_supported
 
 
 def library() -> Library:

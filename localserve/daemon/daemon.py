@@ -28,14 +28,14 @@ from localserve.daemon.state import DaemonState, new_state, read_state, remove_s
 from localserve.daemon.supervisor import CrashPolicy, RunnerSpec
 from localserve.daemon.telemetry import Telemetry
 from localserve.errors import ConfigError, LocalserveError
-from localserve.hardware.devices import gpu_offload_supported, physical_cores
+from localserve.hardware.devices import physical_cores
 from localserve.hub.library import Library
 from localserve.hub.resolve import ResolvedModel
 from localserve.paths import AppPaths
 from localserve.router.cloud import CloudBackends
 from localserve.router.local import LocalBackend
 from localserve.router.router import Router
-from localserve.runner.llama_backends import build_summary
+from localserve.runner.llama_backends import build_summary, gpu_offload_supported
 from localserve.security.keys import KeyStore
 from localserve.server.app import create_app
 from localserve.server.auth import KeyVerifier

@@ -153,13 +153,13 @@ class VerdictStore:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def entry(self, key: str) -> dict[str, Any]:
-        entry = self.read().get(key)
+    def entry(self, key: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        entry = (self.read() if data is None else data).get(key)
         return entry if isinstance(entry, dict) else {}
 
     def update(self, key: str, **values: Any) -> None:
         data = self.read()
-        data[key] = {**self.entry(key), **values}
+        data[key] = {**self.entry(key, data), **values}
         self.file.parent.mkdir(parents=True, exist_ok=True)
         write_private_file(self.file, json.dumps(data, indent=1, sort_keys=True))
 
@@ -297,9 +297,8 @@ def _check_candidates(
         if not outcome.passed:
             # Not a verdict on the CPU: use the first candidate unverified, keep nothing.
             log.warning("Engine check inconclusive: %s", outcome.problem)
-            variant = path[0] if path[0] != "best" else None
             return EnginePath(
-                variant if llama_backends.is_portable_build() else None,
+                path[0] if path[0] != "best" else None,  # a native build's is None already
                 path[1],
                 f"not verified: {outcome.problem}",
                 checked=False,

@@ -36,11 +36,12 @@ from localserve.daemon.engine_path import (
 )
 from localserve.daemon.orphans import forget_runner, record_runner
 from localserve.errors import BackendUnavailableError, InvalidModelFileError, ModelLoadError
-from localserve.hardware.devices import gpu_offload_supported, resolve_gpu_layers
+from localserve.hardware.devices import resolve_gpu_layers
 from localserve.hub.gguf_check import check_model_file
 from localserve.hub.gguf_header import read_gguf_header
 from localserve.logs import rotate_if_large, tail
 from localserve.runner.commands import COMMAND_THREADS, command_line
+from localserve.runner.llama_backends import gpu_offload_supported
 from localserve.runner.protocol import EVENT_READY, LLAMA_DEFAULTS, EnginePath, RunnerConfig
 from localserve.runner.reporting import EVENT_REQUEST, EVENT_THREADS, EVENT_TICK
 

@@ -27,11 +27,14 @@ import ctypes
 import functools
 import hashlib
 import importlib.util
+import logging
 import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _VARIANT_NAME = re.compile(r"^(?:lib)?ggml-cpu-([A-Za-z0-9_.]+?)\.(?:so|dll|dylib)$")
 _GPU_BACKEND_NAME = re.compile(
@@ -213,6 +216,22 @@ def load_gpu_backends() -> None:
     for name, path in gpu_backend_libraries().items():
         if is_loadable_backend(path):
             _load(name, path)
+
+
+@functools.cache
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can offload layers to a GPU (CUDA, Metal, Vulkan...).
+
+    Asks llama.cpp itself (loading a ``GGML_BACKEND_DL`` build's GPU libraries first), so it
+    imports ``llama_cpp`` on first call.
+    """
+    import llama_cpp
+
+    try:
+        load_gpu_backends()
+    except BackendLoadError as exc:
+        log.warning("GPU offload unavailable: %s", exc)
+    return bool(llama_cpp.llama_supports_gpu_offload())
 
 
 def build_summary() -> dict[str, object]:

@@ -23,12 +23,12 @@ from localserve.daemon.pulls import PullJob, PullManager
 from localserve.daemon.remote import RemoteAccess
 from localserve.daemon.telemetry import Telemetry
 from localserve.errors import ModelNotFoundError
-from localserve.hardware.devices import gpu_offload_supported
 from localserve.hardware.memory import MemorySnapshot, sample_memory
 from localserve.hub.catalog import search_repos
 from localserve.hub.fit import FitEstimate, estimate_fit
 from localserve.hub.library import ModelRecord
 from localserve.hub.quants import QuantChoice, quant_choices
+from localserve.runner.llama_backends import gpu_offload_supported
 from localserve.server.errors import APIError
 from localserve.server.metrics import prometheus_text
 
