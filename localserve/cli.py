@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import click
+import httpx
 import tomli_w
 
 from localserve import __version__
@@ -17,6 +18,7 @@ from localserve.config import Settings, load_settings
 from localserve.daemon.launcher import stop_daemon
 from localserve.daemon.state import DaemonState, read_state
 from localserve.errors import DaemonNotRunningError, LocalserveError
+from localserve.network import fault_from_exception
 from localserve.paths import AppPaths, app_paths
 from localserve.security.keys import KeyStore
 
@@ -28,7 +30,8 @@ def describe(name: str) -> str:
 
 
 class LocalserveGroup(click.Group):
-    """Turns every LocalserveError into one readable line and exit status 1."""
+    """Turns every LocalserveError (and a network fault no layer below named) into one readable
+    line and exit status 1, and Ctrl-C into "Cancelled." and status 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -36,6 +39,14 @@ class LocalserveGroup(click.Group):
         except LocalserveError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
+        except httpx.RequestError as exc:
+            url = exc.request.url
+            fault = fault_from_exception(exc, url)
+            click.echo(f"Error: {fault.describe(f'{url.scheme}://{url.host}')}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("\nCancelled.", err=True)
+            sys.exit(130)
 
 
 def current_paths() -> AppPaths:

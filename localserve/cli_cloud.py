@@ -13,7 +13,11 @@ from localserve.cloud.providers import PRESETS, Price, Provider, ProviderStore, 
 from localserve.config.settings import load_settings, update_config_file
 from localserve.daemon.state import read_state
 from localserve.errors import ConfigError
+from localserve.network import FaultKind, NetworkFault, fault_from_response, host_of
 from localserve.paths import AppPaths, app_paths
+from localserve.router.cloud import provider_fault, provider_message, upstream_error
+
+TEST_TIMEOUT_S = 20.0
 
 
 def store() -> ProviderStore:
@@ -94,20 +98,43 @@ def cloud_rm(name: str) -> None:
 @cloud.command("test")
 @click.argument("name")
 def cloud_test(name: str) -> None:
-    """Check the key and list the provider's models."""
+    """Check that the provider answers and takes the key, and list its models.
+
+    When it does not, says why in one line: no network (the name does not resolve, no route),
+    nothing listening, a proxy or TLS failure (a captive portal?), no answer within 20 s, a
+    web page instead of JSON (a captive portal's login page), the provider failing (5xx) or
+    limiting requests (429), or the key refused.
+    """
     providers = store()
     provider = providers.get(name)
     key = providers.key(name).get()
     headers = {"authorization": f"Bearer {key}"} if key else {}
+    url = f"{provider.base_url.rstrip('/')}/models"
     try:
-        response = httpx.get(f"{provider.base_url}/models", headers=headers, timeout=20.0)
+        response = httpx.get(url, headers=headers, timeout=TEST_TIMEOUT_S)
     except httpx.HTTPError as exc:
-        raise ConfigError(f"Cannot reach {provider.base_url}: {exc}") from exc
+        raise upstream_error(name, exc, TEST_TIMEOUT_S) from exc
+    fault = fault_from_response(response)
+    if fault is not None:
+        message = provider_message(response.content) if fault.kind is FaultKind.SERVER else ""
+        raise provider_fault(name, fault, message)
     if response.status_code in (401, 403):
-        raise ConfigError(f"{name} refused the key ({response.status_code}).")
+        detail = provider_message(response.content)
+        raise ConfigError(
+            f"{name} refused the key (HTTP {response.status_code}"
+            f"{': ' + detail if detail else ''}); set it again with `localserve cloud add "
+            f"{name} --base-url {provider.base_url}`."
+        )
     if response.status_code != 200:
-        raise ConfigError(f"{name} answered {response.status_code}: {response.text[:200]}")
-    models = [item.get("id") for item in response.json().get("data") or []]
+        detail = provider_message(response.content) or response.text[:200]
+        raise ConfigError(f"{name} answered HTTP {response.status_code} for {url}: {detail}")
+    try:
+        data = response.json().get("data") or []
+        models = [str(item["id"]) for item in data if isinstance(item, dict) and item.get("id")]
+    except (ValueError, AttributeError, TypeError):
+        raise provider_fault(
+            name, NetworkFault(FaultKind.WEB_PAGE, host_of(url), status=response.status_code)
+        ) from None
     click.echo(f"{name} works: {len(models)} models.")
     for model in models[:50]:
         click.echo(f"  {name}/{model}")

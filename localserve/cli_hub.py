@@ -7,25 +7,20 @@ import sys
 
 import click
 
-from localserve.errors import HubError
+from localserve.errors import HubAccessError, HubError
 from localserve.hub.token import stored_token
 from localserve.paths import app_paths
 
 
 def hub_user(token: str) -> str:
-    """The Hub account a token belongs to; HubError when the Hub rejects it."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    """The Hub account a token belongs to; HubError when the Hub rejects it or is unreachable."""
+    from localserve.hub.client import HubClient
 
-    from localserve.hub.catalog import hub_errors
-
-    with hub_errors():
+    with HubClient(token) as hub:
         try:
-            info = HfApi().whoami(token=token)
-        except HfHubHTTPError as exc:
-            if exc.response is not None and exc.response.status_code == 401:
-                raise HubError("The Hub rejected this token (401); check it.") from exc
-            raise
+            info = hub.whoami()
+        except HubAccessError as exc:
+            raise HubAccessError("The Hub rejected this token (HTTP 401); check it.") from exc
     return str(info.get("name") or "?")
 
 

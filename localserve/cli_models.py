@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -10,12 +11,14 @@ from pathlib import Path
 import click
 
 from localserve.client import DaemonClient
-from localserve.errors import DownloadError, LocalserveError
+from localserve.errors import LocalserveError
 from localserve.hardware.memory import MemorySnapshot, sample_memory
 from localserve.hub.fit import FitEstimate, estimate_fit
 from localserve.hub.library import Library, ModelRecord, describe_file, format_bytes, model_name_for
 from localserve.paths import app_paths
 from localserve.runner.llama_backends import gpu_offload_supported
+
+CANCELLED_LINE = "Cancelled; the partial file is kept: run the same command to resume."
 
 
 def library() -> Library:
@@ -173,26 +176,41 @@ def models_pull(spec: str, name: str | None) -> None:
         with client:
             pull_through_daemon(client, spec, name)
         return
+    from localserve.config import load_settings
     from localserve.hub.catalog import choose_model, parse_pull_spec, repo_models
+    from localserve.hub.client import HUB
     from localserve.hub.download import PullCancelled, PullProgress, pull
 
+    paths = app_paths().ensure()
+    network_wait = load_settings(paths.config_file).pull_network_wait
     repo, selector = parse_pull_spec(spec)
     remote = choose_model(repo, selector, repo_models(repo))
     click.echo(f"Pulling {remote.first_file} ({format_bytes(remote.size)}) from {repo}")
     bar = ProgressLine()
 
     def show(progress: PullProgress) -> None:
-        bar.show(progress.done_bytes, progress.total_bytes, progress.rate, progress.eta_seconds)
+        waiting = progress.waiting.describe(HUB) if progress.waiting else None
+        bar.show(
+            progress.done_bytes, progress.total_bytes, progress.rate, progress.eta_seconds, waiting
+        )
 
     try:
-        record = pull(remote, library(), name=name, on_progress=show, cancel=threading.Event())
+        record = pull(
+            remote,
+            library(),
+            name=name,
+            on_progress=show,
+            cancel=threading.Event(),
+            network_wait_s=network_wait,
+        )
     except (KeyboardInterrupt, PullCancelled):
-        click.echo("\nCancelled. Run the same command again to resume.", err=True)
+        click.echo(f"\n{CANCELLED_LINE}", err=True)
         raise SystemExit(130) from None
-    except DownloadError:
-        click.echo("")
+    except LocalserveError:
+        bar.end()
         raise
-    click.echo(f"\nInstalled {record.name} (sha256 verified).")
+    bar.end()
+    click.echo(f"Installed {record.name} (sha256 verified).")
 
 
 def pull_through_daemon(client: DaemonClient, spec: str, name: str | None) -> None:
@@ -206,13 +224,17 @@ def pull_through_daemon(client: DaemonClient, spec: str, name: str | None) -> No
     try:
         for job in client.events(f"/pulls/{started['id']}/events"):
             bar.show(
-                job["done_bytes"], job["total_bytes"], job["bytes_per_second"], job["eta_seconds"]
+                job["done_bytes"],
+                job["total_bytes"],
+                job["bytes_per_second"],
+                job["eta_seconds"],
+                job.get("waiting_reason"),
             )
     except KeyboardInterrupt:
         client.delete(f"/pulls/{started['id']}")
-        click.echo("\nCancelled. Run the same command again to resume.", err=True)
+        click.echo(f"\n{CANCELLED_LINE}", err=True)
         raise SystemExit(130) from None
-    click.echo("")
+    bar.end()
     if job["state"] == "done":
         click.echo(f"Installed {job['model']} (sha256 verified).")
     elif job["state"] == "cancelled":
@@ -223,21 +245,38 @@ def pull_through_daemon(client: DaemonClient, spec: str, name: str | None) -> No
 
 
 class ProgressLine:
-    """One self-rewriting terminal line: bytes done, rate, ETA (at most 4 updates a second)."""
+    """One self-rewriting terminal line: bytes done, rate, ETA (at most 4 updates a second),
+    or why the download waits for the network."""
 
     def __init__(self) -> None:
         self._last = 0.0
+        self._waiting: str | None = None
+        self._drawn = False
 
-    def show(self, done: int, total: int, rate: float, eta: float | None) -> None:
+    def show(
+        self, done: int, total: int, rate: float, eta: float | None, waiting: str | None = None
+    ) -> None:
         now = time.monotonic()
+        if waiting != self._waiting:  # the network went or came back: say so at once
+            self._waiting, self._last = waiting, 0.0
         if now - self._last < 0.25 and done < total:
             return
-        self._last = now
-        click.echo(
-            f"\r  {format_bytes(done)} / {format_bytes(total)}  {format_bytes(rate)}/s"
-            f"  ETA {f'{eta:.0f} s' if eta is not None else '-'}   ",
-            nl=False,
-        )
+        self._last, self._drawn = now, True
+        amount = f"{format_bytes(done)} / {format_bytes(total)}"
+        if waiting is not None:
+            line = f"  {amount}  waiting for the network: {waiting} Ctrl-C stops (kept)."
+        else:
+            line = (
+                f"  {amount}  {format_bytes(rate)}/s"
+                f"  ETA {f'{eta:.0f} s' if eta is not None else '-'}"
+            )
+        click.echo(f"\r\x1b[K{line}" if sys.stdout.isatty() else f"\r{line}   ", nl=False)
+
+    def end(self) -> None:
+        """Close the line before anything else is printed."""
+        if self._drawn:
+            click.echo("")
+            self._drawn = False
 
 
 @models.command("load")

@@ -34,6 +34,7 @@ class DaemonClient:
             base_url=state.url + CONTROL_PREFIX,
             headers={"authorization": f"Bearer {admin_key}"},
             timeout=timeout,
+            trust_env=False,  # the daemon is on loopback: never through HTTP(S)_PROXY
         )
 
     @classmethod

@@ -10,13 +10,16 @@
     │   └── ModelTooLargeError      the fit estimate says it does not fit in free memory now
     ├── InvalidModelFileError       a file whose GGUF header is missing, truncated or absurd
     ├── HubError                    the Hugging Face Hub refused or could not be reached
-    │   └── RepoNotFoundError       no such repo, or no such file in it (or no access)
+    │   ├── RepoNotFoundError       no such repo, or no such file in it (or no access)
+    │   ├── HubAccessError          a gated or private repo, or a token the Hub refuses
+    │   └── HubUnreachableError     a network fault on the way (``fault`` says which)
     ├── DownloadError               a download that failed (bad checksum, connection lost)
     │   └── DiskSpaceError          not enough free disk for the download
     ├── ForwardingRefusedError      a request would go to a cloud provider, and that is not allowed
     ├── BackendUnavailableError     the backend for a model died or is restarting
     │   ├── BackendTimeoutError     the backend stopped sending within the request timeout
-    │   └── UpstreamError           a cloud provider cannot be reached (or would loop)
+    │   └── UpstreamError           a cloud provider cannot be reached, fails, or answers a
+    │                               web page (``fault`` says which when it is the network)
     └── InvalidRequestError         a request the model cannot serve as asked
         ├── ContextOverflowError    prompt + max_tokens do not fit in the context window
         └── UnsupportedFeatureError the model lacks what the request needs (e.g. FIM tokens)
@@ -26,6 +29,11 @@ line on stderr (``cli.py``). Code never matches on message strings.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from localserve.network import NetworkFault
 
 
 class LocalserveError(Exception):
@@ -78,6 +86,16 @@ class RepoNotFoundError(HubError):
     pass
 
 
+class HubAccessError(HubError):
+    pass
+
+
+class HubUnreachableError(HubError):
+    def __init__(self, message: str, fault: NetworkFault) -> None:
+        self.fault = fault
+        super().__init__(message)
+
+
 class DownloadError(LocalserveError):
     pass
 
@@ -103,7 +121,9 @@ class BackendTimeoutError(BackendUnavailableError):
 
 
 class UpstreamError(BackendUnavailableError):
-    pass
+    def __init__(self, message: str, fault: NetworkFault | None = None) -> None:
+        self.fault = fault
+        super().__init__(message)
 
 
 class ForwardingRefusedError(LocalserveError):

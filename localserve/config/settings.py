@@ -201,6 +201,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds the gateway waits for the model's next bytes (504 after that).",
     )
+    pull_network_wait: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds a download that lost the network waits for it to come back (trying "
+        "again 1, 2, 4 ... 30 s apart) before it fails; the partial file is kept either way "
+        "(0 = fail at once).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Daemon log verbosity."
     )

@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
@@ -74,6 +75,15 @@ def backend_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
         limits=httpx.Limits(max_keepalive_connections=32),
     )
     return httpx.AsyncClient(timeout=timeout, transport=transport)
+
+
+def cloud_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """The gateway's HTTP client for cloud providers: ``backend_client``, unless the environment
+    sets a proxy (HTTPS_PROXY, ALL_PROXY, NO_PROXY), which httpx applies only to a client that
+    builds its own transport."""
+    if any(urllib.request.getproxies().get(scheme) for scheme in ("http", "https", "all")):
+        return httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=32))
+    return backend_client(timeout)
 
 
 class GatewayServer(uvicorn.Server):
@@ -155,13 +165,13 @@ class Daemon:
             crash_policy=CrashPolicy(settings.crash_limit, settings.crash_window),
             cpu_threads=(settings.threads or physical_cores()) if settings.share_cpu_threads else 0,
         )
-        pulls = PullManager(library)
+        pulls = PullManager(library, settings.pull_network_wait)
         timeout = httpx.Timeout(settings.request_timeout, connect=5.0)
         client = backend_client(timeout)
         backend = LocalBackend(pool, client, ready_timeout=settings.runner_start_timeout)
-        cloud_client = backend_client(httpx.Timeout(settings.request_timeout, connect=10.0))
+        cloud_http = cloud_client(httpx.Timeout(settings.request_timeout, connect=10.0))
         cloud = CloudBackends(
-            ProviderStore(paths), cloud_client, UsageLedger(paths.cloud_usage_file), own_port=port
+            ProviderStore(paths), cloud_http, UsageLedger(paths.cloud_usage_file), own_port=port
         )
         policy = ForwardingPolicy(local_only=settings.local_only)
         router = Router(backend, cloud, lambda: policy.local_only)
@@ -222,7 +232,7 @@ class Daemon:
             pulls.cancel_all()
             await pool.stop_all()
             await client.aclose()
-            await cloud_client.aclose()
+            await cloud_http.aclose()
             remove_state(paths.state_file)
             sock.close()
             log.info("Stopped.")

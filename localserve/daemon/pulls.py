@@ -4,7 +4,8 @@ Each pull runs ``hub.download.pull`` in a worker thread. A second request for th
 while one is running joins it (same job id) instead of downloading twice. Watchers follow a job
 through ``watch``, which yields a fresh snapshot at most ``PROGRESS_INTERVAL_S`` apart and ends
 with the final state. Finished jobs are kept (the last ``KEEP_FINISHED``) so a client that
-reconnects can still read how a pull ended.
+reconnects can still read how a pull ended. A job whose network went away is ``waiting``
+(``waiting_reason`` says why) until bytes flow again or the wait limit is spent.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 
 from localserve.errors import LocalserveError
 from localserve.hub.catalog import RemoteModel, choose_model, parse_pull_spec, repo_models
-from localserve.hub.download import PullCancelled, PullProgress, pull
+from localserve.hub.client import HUB
+from localserve.hub.download import DEFAULT_NETWORK_WAIT_S, PullCancelled, PullProgress, pull
 from localserve.hub.library import Library
 
 log = logging.getLogger(__name__)
@@ -32,9 +34,13 @@ KEEP_FINISHED = 50
 
 class PullState(str, Enum):
     RUNNING = "running"
+    WAITING = "waiting"  # for the network to come back; still running
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+ACTIVE_PULL_STATES = frozenset({PullState.RUNNING, PullState.WAITING})
 
 
 @dataclass
@@ -51,6 +57,8 @@ class PullJob:
     model: str | None = None  # the library name, once installed
     error: str | None = None
     error_type: str | None = None
+    failure: LocalserveError | None = field(default=None, repr=False)  # for the HTTP status
+    waiting_reason: str | None = None
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -62,7 +70,7 @@ class PullJob:
 
     @property
     def finished(self) -> bool:
-        return self.state is not PullState.RUNNING
+        return self.state not in ACTIVE_PULL_STATES
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,14 +85,16 @@ class PullJob:
             "model": self.model,
             "error": self.error,
             "error_type": self.error_type,
+            "waiting_reason": self.waiting_reason,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
 
 
 class PullManager:
-    def __init__(self, library: Library) -> None:
+    def __init__(self, library: Library, network_wait_s: float = DEFAULT_NETWORK_WAIT_S) -> None:
         self._library = library
+        self._network_wait_s = network_wait_s
         self._jobs: dict[str, PullJob] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -139,28 +149,39 @@ class PullManager:
             nonlocal last
             now = time.monotonic()
             job.done_bytes = progress.done_bytes
+            waiting = progress.waiting
+            if (waiting is None) == (job.state is PullState.WAITING):  # it changed
+                job.state = PullState.RUNNING if waiting is None else PullState.WAITING
+                job.waiting_reason = None if waiting is None else waiting.describe(HUB)
+                last = 0.0
             if now - last >= PROGRESS_INTERVAL_S:
                 last = now
-                job.bytes_per_second = progress.rate
-                job.eta_seconds = progress.eta_seconds
+                job.bytes_per_second = 0.0 if waiting else progress.rate
+                job.eta_seconds = None if waiting else progress.eta_seconds
                 self._notify(job)
 
         try:
             record = pull(
-                remote, self._library, name=job.name, on_progress=on_progress, cancel=job.cancel
+                remote,
+                self._library,
+                name=job.name,
+                on_progress=on_progress,
+                cancel=job.cancel,
+                network_wait_s=self._network_wait_s,
             )
         except PullCancelled:
             job.state = PullState.CANCELLED
             job.error = "Cancelled; pulling the same model again resumes where it stopped."
         except LocalserveError as exc:
             job.state, job.error, job.error_type = PullState.FAILED, str(exc), type(exc).__name__
+            job.failure = exc
         except Exception as exc:  # a bug or an OS error: the job must still end, and say why
             log.exception("Pull %s failed", job.id)
             job.state, job.error, job.error_type = PullState.FAILED, str(exc), type(exc).__name__
         else:
             job.state, job.model, job.done_bytes = PullState.DONE, record.name, job.total_bytes
         job.finished_at = time.time()
-        job.eta_seconds = None
+        job.eta_seconds, job.waiting_reason = None, None
         log.info("Pull %s %s%s", job.id, job.state.value, f": {job.error}" if job.error else "")
         self._notify(job)
 

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QInputDialog, QMenu, QMessageBox, QSystemTrayIcon
 from localserve.client import DaemonClient
 from localserve.config.settings import update_config_file
 from localserve.daemon.launcher import Launch, start_daemon, stop_daemon
+from localserve.daemon.pulls import ACTIVE_PULL_STATES
 from localserve.daemon.state import read_state
 from localserve.gui.background import Background, StatsStream
 from localserve.gui.icons import icon
@@ -246,7 +247,7 @@ class TrayController(QObject):
     def _check_pulls(self, pulls: list[dict[str, Any]]) -> None:
         for job in pulls:
             before = self.pulls.get(job["id"])
-            if before is not None and before["state"] == "running":
+            if before is not None and before["state"] in ACTIVE_PULL_STATES:
                 if job["state"] == "done":
                     self.notify("Download finished", f"{job['model']} is ready to use.")
                 elif job["state"] == "failed":

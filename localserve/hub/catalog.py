@@ -1,27 +1,18 @@
 """What the Hugging Face Hub offers: GGUF repos by search, and the GGUF files of one repo.
 
-Calls go through ``huggingface_hub`` (so ``HF_ENDPOINT``, ``HF_TOKEN`` and proxies work as users
-expect); its errors become our typed ones.
+The calls go through ``hub.client.HubClient``, so ``HF_ENDPOINT``, ``HF_TOKEN``, proxies and
+``HF_HUB_OFFLINE`` work as users expect, and every failure is one ``HubError`` line.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from huggingface_hub import HfApi
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    GatedRepoError,
-    HfHubHTTPError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-
-from localserve.errors import HubError, RepoNotFoundError
+from localserve.errors import RepoNotFoundError
+from localserve.hub.client import HubClient
 from localserve.hub.library import SHARD_PATTERN, safe_file_name
 from localserve.hub.token import hub_token
 
@@ -72,51 +63,44 @@ class RemoteModel:
         return found[-1].upper() if found else "?"
 
 
-@contextmanager
-def hub_errors(repo_id: str | None = None) -> Iterator[None]:
+def parse_time(value: Any) -> datetime | None:
     try:
-        yield
-    except GatedRepoError as exc:
-        raise HubError(
-            f"{repo_id} is gated: accept its terms on huggingface.co, then run "
-            "`localserve hub login`."
-        ) from exc
-    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-        raise RepoNotFoundError(
-            f"The repo '{repo_id}' was not found on the Hub (if it is private: "
-            "`localserve hub login`)."
-        ) from exc
-    except EntryNotFoundError as exc:
-        raise RepoNotFoundError(f"A file was not found in '{repo_id}'.") from exc
-    except HfHubHTTPError as exc:
-        raise HubError(f"The Hub answered with an error: {exc}".splitlines()[0]) from exc
-    except OSError as exc:  # connection refused, DNS, timeouts
-        raise HubError(f"Cannot reach the Hugging Face Hub: {exc}") from exc
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
 
 
 def search_repos(query: str, limit: int = 20) -> list[RepoSummary]:
-    with hub_errors():
-        found = HfApi(token=hub_token()).list_models(
-            search=query, filter="gguf", sort="downloads", limit=limit
+    with HubClient(hub_token()) as hub:
+        found = hub.search_models(query, limit)
+    return [
+        RepoSummary(
+            str(item.get("id") or item.get("modelId")),
+            int(item.get("downloads") or 0),
+            int(item.get("likes") or 0),
+            parse_time(item.get("lastModified")),
         )
-        return [RepoSummary(m.id, m.downloads or 0, m.likes or 0, m.last_modified) for m in found]
+        for item in found
+        if item.get("id") or item.get("modelId")
+    ]
 
 
 def repo_models(repo_id: str, revision: str | None = None) -> list[RemoteModel]:
     """The GGUF models in a repo, shards grouped, smallest first."""
-    with hub_errors(repo_id):
-        info = HfApi(token=hub_token()).model_info(repo_id, revision=revision, files_metadata=True)
-    commit = info.sha or revision or "main"
+    with HubClient(hub_token()) as hub:
+        info = hub.model_info(repo_id, revision)
+    commit = str(info.get("sha") or revision or "main")
     singles: list[RemoteModel] = []
     shards: dict[str, list[RemoteFile]] = {}
-    for sibling in info.siblings or []:
-        name = sibling.rfilename
+    for sibling in info.get("siblings") or []:
+        name = str(sibling.get("rfilename") or "") if isinstance(sibling, dict) else ""
         if not name.lower().endswith(".gguf"):
             continue
         for part in name.split("/"):
             safe_file_name(part)  # refuse "..", absolute paths and separators from the Hub
-        sha = sibling.lfs.sha256 if sibling.lfs else None
-        remote = RemoteFile(name, sibling.size or 0, sha)
+        lfs = sibling.get("lfs")
+        sha = str(lfs["sha256"]) if isinstance(lfs, dict) and lfs.get("sha256") else None
+        remote = RemoteFile(name, int(sibling.get("size") or 0), sha)
         shard = SHARD_PATTERN.match(name)
         if shard:
             shards.setdefault(f"{shard['stem']}/{shard['total']}", []).append(remote)

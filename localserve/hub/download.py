@@ -1,9 +1,13 @@
 """Download a model from the Hub into the library: resumable, verified, never half-installed.
 
-Each file streams into ``<name>.part`` in the model's folder. A dropped connection is retried
-from where it stopped (HTTP ``Range``), and so is a later ``pull`` after Ctrl-C or a crash: the
-``.part`` stays. The sha256 the Hub advertises (its LFS metadata) is checked before the file
-takes its real name; a mismatch deletes the ``.part`` and fails. Free disk space is checked
+Each file streams into ``<name>.part`` in the model's folder. A later ``pull`` after Ctrl-C or a
+crash resumes from where it stopped (HTTP ``Range``): the ``.part`` stays. When the network goes
+away midway (no route, DNS, refused, timeouts, Hub 5xx/429), the download waits for it
+(``NetworkWait``: tries again 1, 2, 4 ... 30 s apart, for at most ``network_wait_s`` since it was
+lost) and resumes by itself; progress reports say it is waiting, and why, until bytes flow again.
+A web page where the file should be (a captive portal) is never written into the ``.part``.
+The sha256 the Hub advertises (its LFS metadata) is checked before the file takes its real
+name; a mismatch deletes the ``.part`` and fails. Free disk space is checked
 before the first byte. The record is written last, so a model appears only when complete.
 """
 
@@ -19,10 +23,10 @@ from pathlib import Path
 import httpx
 from filelock import FileLock, Timeout
 from huggingface_hub import hf_hub_url
-from huggingface_hub.utils._headers import build_hf_headers
 
-from localserve.errors import DownloadError, HubError, RepoNotFoundError
+from localserve.errors import DownloadError
 from localserve.hub.catalog import RemoteFile, RemoteModel
+from localserve.hub.client import check_online, hub_headers, hub_unreachable, refusal
 from localserve.hub.library import (
     Library,
     ModelRecord,
@@ -32,12 +36,16 @@ from localserve.hub.library import (
     sha256_file,
 )
 from localserve.hub.token import hub_token
+from localserve.network import NetworkFault, fault_from_exception, fault_from_response
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-RETRIES = 5
-READ_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 15.0
+READ_TIMEOUT = 30.0  # a connection silent this long counts as lost
+DEFAULT_NETWORK_WAIT_S = 600.0
+FIRST_WAIT_S = 1.0
+LONGEST_WAIT_S = 30.0
 LOCK_NAME = ".pull.lock"  # held while a process downloads into the folder
 
 
@@ -48,6 +56,7 @@ class PullProgress:
     resumed_bytes: int = 0  # already on disk from an earlier attempt
     started_at: float = 0.0
     file_name: str = ""
+    waiting: NetworkFault | None = None  # set while the download waits for the network
 
     @property
     def rate(self) -> float:
@@ -65,6 +74,68 @@ class PullCancelled(Exception):
     """Raised inside a pull when its cancel event is set; the ``.part`` files stay."""
 
 
+class FaultyAnswer(Exception):
+    """An HTTP answer that is a network fault (5xx, 429, a web page), to wait out or report."""
+
+    def __init__(self, fault: NetworkFault) -> None:
+        self.fault = fault
+        super().__init__(fault.reason)
+
+
+class NetworkWait:
+    """Waits out a lost network during a download, for at most ``limit_s`` since it was lost.
+
+    Tries again ``FIRST_WAIT_S`` later, doubling up to ``LONGEST_WAIT_S``. The reason is
+    reported once when the wait starts (``on_change(fault)``) and once when bytes flow again
+    (``on_change(None)``). A cancel event wakes it at once.
+    """
+
+    def __init__(
+        self,
+        limit_s: float,
+        cancel: threading.Event | None,
+        on_change: Callable[[NetworkFault | None], None],
+    ) -> None:
+        self.limit_s = limit_s
+        self.cancel = cancel
+        self.on_change = on_change
+        self.lost_at: float | None = None
+        self.next_wait = FIRST_WAIT_S
+
+    def wait(self, fault: NetworkFault, file_name: str) -> None:
+        """Sleep before the next try; raise HubUnreachableError once the limit is spent."""
+        now = time.monotonic()
+        if self.lost_at is None:
+            self.lost_at, self.next_wait = now, FIRST_WAIT_S
+            if self.limit_s > 0:
+                log.warning(
+                    "%s: %s; waiting up to %.0f s for the network to come back.",
+                    file_name,
+                    fault.reason,
+                    self.limit_s,
+                )
+            self.on_change(fault)
+        waited = now - self.lost_at
+        if waited + self.next_wait > self.limit_s:
+            spent = f" Waited {waited:.0f} s for the network;" if self.limit_s > 0 else ""
+            raise hub_unreachable(
+                fault,
+                f"{spent} the partial download is kept: run the same pull again to resume.",
+            )
+        if self.cancel is not None:
+            if self.cancel.wait(self.next_wait):
+                raise PullCancelled
+        else:
+            time.sleep(self.next_wait)
+        self.next_wait = min(LONGEST_WAIT_S, self.next_wait * 2)
+
+    def recovered(self) -> None:
+        if self.lost_at is not None:
+            log.info("The network is back after %.0f s; resuming.", time.monotonic() - self.lost_at)
+            self.lost_at = None
+            self.on_change(None)
+
+
 def pull(
     remote: RemoteModel,
     library: Library,
@@ -72,8 +143,12 @@ def pull(
     name: str | None = None,
     on_progress: Callable[[PullProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    network_wait_s: float = DEFAULT_NETWORK_WAIT_S,
 ) -> ModelRecord:
-    """Download ``remote`` into the library as ``name``; raises PullCancelled when cancelled."""
+    """Download ``remote`` into the library as ``name``; raises PullCancelled when cancelled.
+
+    A lost network is waited for, ``network_wait_s`` at most (0: fail at once)."""
+    check_online()
     name = name or model_name_for(remote.files[0].basename)
     folder = library.folder(name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,7 +161,7 @@ def pull(
             "wait for it or cancel it there."
         ) from None
     try:
-        return Download(remote, folder, on_progress, cancel).run(library, name)
+        return Download(remote, folder, on_progress, cancel, network_wait_s).run(library, name)
     finally:
         lock.release()
 
@@ -107,6 +182,7 @@ class Download:
         folder: Path,
         on_progress: Callable[[PullProgress], None] | None,
         cancel: threading.Event | None,
+        network_wait_s: float = DEFAULT_NETWORK_WAIT_S,
     ) -> None:
         self.remote = remote
         self.targets = [(f, folder / safe_file_name(f.basename)) for f in remote.files]
@@ -115,11 +191,20 @@ class Download:
         on_disk = sum(part_size(path) for _, path in self.targets)
         check_free_space(folder, remote.size - on_disk)
         self.progress = PullProgress(remote.size, on_disk, on_disk, time.monotonic())
-        self.headers = build_hf_headers(token=hub_token())
+        self.headers = hub_headers(hub_token())
+        self.network = NetworkWait(network_wait_s, cancel, self._waiting)
+
+    def _waiting(self, fault: NetworkFault | None) -> None:
+        self.progress.waiting = fault
+        self._report()
+
+    def _report(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
 
     def run(self, library: Library, name: str) -> ModelRecord:
         digests: dict[str, str] = {}
-        timeout = httpx.Timeout(30.0, read=READ_TIMEOUT)
+        timeout = httpx.Timeout(CONNECT_TIMEOUT, read=READ_TIMEOUT)
         with httpx.Client(follow_redirects=True, timeout=timeout) as client:
             for remote_file, path in self.targets:
                 self.progress.file_name = path.name
@@ -135,22 +220,17 @@ class Download:
             return sha256_file(path)  # finished by an earlier pull whose later shard failed
         part = path.with_name(path.name + ".part")
         url = hf_hub_url(self.remote.repo_id, remote_file.name, revision=self.remote.revision)
-        failures = 0
         while True:
             have = part.stat().st_size if part.exists() else 0
             if have >= remote_file.size:
                 break
             try:
                 self.stream_into(client, url, part, have)
-            except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
-                failures += 1
-                if failures > RETRIES:
-                    raise DownloadError(
-                        f"Download of {remote_file.name} failed after {RETRIES} retries ({exc}). "
-                        "Run the same pull again to resume."
-                    ) from exc
-                log.warning("Connection lost (%s); resuming %s", exc, remote_file.name)
-                time.sleep(min(8.0, 0.5 * 2**failures))
+            except httpx.HTTPError as exc:
+                fault = fault_from_exception(exc, url, READ_TIMEOUT)
+                self._wait_or_fail(fault, remote_file.name)
+            except FaultyAnswer as answer:
+                self._wait_or_fail(answer.fault, remote_file.name)
         digest = sha256_file(part)
         if remote_file.sha256 and digest != remote_file.sha256:
             part.unlink()
@@ -161,18 +241,24 @@ class Download:
         part.replace(path)
         return digest
 
+    def _wait_or_fail(self, fault: NetworkFault, file_name: str) -> None:
+        if not fault.transient:  # a TLS failure or a web page: a person must act first
+            raise hub_unreachable(
+                fault, " The partial download is kept: run the same pull again to resume."
+            )
+        self.network.wait(fault, file_name)
+
     def stream_into(self, client: httpx.Client, url: str, part: Path, have: int) -> None:
         headers = dict(self.headers)
         if have:
             headers["Range"] = f"bytes={have}-"
         with client.stream("GET", url, headers=headers) as response:
-            if response.status_code in (401, 403):
-                raise HubError(
-                    f"The Hub refused the download ({response.status_code}): the repo is gated "
-                    "or private. Accept its terms on huggingface.co, then `localserve hub login`."
-                )
-            if response.status_code == 404:
-                raise RepoNotFoundError(f"The Hub has no file at {url}.")
+            fault = fault_from_response(response)
+            if fault is not None:
+                raise FaultyAnswer(fault)
+            error = refusal(response, self.remote.repo_id)
+            if error is not None:
+                raise error
             if response.status_code not in (200, 206):
                 raise DownloadError(f"The Hub answered {response.status_code} for {url}.")
             if have and response.status_code == 200:
@@ -190,5 +276,5 @@ class Download:
                             f"Cannot write {part}: {exc.strerror or exc}. The partial file is kept."
                         ) from exc
                     self.progress.done_bytes += len(chunk)
-                    if self.on_progress is not None:
-                        self.on_progress(self.progress)
+                    self.network.recovered()
+                    self._report()

@@ -14,15 +14,16 @@ from dataclasses import dataclass
 
 import httpx
 from huggingface_hub import hf_hub_url
-from huggingface_hub.utils._headers import build_hf_headers
 
 from localserve.errors import HubError, InvalidModelFileError
 from localserve.hardware.memory import MemorySnapshot
 from localserve.hub.catalog import RemoteModel, repo_models
+from localserve.hub.client import API_TIMEOUT_S, hub_headers, hub_unreachable, refusal
 from localserve.hub.fit import FitEstimate, estimate_fit
 from localserve.hub.gguf_header import GgufHeader, HeaderIncomplete, read_gguf_header_prefix
 from localserve.hub.library import ModelRecord, model_name_for
 from localserve.hub.token import hub_token
+from localserve.network import fault_from_exception, fault_from_response
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,21 @@ def fetch_remote_header(remote: RemoteModel) -> GgufHeader:
     """The GGUF header of ``remote``'s first file, read from a prefix of it."""
     first = remote.files[0]
     url = hf_hub_url(remote.repo_id, first.name, revision=remote.revision)
-    headers = build_hf_headers(token=hub_token())
+    headers = hub_headers(hub_token())
     fetch = FIRST_FETCH
-    with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(30.0)) as client:
+    with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(API_TIMEOUT_S)) as client:
         while True:
             want = min(fetch, first.size) if first.size else fetch
             try:
                 response = client.get(url, headers={**headers, "Range": f"bytes=0-{want - 1}"})
             except httpx.HTTPError as exc:
-                raise HubError(f"Cannot read the header of {first.name}: {exc}") from exc
+                raise hub_unreachable(fault_from_exception(exc, url, API_TIMEOUT_S)) from exc
+            fault = fault_from_response(response)
+            if fault is not None:
+                raise hub_unreachable(fault)
+            error = refusal(response, remote.repo_id)
+            if error is not None:
+                raise error
             if response.status_code not in (200, 206):
                 raise HubError(f"The Hub answered {response.status_code} for {first.name}.")
             try:

@@ -3,15 +3,22 @@
 What goes upstream is the client's JSON body with the model renamed to the provider's own name,
 the provider's key, and nothing else from the client: no local API key, no client headers.
 A 429 with a short ``Retry-After`` is retried (at most ``MAX_RETRIES`` times, waiting at most
-``MAX_RETRY_WAIT_S`` in all) before anything reaches the client; other upstream errors pass
-through with their status and OpenAI error body. Usage is read from what streams by (the
-upstream is asked to include it) and recorded in the ledger.
+``MAX_RETRY_WAIT_S`` in all) before anything reaches the client; a longer one, and the
+provider's 4xx answers, pass through with their status and OpenAI error body. What is the
+network's or the provider's fault becomes one error naming the provider (``localserve.network``
+sorts it): unreachable or failing (5xx) is a 502, silent past the timeout a 504, and a web page
+where JSON belongs (a captive portal, a proxy's login page) a 502 that says so. Usage is read
+from what streams by (the upstream is asked to include it) and recorded in the ledger.
+
+Nothing here calls out before a client asks: the providers' model lists are fetched the first
+time a client lists models, then kept fresh in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -25,6 +32,13 @@ import httpx
 from localserve.cloud.ledger import UsageLedger
 from localserve.cloud.providers import Provider, ProviderStore, is_loopback_host
 from localserve.errors import BackendTimeoutError, BackendUnavailableError, UpstreamError
+from localserve.network import (
+    FaultKind,
+    NetworkFault,
+    fault_from_exception,
+    fault_from_response,
+    retry_after_seconds,
+)
 from localserve.router.backend import ModelCard, Payload
 
 log = logging.getLogger(__name__)
@@ -32,25 +46,42 @@ log = logging.getLogger(__name__)
 MAX_RETRIES = 2
 MAX_RETRY_WAIT_S = 10.0
 MODELS_REFRESH_S = 300.0
+FIRST_LISTING_WAIT_S = 3.0  # how long the first model listing waits for the providers' lists
 PASSED_HEADERS = ("retry-after", "x-request-id")
+ERROR_BODY_BYTES = 4096
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
+def provider_label(provider: str) -> str:
+    return f"the provider '{provider}'"
+
+
+def provider_fault(
+    provider: str, fault: NetworkFault, message: str = ""
+) -> BackendUnavailableError:
+    """The error a client sees for ``fault``: a timeout is a BackendTimeoutError (504), the
+    rest an UpstreamError (502); ``message`` is the provider's own, where it sent one."""
+    if message:
+        fault = dataclasses.replace(fault, detail=message)
+    text = fault.describe(provider_label(provider))
+    if fault.kind is FaultKind.TIMEOUT:
+        return BackendTimeoutError(text)
+    return UpstreamError(text, fault)
+
+
+def upstream_error(
+    provider: str, exc: httpx.HTTPError, timeout_s: float | None = None
+) -> BackendUnavailableError:
+    url = exc.request.url if isinstance(exc, httpx.RequestError) else ""
+    return provider_fault(provider, fault_from_exception(exc, url, timeout_s))
+
+
+def provider_message(body: bytes) -> str:
+    """The ``error.message`` of an OpenAI-shaped error body, or "" when it is not one."""
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: too far to wait for inside a request anyway
-
-
-def upstream_error(provider: str, exc: httpx.HTTPError, what: str) -> BackendUnavailableError:
-    if isinstance(exc, httpx.TimeoutException):
-        return BackendTimeoutError(
-            f"The provider '{provider}' sent nothing for longer than the request timeout {what}."
-        )
-    return UpstreamError(f"Cannot reach the provider '{provider}' {what}: {exc}.")
+        error = json.loads(body)["error"]
+        return str(error.get("message") or "")[:300] if isinstance(error, dict) else str(error)
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 class UsageTap:
@@ -101,6 +132,7 @@ class CloudUpstream:
     provider: str
     tap: UsageTap
     on_close: Callable[[UsageTap], None]
+    timeout_s: float | None = None
 
     @property
     def status_code(self) -> int:
@@ -128,13 +160,13 @@ class CloudUpstream:
             if rest:
                 yield rest
         except httpx.HTTPError as exc:
-            raise upstream_error(self.provider, exc, "in the middle of this response") from exc
+            raise upstream_error(self.provider, exc, self.timeout_s) from exc
 
     async def aread(self) -> bytes:
         try:
             body = await self.response.aread()
         except httpx.HTTPError as exc:
-            raise upstream_error(self.provider, exc, "before answering") from exc
+            raise upstream_error(self.provider, exc, self.timeout_s) from exc
         if self.response.status_code == 200:
             with contextlib.suppress(ValueError, AttributeError):
                 self.tap.take_usage(json.loads(body).get("usage"))
@@ -210,7 +242,7 @@ class CloudBackend:
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.HTTPError as exc:
-                raise upstream_error(self.name, exc, "before answering") from exc
+                raise upstream_error(self.name, exc, self._read_timeout()) from exc
             wait = retry_after_seconds(response) if response.status_code == 429 else None
             if wait is None or attempt == MAX_RETRIES or waited + wait > MAX_RETRY_WAIT_S:
                 break
@@ -218,6 +250,7 @@ class CloudBackend:
             log.info("%s answered 429; retrying in %.1f s", self.name, wait)
             await asyncio.sleep(wait)
             waited += wait
+        await self._raise_fault(response)
 
         def record(tap: UsageTap) -> None:
             self._ledger.record(
@@ -229,14 +262,44 @@ class CloudBackend:
             )
 
         tap = UsageTap(hide_usage_chunk=stream and not wants_usage)
-        return CloudUpstream(response, self.name, tap, record)
+        return CloudUpstream(response, self.name, tap, record, self._read_timeout())
+
+    def _read_timeout(self) -> float | None:
+        return self._client.timeout.read
+
+    async def _raise_fault(self, response: httpx.Response) -> None:
+        """Close ``response`` and raise when it is the provider's or the network's fault rather
+        than an answer to relay: 5xx, a web page, a redirect. 429 passes through as is."""
+        fault = fault_from_response(response)
+        if fault is None or fault.kind is FaultKind.RATE_LIMITED:
+            return
+        try:
+            body = b""
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) >= ERROR_BODY_BYTES:
+                    break
+        except httpx.HTTPError:
+            body = b""
+        finally:
+            await response.aclose()
+        message = provider_message(body) if fault.kind is FaultKind.SERVER else ""
+        log.warning("%s: %s (HTTP %d)", self.name, fault.reason, response.status_code)
+        raise provider_fault(self.name, fault, message=message)
 
     async def refresh_models(self) -> None:
         """Fetch the provider's model list (for /v1/models); keep the old one on failure."""
+        url = self._url("/v1/models")
         try:
-            response = await self._client.get(
-                self._url("/v1/models"), headers=self._headers(), timeout=15.0
-            )
+            response = await self._client.get(url, headers=self._headers(), timeout=15.0)
+        except httpx.HTTPError as exc:
+            reason = fault_from_exception(exc, url, 15.0).reason
+            log.warning("Cannot list the models of %s: %s", self.name, reason)
+            return
+        answer_fault = fault_from_response(response)
+        try:
+            if answer_fault is not None:
+                raise ValueError(answer_fault.reason)
             response.raise_for_status()
             data = response.json().get("data") or []
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
@@ -267,6 +330,9 @@ class CloudBackends:
         self._stamp: tuple[int, int] | None = None
         self._loaded = False
         self._lists_stale = True
+        self._listed = False  # no client has listed models yet: contact no provider
+        self._refreshed_at = 0.0
+        self._refresh: asyncio.Future[None] | None = None
         self.backends: dict[str, CloudBackend] = {}
         self.mappings: dict[str, str] = {}
         self.reload()
@@ -290,12 +356,28 @@ class CloudBackends:
             self.backends[name] = backend
         return True
 
+    async def list_models_soon(self, wait_s: float = FIRST_LISTING_WAIT_S) -> None:
+        """A client lists models: fetch the lists that are stale now, waiting ``wait_s`` at
+        most (a slow provider's list then arrives for the next listing), and keep them fresh
+        from now on. Until a client asks, no provider is contacted."""
+        self.reload()
+        self._listed = True
+        if self._lists_stale and self.backends:
+            self._lists_stale, self._refreshed_at = False, time.monotonic()
+            self._refresh = asyncio.ensure_future(self._refresh_all())
+        if self._refresh is not None and not self._refresh.done():
+            await asyncio.wait({self._refresh}, timeout=wait_s)
+
+    async def _refresh_all(self) -> None:
+        await asyncio.gather(*(b.refresh_models() for b in self.backends.values()))
+
     async def keep_model_lists_fresh(self) -> None:
-        """Refresh every provider's model list when providers change, and every 5 minutes."""
-        last = 0.0
+        """Once a client has listed models: refresh every provider's model list when providers
+        change, and every 5 minutes."""
         while True:
             self.reload()  # requests reload too: staleness is a flag, not this call's answer
-            if self._lists_stale or time.monotonic() - last > MODELS_REFRESH_S:
-                self._lists_stale, last = False, time.monotonic()
-                await asyncio.gather(*(b.refresh_models() for b in self.backends.values()))
+            due = time.monotonic() - self._refreshed_at > MODELS_REFRESH_S
+            if self._listed and (self._lists_stale or due):
+                self._lists_stale, self._refreshed_at = False, time.monotonic()
+                await self._refresh_all()
             await asyncio.sleep(2.0)

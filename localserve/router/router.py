@@ -49,6 +49,12 @@ class Router:
         cloud = list(self._cloud.backends.values()) if self._cloud else []
         return [self._local, *cloud]
 
+    async def list_cloud_models_soon(self) -> None:
+        """Before a model listing: the providers' lists, fetched the first time (see
+        ``CloudBackends.list_models_soon``)."""
+        if self._cloud is not None:
+            await self._cloud.list_models_soon()
+
     def models(self) -> list[ModelCard]:
         return [card for backend in self._backends() for card in backend.models()]
 

@@ -19,7 +19,9 @@ from localserve.errors import (
     DiskSpaceError,
     DownloadError,
     ForwardingRefusedError,
+    HubAccessError,
     HubError,
+    HubUnreachableError,
     InvalidModelFileError,
     InvalidRequestError,
     LocalserveError,
@@ -32,6 +34,7 @@ from localserve.errors import (
     UnsupportedFeatureError,
     UpstreamError,
 )
+from localserve.network import FaultKind
 from localserve.server.disconnect import ClientDisconnected
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,14 @@ ANTHROPIC_ERROR_TYPES = {
     413: "request_too_large",
     429: "rate_limit_error",
     503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+UPSTREAM_CODES = {
+    FaultKind.SERVER: "upstream_error",
+    FaultKind.WEB_PAGE: "upstream_bad_response",
+    FaultKind.TLS: "upstream_tls_error",
 }
 
 
@@ -104,6 +115,10 @@ def api_error_from(exc: LocalserveError) -> APIError:
         return APIError(409, str(exc), code="model_in_use")
     if isinstance(exc, RepoNotFoundError):
         return APIError(404, str(exc), code="repo_not_found")
+    if isinstance(exc, HubAccessError):
+        return APIError(403, str(exc), "permission_error", code="hub_access_denied")
+    if isinstance(exc, HubUnreachableError):
+        return hub_unreachable_error(exc)
     if isinstance(exc, HubError):
         return APIError(502, str(exc), "server_error", code="hub_error")
     if isinstance(exc, DiskSpaceError):
@@ -128,12 +143,27 @@ def api_error_from(exc: LocalserveError) -> APIError:
     if isinstance(exc, ForwardingRefusedError):
         return APIError(403, str(exc), code="forwarding_not_allowed")
     if isinstance(exc, UpstreamError):
-        return APIError(502, str(exc), "server_error", code="upstream_unreachable")
+        kind = exc.fault.kind if exc.fault is not None else None
+        code = UPSTREAM_CODES.get(kind, "upstream_unreachable") if kind else "upstream_unreachable"
+        return APIError(502, str(exc), "server_error", code=code)
     if isinstance(exc, BackendTimeoutError):
         return APIError(504, str(exc), "server_error", code="backend_timeout")
     if isinstance(exc, BackendUnavailableError):
         return APIError(503, str(exc), "server_error", code="backend_unavailable")
     return APIError(500, str(exc), "server_error")
+
+
+def hub_unreachable_error(exc: HubUnreachableError) -> APIError:
+    """A network fault on the way to the Hub: 504 for a timeout, 429 (passing Retry-After on)
+    when the Hub limits us, 502 for the rest."""
+    fault = exc.fault
+    if fault is not None and fault.kind is FaultKind.TIMEOUT:
+        return APIError(504, str(exc), "server_error", code="hub_timeout")
+    if fault is not None and fault.kind is FaultKind.RATE_LIMITED:
+        wait = fault.retry_after
+        headers = {"Retry-After": f"{wait:.0f}"} if wait is not None else None
+        return APIError(429, str(exc), "rate_limit_error", "hub_rate_limited", headers=headers)
+    return APIError(502, str(exc), "server_error", code="hub_unreachable")
 
 
 def install_error_handlers(app: FastAPI) -> None:

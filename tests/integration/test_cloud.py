@@ -129,20 +129,34 @@ def test_usage_reaches_a_client_that_asks_for_it(daemon: DaemonProcess) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 11
 
 
-@pytest.mark.parametrize(
-    ("fault", "error", "status"),
-    [("400", openai.BadRequestError, 400), ("500", openai.InternalServerError, 500)],
-)
-def test_upstream_errors_keep_their_status_and_message(
-    daemon: DaemonProcess, cloud: FakeCloud, fault: str, error: type[Exception], status: int
+def test_a_providers_own_4xx_keeps_its_status_and_message(
+    daemon: DaemonProcess, cloud: FakeCloud
 ) -> None:
-    cloud.script.append(fault)
-    with pytest.raises(error) as raised:
+    cloud.script.append("400")
+    with pytest.raises(openai.BadRequestError) as raised:
         client(daemon).chat.completions.create(
             model="fake/gpt-test", messages=[{"role": "user", "content": "Hi"}]
         )
-    assert getattr(raised.value, "status_code", None) == status
-    assert f"Upstream says {status} on purpose." in str(raised.value)
+    assert raised.value.status_code == 400
+    assert isinstance(raised.value.body, dict)
+    assert raised.value.body["message"] == "Upstream says 400 on purpose."
+
+
+def test_a_failing_provider_is_a_502_that_names_it_and_quotes_it(
+    daemon: DaemonProcess, cloud: FakeCloud
+) -> None:
+    """A provider's 500 is not localserve's: the client gets 502 (bad gateway) with both."""
+    cloud.script.append("500")
+    with pytest.raises(openai.InternalServerError) as raised:
+        client(daemon).chat.completions.create(
+            model="fake/gpt-test", messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert raised.value.status_code == 502
+    assert isinstance(raised.value.body, dict)
+    assert raised.value.body["message"] == (
+        "The provider 'fake' is failing (HTTP 500: Upstream says 500 on purpose); try again later."
+    )
+    assert raised.value.body["code"] == "upstream_error"
 
 
 def test_a_short_retry_after_is_honoured(daemon: DaemonProcess, cloud: FakeCloud) -> None:

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from localserve.daemon.pulls import ACTIVE_PULL_STATES
 from localserve.gui.icons import icon
 from localserve.hub.library import format_bytes
 
@@ -37,6 +38,7 @@ BADGES = {
     "too_large": ("too large", "#dc2626"),
 }
 PULL_POLL_MS = 500
+PULL_STATE_LABELS = {"waiting": "waiting for network"}
 
 
 def badge_item(fit: dict[str, Any] | None) -> QTableWidgetItem:
@@ -229,11 +231,12 @@ class ModelsWindow(QWidget):
             bar.setRange(0, 1000)
             total = job["total_bytes"] or 1
             bar.setValue(int(job["done_bytes"] * 1000 / total))
-            bar.setFormat(
-                f"{job['state']}: {format_bytes(job['done_bytes'])} of {format_bytes(total)}"
-            )
+            state = PULL_STATE_LABELS.get(job["state"], job["state"])
+            bar.setFormat(f"{state}: {format_bytes(job['done_bytes'])} of {format_bytes(total)}")
             if job["error"] and job["state"] == "failed":
                 bar.setToolTip(job["error"])
+            elif job.get("waiting_reason"):
+                bar.setToolTip(job["waiting_reason"])
             self.progress_bars[job["id"]] = bar
             self.download_table.setCellWidget(row, 1, bar)
             rate = ""
@@ -241,8 +244,12 @@ class ModelsWindow(QWidget):
                 eta = job["eta_seconds"]
                 rate = f"{format_bytes(job['bytes_per_second'])}/s"
                 rate += f", {eta:.0f} s left" if eta is not None else ""
-            self.download_table.setItem(row, 2, QTableWidgetItem(rate))
-            if job["state"] == "running":
+            elif job["state"] == "waiting":
+                rate = job.get("waiting_reason") or ""
+            rate_item = QTableWidgetItem(rate)
+            rate_item.setToolTip(rate)
+            self.download_table.setItem(row, 2, rate_item)
+            if job["state"] in ACTIVE_PULL_STATES:
                 button = QPushButton("Cancel")
                 button.clicked.connect(lambda _=False, j=job: self.cancel(j))
             elif job["state"] in ("cancelled", "failed"):

@@ -483,7 +483,9 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
             last: dict[str, Any] = {}
             async for snapshot in pulls.watch(job):
                 last = snapshot
-                if snapshot["state"] == PullState.RUNNING.value:
+                if snapshot["state"] == PullState.WAITING.value:
+                    yield {"status": f"waiting for network: {snapshot['waiting_reason']}"}
+                elif snapshot["state"] == PullState.RUNNING.value:
                     yield {
                         "status": f"pulling {snapshot['files'][0]}",
                         "digest": snapshot["files"][0],
@@ -507,7 +509,12 @@ def ollama_routes(router: Router, pool: ModelPool, pulls: PullManager) -> APIRou
 
         if not stream:
             outcome = [event async for event in events()][-1]
-            status = 200 if outcome.get("status") == "success" else 500
+            if outcome.get("status") == "success":
+                return JSONResponse(outcome)
+            if job.failure is not None:
+                status = api_error_from(job.failure).status_code
+            else:  # cancelled from elsewhere (409), or a bug (500, logged by the pull)
+                status = 409 if job.state is PullState.CANCELLED else 500
             return JSONResponse(outcome, status_code=status)
 
         async def lines() -> AsyncIterator[bytes]:

@@ -60,6 +60,7 @@ def openai_routes(router: Router) -> APIRouter:
 
     @api.get("/models")
     async def list_models() -> dict[str, Any]:
+        await router.list_cloud_models_soon()
         return {"object": "list", "data": [model_object(card) for card in router.models()]}
 
     @api.get("/models/{model_id:path}")
