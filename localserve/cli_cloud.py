@@ -97,11 +97,18 @@ def cloud_rm(name: str) -> None:
 
 @cloud.command("test")
 @click.argument("name")
-def cloud_test(name: str) -> None:
+@click.option(
+    "--timeout",
+    type=float,
+    default=TEST_TIMEOUT_S,
+    show_default=True,
+    help="Seconds to wait for the provider's answer.",
+)
+def cloud_test(name: str, timeout: float) -> None:
     """Check that the provider answers and takes the key, and list its models.
 
     When it does not, says why in one line: no network (the name does not resolve, no route),
-    nothing listening, a proxy or TLS failure (a captive portal?), no answer within 20 s, a
+    nothing listening, a proxy or TLS failure (a captive portal?), no answer in time, a
     web page instead of JSON (a captive portal's login page), the provider failing (5xx) or
     limiting requests (429), or the key refused.
     """
@@ -111,9 +118,9 @@ def cloud_test(name: str) -> None:
     headers = {"authorization": f"Bearer {key}"} if key else {}
     url = f"{provider.base_url.rstrip('/')}/models"
     try:
-        response = httpx.get(url, headers=headers, timeout=TEST_TIMEOUT_S)
+        response = httpx.get(url, headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise upstream_error(name, exc, TEST_TIMEOUT_S) from exc
+        raise upstream_error(name, exc, timeout) from exc
     fault = fault_from_response(response)
     if fault is not None:
         message = provider_message(response.content) if fault.kind is FaultKind.SERVER else ""

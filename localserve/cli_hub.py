@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from localserve.config import load_settings
 from localserve.errors import HubAccessError, HubError
 from localserve.hub.token import stored_token
 from localserve.paths import app_paths
@@ -16,7 +17,8 @@ def hub_user(token: str) -> str:
     """The Hub account a token belongs to; HubError when the Hub rejects it or is unreachable."""
     from localserve.hub.client import HubClient
 
-    with HubClient(token) as hub:
+    settings = load_settings(app_paths().ensure().config_file)
+    with HubClient(token, settings.hub_timeout) as hub:
         try:
             info = hub.whoami()
         except HubAccessError as exc:

@@ -11,14 +11,21 @@ from pathlib import Path
 import click
 
 from localserve.client import DaemonClient
+from localserve.config import load_settings
 from localserve.errors import LocalserveError
 from localserve.hardware.memory import MemorySnapshot, sample_memory
+from localserve.hub.client import HubOptions
 from localserve.hub.fit import FitEstimate, estimate_fit
 from localserve.hub.library import Library, ModelRecord, describe_file, format_bytes, model_name_for
 from localserve.paths import app_paths
 from localserve.runner.llama_backends import gpu_offload_supported
 
 CANCELLED_LINE = "Cancelled; the partial file is kept: run the same command to resume."
+
+
+def hub_settings() -> HubOptions:
+    settings = load_settings(app_paths().ensure().config_file)
+    return HubOptions(settings.hub_timeout, settings.pull_network_wait)
 
 
 def library() -> Library:
@@ -125,7 +132,7 @@ def models_search(query: str, limit: int) -> None:
             str(r.likes),
             r.updated.date().isoformat() if r.updated else "-",
         )
-        for r in search_repos(query, limit)
+        for r in search_repos(query, limit, hub_settings().timeout_s)
     ]
     if not rows:
         click.echo(f"No GGUF repos match '{query}'.")
@@ -144,7 +151,8 @@ def models_files(repo: str, ctx: int | None) -> None:
     """
     from localserve.hub.quants import quant_choices
 
-    choices = quant_choices(repo, sample_memory(), gpu_offload_supported(), ctx)
+    timeout = hub_settings().timeout_s
+    choices = quant_choices(repo, sample_memory(), gpu_offload_supported(), ctx, timeout)
     if not choices:
         click.echo(f"'{repo}' has no GGUF files.")
         return
@@ -176,15 +184,13 @@ def models_pull(spec: str, name: str | None) -> None:
         with client:
             pull_through_daemon(client, spec, name)
         return
-    from localserve.config import load_settings
     from localserve.hub.catalog import choose_model, parse_pull_spec, repo_models
     from localserve.hub.client import HUB
     from localserve.hub.download import PullCancelled, PullProgress, pull
 
-    paths = app_paths().ensure()
-    network_wait = load_settings(paths.config_file).pull_network_wait
+    options = hub_settings()
     repo, selector = parse_pull_spec(spec)
-    remote = choose_model(repo, selector, repo_models(repo))
+    remote = choose_model(repo, selector, repo_models(repo, timeout_s=options.timeout_s))
     click.echo(f"Pulling {remote.first_file} ({format_bytes(remote.size)}) from {repo}")
     bar = ProgressLine()
 
@@ -201,7 +207,7 @@ def models_pull(spec: str, name: str | None) -> None:
             name=name,
             on_progress=show,
             cancel=threading.Event(),
-            network_wait_s=network_wait,
+            network_wait_s=options.network_wait_s,
         )
     except (KeyboardInterrupt, PullCancelled):
         click.echo(f"\n{CANCELLED_LINE}", err=True)

@@ -113,7 +113,7 @@ class NetworkFault:
             within = f" within {self.timeout_s:g} s" if self.timeout_s else ""
             return f"{capitalized(service)} did not answer{within} (slow or no network)."
         if kind is FaultKind.DROPPED:
-            return f"The connection to {service} was lost in the middle of an answer."
+            return f"The connection to {service} was lost before its answer was complete."
         if kind is FaultKind.PROXY:
             reason = f" ({self.detail})" if self.detail else ""
             return (

@@ -4,10 +4,12 @@ Speaks ``GET /v1/models``, ``POST /v1/chat/completions`` and ``/v1/completions``
 SSE streaming, with ``stream_options.include_usage``) and ``POST /v1/embeddings``. Streams send
 ``CHUNKS`` pieces ``chunk_delay`` seconds apart, so a relay that buffers shows up in timings.
 
-Faults on demand: ``script`` is consumed one entry per request: ``"429:<seconds>"`` (with
-``Retry-After``), ``"500"``, ``"400"``, ``"hang"`` (sleeps ``hang_seconds``) or ``"drop"`` (cuts a
-stream after two chunks). Every request is recorded (path, headers, JSON body) so tests can
-check what was sent, and the key it demands is ``key``.
+Faults on demand: ``script`` is consumed one entry per POST: ``"429:<seconds>"`` (with
+``Retry-After``), ``"500"``, ``"400"``, ``"hang"`` (sleeps ``hang_seconds``), ``"drop"`` (cuts a
+stream after two chunks), ``"html"`` (a captive portal's 200 login page) or ``"302"`` (a redirect
+to one); ``get_script`` does the same for ``GET /v1/models`` (``"503"``, ``"html"``...). Every
+request is recorded (path, headers, JSON body) so tests can check what was sent, and the key it
+demands is ``key``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class FakeCloud:
     chunk_delay: float = 0.0
     hang_seconds: float = 30.0
     script: list[str] = field(default_factory=list)
+    get_script: list[str] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     stream_times: list[float] = field(default_factory=list)  # when each chunk was sent
 
@@ -105,6 +108,10 @@ class FakeCloud:
 
             def do_GET(self) -> None:
                 self.record(None)
+                if cloud.get_script and self.send_fault(
+                    cloud.get_script.pop(0), cloud.hang_seconds
+                ):
+                    return
                 if not self.authorized():
                     return
                 if self.path == "/v1/models":
@@ -138,6 +145,8 @@ class FakeCloud:
                     return
                 if fault == "hang":
                     time.sleep(cloud.hang_seconds)
+                    return
+                if fault in ("html", "302") and self.send_fault(fault):
                     return
                 if body.get("model") not in MODELS:
                     self.error(

@@ -8,7 +8,11 @@
 
 - ``GET /api/whoami-v2`` -> the account of a valid ``Authorization: Bearer`` token, else 401.
 
-Faults on demand: ``drop_after`` closes the connection mid-body (once per setting),
+Faults on demand: ``script`` is consumed one entry per request (any path), answering with a
+network fault (``JsonHandler.send_fault``: 5xx, ``429:<s>``, ``html``, ``hang``, ``drop``);
+``outage_until`` (a ``time.monotonic()`` value) cuts every connection until then, as a lost
+network does; ``tls`` serves HTTPS with the given context (a self-signed certificate fails
+verification); ``drop_after`` closes the connection mid-body (once per setting),
 ``corrupt`` flips a byte in what it sends, ``bytes_per_second`` slows file bodies down (to
 overlap or cancel downloads), ``requests`` records every request path and Range. A repo added
 with ``gated=True`` answers 401 with ``X-Error-Code: GatedRepo`` unless a token in ``tokens``
@@ -18,6 +22,7 @@ is sent. Point ``HF_ENDPOINT`` at ``hub.url``.
 from __future__ import annotations
 
 import hashlib
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +46,17 @@ class FakeRepo:
 
 
 class FakeHub:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.repos: dict[str, FakeRepo] = {}
+        self.script: list[str] = []
+        self.hang_seconds = 30.0
+        self.outage_until = 0.0
         self.drop_after: int | None = None  # bytes of body, then the connection is cut
         self.corrupt = False
         self.bytes_per_second: int | None = None
         self.tokens: dict[str, str] = {}  # token -> account name
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range
-        self._server = LoopbackServer(self._handler())
+        self._server = LoopbackServer(self._handler(), tls)
 
     @property
     def url(self) -> str:
@@ -147,6 +155,11 @@ class FakeHub:
                 parsed = urlparse(self.path)
                 path = unquote(parsed.path)
                 hub.requests.append((self.command, path, self.headers.get("Range")))
+                if time.monotonic() < hub.outage_until:
+                    self.send_fault("drop")
+                    return
+                if hub.script and self.send_fault(hub.script.pop(0), hub.hang_seconds):
+                    return
                 if path == "/api/whoami-v2":
                     account = hub.tokens.get(self.bearer() or "")
                     if account is None:
@@ -226,6 +239,9 @@ class FakeHub:
                 if hub.bytes_per_second:
                     step = max(1, hub.bytes_per_second // 20)
                     for offset in range(0, len(body), step):
+                        if time.monotonic() < hub.outage_until:  # the network went away
+                            self.send_fault("drop")
+                            return
                         self.wfile.write(body[offset : offset + step])
                         time.sleep(0.05)
                     return

@@ -201,6 +201,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds the gateway waits for the model's next bytes (504 after that).",
     )
+    hub_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds a Hugging Face Hub call (search, a repo's file list, a model's "
+        "header) may take before it fails with a clear error.",
+    )
     pull_network_wait: float = Field(
         600.0,
         ge=0,

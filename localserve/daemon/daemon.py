@@ -30,6 +30,7 @@ from localserve.daemon.supervisor import CrashPolicy, RunnerSpec
 from localserve.daemon.telemetry import Telemetry
 from localserve.errors import ConfigError, LocalserveError
 from localserve.hardware.devices import physical_cores
+from localserve.hub.client import HubOptions
 from localserve.hub.library import Library
 from localserve.hub.resolve import ResolvedModel
 from localserve.paths import AppPaths
@@ -165,7 +166,7 @@ class Daemon:
             crash_policy=CrashPolicy(settings.crash_limit, settings.crash_window),
             cpu_threads=(settings.threads or physical_cores()) if settings.share_cpu_threads else 0,
         )
-        pulls = PullManager(library, settings.pull_network_wait)
+        pulls = PullManager(library, HubOptions(settings.hub_timeout, settings.pull_network_wait))
         timeout = httpx.Timeout(settings.request_timeout, connect=5.0)
         client = backend_client(timeout)
         backend = LocalBackend(pool, client, ready_timeout=settings.runner_start_timeout)

@@ -22,8 +22,8 @@ from typing import Any
 
 from localserve.errors import LocalserveError
 from localserve.hub.catalog import RemoteModel, choose_model, parse_pull_spec, repo_models
-from localserve.hub.client import HUB
-from localserve.hub.download import DEFAULT_NETWORK_WAIT_S, PullCancelled, PullProgress, pull
+from localserve.hub.client import HUB, HubOptions
+from localserve.hub.download import PullCancelled, PullProgress, pull
 from localserve.hub.library import Library
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,9 @@ class PullJob:
 
 
 class PullManager:
-    def __init__(self, library: Library, network_wait_s: float = DEFAULT_NETWORK_WAIT_S) -> None:
+    def __init__(self, library: Library, hub: HubOptions | None = None) -> None:
         self._library = library
-        self._network_wait_s = network_wait_s
+        self.hub = hub or HubOptions()  # the control API's Hub calls use it too
         self._jobs: dict[str, PullJob] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -105,7 +105,9 @@ class PullManager:
         """
         self._loop = asyncio.get_running_loop()
         repo, selector = parse_pull_spec(spec)
-        remote = await asyncio.to_thread(lambda: choose_model(repo, selector, repo_models(repo)))
+        remote = await asyncio.to_thread(
+            lambda: choose_model(repo, selector, repo_models(repo, timeout_s=self.hub.timeout_s))
+        )
         files = [f.name for f in remote.files]
         for job in self._jobs.values():
             if not job.finished and job.key == (remote.repo_id, tuple(files)):
@@ -167,7 +169,7 @@ class PullManager:
                 name=job.name,
                 on_progress=on_progress,
                 cancel=job.cancel,
-                network_wait_s=self._network_wait_s,
+                network_wait_s=self.hub.network_wait_s,
             )
         except PullCancelled:
             job.state = PullState.CANCELLED

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from localserve.errors import RepoNotFoundError
-from localserve.hub.client import HubClient
+from localserve.hub.client import API_TIMEOUT_S, HubClient
 from localserve.hub.library import SHARD_PATTERN, safe_file_name
 from localserve.hub.token import hub_token
 
@@ -70,8 +70,10 @@ def parse_time(value: Any) -> datetime | None:
         return None
 
 
-def search_repos(query: str, limit: int = 20) -> list[RepoSummary]:
-    with HubClient(hub_token()) as hub:
+def search_repos(
+    query: str, limit: int = 20, timeout_s: float = API_TIMEOUT_S
+) -> list[RepoSummary]:
+    with HubClient(hub_token(), timeout_s) as hub:
         found = hub.search_models(query, limit)
     return [
         RepoSummary(
@@ -85,9 +87,11 @@ def search_repos(query: str, limit: int = 20) -> list[RepoSummary]:
     ]
 
 
-def repo_models(repo_id: str, revision: str | None = None) -> list[RemoteModel]:
+def repo_models(
+    repo_id: str, revision: str | None = None, timeout_s: float = API_TIMEOUT_S
+) -> list[RemoteModel]:
     """The GGUF models in a repo, shards grouped, smallest first."""
-    with HubClient(hub_token()) as hub:
+    with HubClient(hub_token(), timeout_s) as hub:
         info = hub.model_info(repo_id, revision)
     commit = str(info.get("sha") or revision or "main")
     singles: list[RemoteModel] = []

@@ -4,8 +4,8 @@ We speak the few endpoints we use (search, repo info, whoami) with httpx, as dow
 every Hub call fails the same way: one ``HubError`` whose message says what to do. Network
 faults become ``HubUnreachableError`` (see ``localserve.network``); the Hub's refusals become
 ``RepoNotFoundError`` or ``HubAccessError``. ``huggingface_hub`` still gives the endpoint
-(``HF_ENDPOINT``), the headers (token, user agent) and file URLs, and ``HF_HUB_OFFLINE=1`` is
-honoured: no call is made at all.
+(``HF_ENDPOINT``), its stored token and file URLs, and ``HF_HUB_OFFLINE=1`` is honoured: no call
+is made at all.
 
 Retries: a call is tried at most ``RetryPolicy.attempts`` times, and only for faults that pass
 in seconds (HTTP 5xx, 429 with a short ``Retry-After``, a connection dropped midway); the reason
@@ -23,9 +23,10 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from huggingface_hub import constants
-from huggingface_hub.utils._headers import build_hf_headers
+import huggingface_hub
+from huggingface_hub import constants, get_token
 
+from localserve import __version__
 from localserve.errors import HubAccessError, HubError, HubUnreachableError, RepoNotFoundError
 from localserve.network import (
     FaultKind,
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 HUB = "the Hugging Face Hub"
 STILL_WORKS = " Installed models still work."
 API_TIMEOUT_S = 20.0
+DEFAULT_NETWORK_WAIT_S = 600.0
 RETRIED = {FaultKind.SERVER, FaultKind.RATE_LIMITED, FaultKind.DROPPED}
 LOGIN_HINT = "accept its terms on huggingface.co, then run `localserve hub login`"
 
@@ -60,9 +62,23 @@ class RetryPolicy:
         return wait if wait <= self.max_wait_s else None
 
 
+@dataclass(frozen=True)
+class HubOptions:
+    """What the settings say about Hub calls (``hub_timeout``, ``pull_network_wait``)."""
+
+    timeout_s: float = API_TIMEOUT_S
+    network_wait_s: float = DEFAULT_NETWORK_WAIT_S
+
+
 def hub_headers(token: str | None) -> dict[str, str]:
-    """What every Hub request sends: the token (where one is set) and the user agent."""
-    return dict(build_hf_headers(token=token))
+    """What every Hub request sends: the token (ours, else ``huggingface-cli login``'s) and
+    our user agent. Not ``huggingface_hub``'s ``build_hf_headers``: to name an "agent" in the
+    user agent it fetches a registry from the Hub, a call of its own that we do not want."""
+    headers = {"user-agent": f"localserve/{__version__}; hf_hub/{huggingface_hub.__version__}"}
+    token = token or get_token()
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    return headers
 
 
 def hub_endpoint() -> str:

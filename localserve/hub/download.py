@@ -26,7 +26,13 @@ from huggingface_hub import hf_hub_url
 
 from localserve.errors import DownloadError
 from localserve.hub.catalog import RemoteFile, RemoteModel
-from localserve.hub.client import check_online, hub_headers, hub_unreachable, refusal
+from localserve.hub.client import (
+    DEFAULT_NETWORK_WAIT_S,
+    check_online,
+    hub_headers,
+    hub_unreachable,
+    refusal,
+)
 from localserve.hub.library import (
     Library,
     ModelRecord,
@@ -43,7 +49,6 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = 30.0  # a connection silent this long counts as lost
-DEFAULT_NETWORK_WAIT_S = 600.0
 FIRST_WAIT_S = 1.0
 LONGEST_WAIT_S = 30.0
 LOCK_NAME = ".pull.lock"  # held while a process downloads into the folder
@@ -85,7 +90,8 @@ class FaultyAnswer(Exception):
 class NetworkWait:
     """Waits out a lost network during a download, for at most ``limit_s`` since it was lost.
 
-    Tries again ``FIRST_WAIT_S`` later, doubling up to ``LONGEST_WAIT_S``. The reason is
+    Tries again ``FIRST_WAIT_S`` later, doubling up to ``LONGEST_WAIT_S``, and a last time when
+    the limit is reached. The reason is
     reported once when the wait starts (``on_change(fault)``) and once when bytes flow again
     (``on_change(None)``). A cancel event wakes it at once.
     """
@@ -116,17 +122,19 @@ class NetworkWait:
                 )
             self.on_change(fault)
         waited = now - self.lost_at
-        if waited + self.next_wait > self.limit_s:
-            spent = f" Waited {waited:.0f} s for the network;" if self.limit_s > 0 else ""
+        if waited >= self.limit_s:
+            spent = f" Waited {self.limit_s:g} s for the network (pull_network_wait)."
             raise hub_unreachable(
                 fault,
-                f"{spent} the partial download is kept: run the same pull again to resume.",
+                f"{spent if self.limit_s > 0 else ''} The partial download is kept: run the "
+                "same pull again to resume.",
             )
+        pause = min(self.next_wait, self.limit_s - waited)
         if self.cancel is not None:
-            if self.cancel.wait(self.next_wait):
+            if self.cancel.wait(pause):
                 raise PullCancelled
         else:
-            time.sleep(self.next_wait)
+            time.sleep(pause)
         self.next_wait = min(LONGEST_WAIT_S, self.next_wait * 2)
 
     def recovered(self) -> None:

@@ -38,19 +38,19 @@ class QuantChoice:
     problem: str | None = None  # why fit is None
 
 
-def fetch_remote_header(remote: RemoteModel) -> GgufHeader:
+def fetch_remote_header(remote: RemoteModel, timeout_s: float = API_TIMEOUT_S) -> GgufHeader:
     """The GGUF header of ``remote``'s first file, read from a prefix of it."""
     first = remote.files[0]
     url = hf_hub_url(remote.repo_id, first.name, revision=remote.revision)
     headers = hub_headers(hub_token())
     fetch = FIRST_FETCH
-    with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(API_TIMEOUT_S)) as client:
+    with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout_s)) as client:
         while True:
             want = min(fetch, first.size) if first.size else fetch
             try:
                 response = client.get(url, headers={**headers, "Range": f"bytes=0-{want - 1}"})
             except httpx.HTTPError as exc:
-                raise hub_unreachable(fault_from_exception(exc, url, API_TIMEOUT_S)) from exc
+                raise hub_unreachable(fault_from_exception(exc, url, timeout_s)) from exc
             fault = fault_from_response(response)
             if fault is not None:
                 raise hub_unreachable(fault)
@@ -76,13 +76,14 @@ def quant_choices(
     memory: MemorySnapshot,
     gpu_offload: bool,
     context_length: int | None = None,
+    timeout_s: float = API_TIMEOUT_S,
 ) -> list[QuantChoice]:
     """Every GGUF model in ``repo_id``, smallest first, with its fit on this machine."""
-    models = repo_models(repo_id)
+    models = repo_models(repo_id, timeout_s=timeout_s)
     if not models:
         return []
     try:
-        header: GgufHeader | None = fetch_remote_header(models[0])
+        header: GgufHeader | None = fetch_remote_header(models[0], timeout_s)
         problem = None
     except (HubError, InvalidModelFileError) as exc:
         log.warning("No fit estimate for %s: %s", repo_id, exc)

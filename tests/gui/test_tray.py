@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,43 @@ def test_a_download_shows_progress_and_lands_in_the_menu(
         window.installed_table.item(r, 0).text() for r in range(window.installed_table.rowCount())
     ]
     assert MODEL in installed
+
+
+def test_the_models_window_shows_hub_faults_and_a_download_waiting_for_network(
+    tray: TrayController, qtbot: QtBot, hub: FakeHub
+) -> None:
+    tray.show_models_window()
+    window = tray._open_windows["models"]
+    window.query.setText("traypull")
+    hub.script.append("html")  # a captive portal answers the search
+    window.search()
+    portal = (
+        "The Hugging Face Hub answered with a web page instead of data (HTTP 200): a captive "
+        "portal or proxy login page? Sign in to the network in a browser, then try again. "
+        "Installed models still work."
+    )
+    qtbot.waitUntil(lambda: window.status_label.text() == portal, timeout=10_000)
+    hub.bytes_per_second = 30_000_000
+    try:
+        window.download({"repo_id": REPO, "files": [FILE]})
+        qtbot.waitUntil(
+            lambda: any(0 < bar.value() < 1000 for bar in window.progress_bars.values()),
+            timeout=10_000,
+        )
+        hub.outage_until = time.monotonic() + 4
+        qtbot.waitUntil(
+            lambda: any(
+                bar.format().startswith("waiting for network:") and "was lost" in bar.toolTip()
+                for bar in window.progress_bars.values()
+            ),
+            timeout=10_000,
+        )
+    finally:
+        hub.bytes_per_second = None
+    qtbot.waitUntil(
+        lambda: ("Download finished", f"{MODEL} is ready to use.") in tray.notifications,
+        timeout=60_000,
+    )
 
 
 def test_a_killed_runner_shows_the_error_state_and_recovers(

@@ -5,7 +5,10 @@ timeouts, local-only, mappings for models too large, and the usage ledger."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,7 +187,9 @@ def test_a_hanging_provider_becomes_a_504(daemon: DaemonProcess, cloud: FakeClou
     response = chat(daemon, "fake/gpt-test")
     assert response.status_code == 504 and time.monotonic() - started < 5
     assert response.json()["error"]["code"] == "backend_timeout"
-    assert "fake" in response.json()["error"]["message"]
+    assert response.json()["error"]["message"] == (
+        "The provider 'fake' did not answer within 2 s (slow or no network)."
+    )
 
 
 def test_a_stream_dropped_midway_ends_with_an_error_event(
@@ -208,15 +213,147 @@ def test_a_stream_dropped_midway_ends_with_an_error_event(
     assert "error" in json.loads(events[-2][6:]) and events[-1] == "data: [DONE]"
 
 
-def test_an_unreachable_provider_is_a_502(daemon: DaemonProcess) -> None:
+def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    added = daemon.cli("cloud", "add", "gone", "--base-url", f"http://127.0.0.1:{port}/v1")
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "message"),
+    [
+        ("gone", "http://127.0.0.1:{port}/v1", "127.0.0.1 refused the connection."),
+        (
+            "nowhere",
+            "http://api.provider.invalid/v1",
+            "api.provider.invalid does not resolve (no network?).",
+        ),
+    ],
+    ids=["refused", "dns"],
+)
+def test_an_unreachable_provider_is_a_502_naming_it(
+    daemon: DaemonProcess, name: str, url: str, message: str
+) -> None:
+    url = url.format(port=closed_port())
+    added = daemon.cli("cloud", "add", name, "--base-url", url)
     assert added.returncode == 0, added.stderr
-    response = chat(daemon, "gone/some-model")
+    response = chat(daemon, f"{name}/some-model")
     assert response.status_code == 502
-    assert response.json()["error"]["code"] == "upstream_unreachable"
+    assert response.json()["error"] == {
+        "message": f"Cannot reach the provider '{name}': {message}",
+        "type": "server_error",
+        "param": None,
+        "code": "upstream_unreachable",
+    }
+    tested = daemon.cli("cloud", "test", name)
+    assert tested.returncode == 1 and "Traceback" not in tested.stderr
+    assert tested.stderr.strip() == f"Error: Cannot reach the provider '{name}': {message}"
+    assert daemon.cli("cloud", "rm", name).returncode == 0
+
+
+PORTAL = (
+    "The provider 'fake' answered with a web page instead of data (HTTP {status}): a captive "
+    "portal or proxy login page? Sign in to the network in a browser, then try again."
+)
+
+
+@pytest.mark.parametrize(("fault", "status"), [("html", 200), ("302", 302)])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_captive_portal_page_is_a_502_in_each_protocols_shape(
+    daemon: DaemonProcess, cloud: FakeCloud, fault: str, status: int, stream: bool
+) -> None:
+    message = PORTAL.format(status=status)
+    messages = [{"role": "user", "content": "Hi"}]
+    cloud.script.append(fault)
+    openai_answer = chat(daemon, "fake/gpt-test", stream=stream)
+    assert openai_answer.status_code == 502
+    assert openai_answer.json()["error"]["message"] == message
+    assert openai_answer.json()["error"]["code"] == "upstream_bad_response"
+    cloud.script.append(fault)
+    anthropic_answer = httpx.post(
+        f"{daemon.url}/v1/messages",
+        headers=daemon.headers(),
+        json={"model": "fake/gpt-test", "max_tokens": 8, "messages": messages, "stream": stream},
+        timeout=30,
+    )
+    assert anthropic_answer.status_code == 502
+    assert anthropic_answer.json() == {
+        "type": "error",
+        "error": {"type": "api_error", "message": message},
+    }
+    cloud.script.append(fault)
+    ollama_answer = httpx.post(
+        f"{daemon.url}/api/chat",
+        headers=daemon.headers(),
+        json={"model": "fake/gpt-test", "messages": messages, "stream": stream},
+        timeout=30,
+    )
+    assert ollama_answer.status_code == 502 and ollama_answer.json() == {"error": message}
+
+
+def cli(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``localserve`` in this test's own home, where no daemon runs."""
+    return subprocess.run(
+        [sys.executable, "-m", "localserve", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=60,
+        env=os.environ.copy(),
+    )
+
+
+@pytest.fixture
+def flaky() -> Iterator[FakeCloud]:
+    """A provider only this test's CLI knows (no daemon refreshes its model list)."""
+    with FakeCloud() as fake:
+        added = cli(
+            "cloud",
+            "add",
+            "flaky",
+            "--base-url",
+            fake.base_url,
+            "--key-from-stdin",
+            input=fake.key + "\n",
+        )
+        assert added.returncode == 0, added.stderr
+        yield fake
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("html", PORTAL.format(status=200).replace("'fake'", "'flaky'")),
+        (
+            "503",
+            "The provider 'flaky' is failing (HTTP 503: Fault 503 on purpose); try again later.",
+        ),
+        ("429:60", "The provider 'flaky' is limiting requests (HTTP 429); try again in 60 s."),
+        ("hang", "The provider 'flaky' did not answer within 1 s (slow or no network)."),
+    ],
+    ids=["captive-portal", "5xx", "429", "slow"],
+)
+def test_cloud_test_says_what_is_wrong(flaky: FakeCloud, fault: str, message: str) -> None:
+    flaky.get_script.append(fault)
+    flaky.hang_seconds = 3
+    tested = cli("cloud", "test", "flaky", "--timeout", "1")
+    assert tested.returncode == 1 and "Traceback" not in tested.stderr
+    assert tested.stderr.strip() == f"Error: {message}"
+
+
+def test_cloud_test_lists_the_models_or_says_the_key_is_refused(flaky: FakeCloud) -> None:
+    works = cli("cloud", "test", "flaky")
+    assert works.returncode == 0, works.stderr
+    assert works.stdout.splitlines()[0] == "flaky works: 3 models."
+    assert "  flaky/gpt-test" in works.stdout.splitlines()
+    url = flaky.base_url
+    cli("cloud", "add", "wrongkey", "--base-url", url, "--key-from-stdin", input="sk-wrong\n")
+    refused = cli("cloud", "test", "wrongkey")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "Error: wrongkey refused the key (HTTP 401: Incorrect API key provided.); set it again "
+        f"with `localserve cloud add wrongkey --base-url {url}`."
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The model library from the CLI and the core, against a fake Hub on loopback.
 
-The fake speaks the Hub's HTTP protocol (tests/fake_hub.py); the client side is the real
-``huggingface_hub`` and our real downloader, in a real ``localserve`` subprocess where it can be.
+The fake speaks the Hub's HTTP protocol (tests/fake_hub.py); the client side is our real Hub
+client and downloader, in a real ``localserve`` subprocess where it can be.
 """
 
 from __future__ import annotations

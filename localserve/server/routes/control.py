@@ -197,7 +197,9 @@ def control_routes(
     # -- the Hub -----------------------------------------------------------------------------
     @api.get("/hub/search")
     async def hub_search(q: str, limit: int = 20) -> dict[str, Any]:
-        found = await asyncio.to_thread(search_repos, q, max(1, min(limit, 100)))
+        found = await asyncio.to_thread(
+            search_repos, q, max(1, min(limit, 100)), pulls.hub.timeout_s
+        )
         return {
             "object": "list",
             "data": [
@@ -214,7 +216,8 @@ def control_routes(
     @api.get("/hub/files")
     async def hub_files(repo: str, ctx: int | None = None) -> dict[str, Any]:
         def read() -> list[QuantChoice]:
-            return quant_choices(repo, sample_memory(), gpu_offload_supported(), ctx)
+            memory, offload = sample_memory(), gpu_offload_supported()
+            return quant_choices(repo, memory, offload, ctx, pulls.hub.timeout_s)
 
         return {"object": "list", "data": [quant_json(c) for c in await asyncio.to_thread(read)]}
 
