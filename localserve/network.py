@@ -31,7 +31,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+# No route, or no usable address of that family (IPv6 switched off): this machine cannot get there.
+UNREACHABLE_ERRNOS = {
+    errno.ENETUNREACH,
+    errno.EHOSTUNREACH,
+    errno.ENETDOWN,
+    errno.EHOSTDOWN,
+    errno.EADDRNOTAVAIL,
+    errno.EAFNOSUPPORT,
+}
 
 
 class FaultKind(str, Enum):

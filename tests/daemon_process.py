@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 STARTER_MODEL = "smollm2-135m-instruct"
+LOCALSERVE = [sys.executable, "-m", "localserve"]
 # A completion the starter model continues for thousands of tokens at temperature 0.
 ENDLESS = {"model": STARTER_MODEL, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 3000, "temperature": 0}
 
@@ -29,7 +30,7 @@ class DaemonProcess:
         command: list[str] | None = None,
     ) -> None:
         self.home = home
-        self.command = command or [sys.executable, "-m", "localserve"]  # or a packaged app
+        self.command = command or LOCALSERVE  # or a packaged app
         self.args = args
         self.extra_env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
@@ -107,14 +108,7 @@ class DaemonProcess:
         return self.url + "/v1"
 
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.command, *args],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=60,
-        )
+        return run_cli(*args, env=self.env(), input=input, timeout=60, command=self.command)
 
     @property
     def admin_key(self) -> str:
@@ -210,3 +204,21 @@ class DaemonProcess:
                 return status
             time.sleep(0.1)
         raise TimeoutError(f"model never reached {states}: {status}\n{self.output()}")
+
+
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 120,
+    command: list[str] = LOCALSERVE,
+) -> subprocess.CompletedProcess[str]:
+    """``localserve ARGS`` in a subprocess (this process's environment unless ``env``)."""
+    return subprocess.run(
+        [*command, *args],
+        env=os.environ.copy() if env is None else env,
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=timeout,
+    )

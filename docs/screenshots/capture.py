@@ -1,4 +1,5 @@
-"""Take the README's screenshots: the tray menu, the models, dashboard and settings windows.
+"""Take the README's screenshots: the tray menu, the models, dashboard and settings windows (and
+the models window with a download waiting for the network).
 
 Run under a real X server (the images in this folder were taken under Xvfb):
 
@@ -130,6 +131,16 @@ def main() -> None:
         wait_for(app, lambda: any(0 < b.value() < 1000 for b in models.progress_bars.values()))
         settle(app, 3)
         grab_window(app, models, "models.png")
+        hub.outage_until = time.monotonic() + 600  # the network goes away mid-download
+        wait_for(
+            app,
+            lambda: any(
+                b.format().startswith("waiting for network") for b in models.progress_bars.values()
+            ),
+        )
+        settle(app, 1)
+        grab_window(app, models, "models-waiting.png")
+        hub.outage_until = 0.0
         models.hide()
 
         tray.show_settings()

@@ -5,10 +5,8 @@ timeouts, local-only, mappings for models too large, and the usage ledger."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.daemon_process import STARTER_MODEL, DaemonProcess, run_cli
 from tests.fake_cloud import CHUNKS, FakeCloud
 from tests.model_files import starter_path, unknown_architecture_copy
 
@@ -293,14 +291,7 @@ def test_a_captive_portal_page_is_a_502_in_each_protocols_shape(
 
 def cli(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """``localserve`` in this test's own home, where no daemon runs."""
-    return subprocess.run(
-        [sys.executable, "-m", "localserve", *args],
-        capture_output=True,
-        text=True,
-        input=input,
-        timeout=60,
-        env=os.environ.copy(),
-    )
+    return run_cli(*args, input=input, timeout=60)
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ client and downloader, in a real ``localserve`` subprocess where it can be.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from localserve.hub.fit import estimate_fit
 from localserve.hub.gguf_header import read_gguf_header
 from localserve.hub.library import Library
 from localserve.hub.quants import FIRST_FETCH, fetch_remote_header, quant_choices
-from tests.daemon_process import DaemonProcess
+from tests.daemon_process import DaemonProcess, run_cli
 from tests.fake_hub import FakeHub
 from tests.model_files import starter_path
 
@@ -58,14 +56,7 @@ def hub(starter_bytes: bytes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def cli(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "localserve", *args],
-        capture_output=True,
-        text=True,
-        input=input,
-        timeout=120,
-        env=os.environ.copy(),
-    )
+    return run_cli(*args, input=input)
 
 
 def library(home: Path) -> Library:

@@ -14,7 +14,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import httpx
 import pytest
 
 from localserve.security.tls import make_self_signed
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.daemon_process import LOCALSERVE, STARTER_MODEL, DaemonProcess, run_cli
 from tests.fake_cloud import FakeCloud
 from tests.fake_hub import FakeHub
 from tests.model_files import starter_path
@@ -51,14 +50,24 @@ def clean_env(**extra: str) -> dict[str, str]:
 def cli(
     *args: str, env: dict[str, str], input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "localserve", *args],
-        capture_output=True,
+    return run_cli(*args, env=env, input=input)
+
+
+def start_pull(env: dict[str, str], home: Path) -> tuple[subprocess.Popen[str], Path]:
+    """``models pull REPO`` in the background, once its first bytes are in the ``.part``."""
+    process = subprocess.Popen(
+        [*LOCALSERVE, "models", "pull", REPO],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        input=input,
-        timeout=120,
         env=env,
     )
+    part = home / "data" / "models" / "smollm2-135m-instruct-q4_1" / f"{FILE}.part"
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size > 0):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    return process, part
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], message: str) -> None:
@@ -114,6 +123,20 @@ def test_without_the_hub_every_hub_command_is_one_line_at_once(
         assert_one_line(result, message + STILL_WORKS)
         assert "retrying" not in result.stderr  # no network is not worth retrying
         assert time.monotonic() - started < 15, command
+
+
+def test_an_unroutable_hub_fails_within_the_timeout(isolated_home: Path) -> None:
+    """100::/64 is the IPv6 discard prefix (RFC 6666): depending on the machine's routes the
+    kernel refuses it at once (no route) or the connection never opens (a timeout)."""
+    env = hub_env("http://[100::1]", isolated_home, LOCALSERVE_HUB_TIMEOUT="2")
+    started = time.monotonic()
+    result = cli("models", "search", "qwen", env=env)
+    assert time.monotonic() - started < 15
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() in {
+        "Error: Cannot reach the Hugging Face Hub: no route to 100::1 (no network?)." + STILL_WORKS,
+        "Error: The Hugging Face Hub did not answer within 2 s (slow or no network)." + STILL_WORKS,
+    }
 
 
 def test_hf_hub_offline_is_honoured(isolated_home: Path, hub: FakeHub) -> None:
@@ -220,17 +243,7 @@ def test_a_pull_waits_for_the_network_and_resumes(
     isolated_home: Path, hub: FakeHub, starter_bytes: bytes
 ) -> None:
     hub.bytes_per_second = 40 * 2**20
-    process = subprocess.Popen(
-        [sys.executable, "-m", "localserve", "models", "pull", REPO],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=hub_env(hub, isolated_home),
-    )
-    part = isolated_home / "data" / "models" / "smollm2-135m-instruct-q4_1" / f"{FILE}.part"
-    deadline = time.monotonic() + 30
-    while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    process, _ = start_pull(hub_env(hub, isolated_home), isolated_home)
     hub.outage_until = time.monotonic() + 3  # the network goes away for 3 s
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
@@ -248,16 +261,7 @@ def test_a_pull_gives_up_after_the_wait_limit_and_keeps_the_part(
 ) -> None:
     hub.bytes_per_second = 20 * 2**20
     env = hub_env(hub, isolated_home, LOCALSERVE_PULL_NETWORK_WAIT="2")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "localserve", "models", "pull", REPO],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    part = isolated_home / "data" / "models" / "smollm2-135m-instruct-q4_1" / f"{FILE}.part"
-    while not (part.exists() and part.stat().st_size > 0):
-        time.sleep(0.05)
+    process, part = start_pull(env, isolated_home)
     hub.outage_until = time.monotonic() + 600
     out, err = process.communicate(timeout=60)
     result = subprocess.CompletedProcess(process.args, process.returncode, out, err)
@@ -274,16 +278,7 @@ def test_ctrl_c_while_waiting_for_the_network_stops_at_once_and_keeps_the_part(
     isolated_home: Path, hub: FakeHub
 ) -> None:
     hub.bytes_per_second = 20 * 2**20
-    process = subprocess.Popen(
-        [sys.executable, "-m", "localserve", "models", "pull", REPO],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=hub_env(hub, isolated_home),
-    )
-    part = isolated_home / "data" / "models" / "smollm2-135m-instruct-q4_1" / f"{FILE}.part"
-    while not (part.exists() and part.stat().st_size > 0):
-        time.sleep(0.05)
+    process, part = start_pull(hub_env(hub, isolated_home), isolated_home)
     hub.outage_until = time.monotonic() + 600
     time.sleep(3)  # well into the wait
     kept = part.stat().st_size
