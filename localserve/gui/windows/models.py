@@ -245,9 +245,9 @@ class ModelsWindow(QWidget):
                 rate = f"{format_bytes(job['bytes_per_second'])}/s"
                 rate += f", {eta:.0f} s left" if eta is not None else ""
             elif job["state"] == "waiting":
-                rate = job.get("waiting_reason") or ""
+                rate = "retrying by itself"
             rate_item = QTableWidgetItem(rate)
-            rate_item.setToolTip(rate)
+            rate_item.setToolTip(job.get("waiting_reason") or rate)
             self.download_table.setItem(row, 2, rate_item)
             if job["state"] in ACTIVE_PULL_STATES:
                 button = QPushButton("Cancel")
