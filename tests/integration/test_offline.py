@@ -9,11 +9,13 @@ closed port and a name under ``.invalid``, which never resolves (RFC 6761).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -337,6 +339,20 @@ def test_a_pull_in_the_daemon_shows_waiting_for_network(tmp_path: Path, hub: Fak
     with hub.daemon(tmp_path / "home") as daemon:
         daemon.wait_until_model("ready")
         started = daemon.control("POST", "/pulls", json={"model": REPO}).json()
+        ollama_events: list[dict[str, object]] = []
+
+        def follow_with_ollama() -> None:  # Ollama's /api/pull joins the same download
+            with httpx.stream(
+                "POST",
+                f"{daemon.url}/api/pull",
+                headers=daemon.headers(),
+                json={"model": f"hf.co/{REPO}"},
+                timeout=60,
+            ) as response:
+                ollama_events.extend(json.loads(line) for line in response.iter_lines() if line)
+
+        follower = threading.Thread(target=follow_with_ollama)
+        follower.start()
         while daemon.control("GET", f"/pulls/{started['id']}").json()["done_bytes"] == 0:
             time.sleep(0.05)
         hub.outage_until = time.monotonic() + 3
@@ -349,11 +365,12 @@ def test_a_pull_in_the_daemon_shows_waiting_for_network(tmp_path: Path, hub: Fak
             if job["state"] in ("done", "failed", "cancelled"):
                 break
             time.sleep(0.1)
+        follower.join(timeout=30)
+    lost = "The connection to the Hugging Face Hub was lost before its answer was complete."
     assert job["state"] == "done", job
-    assert (
-        "waiting",
-        "The connection to the Hugging Face Hub was lost before its answer was complete.",
-    ) in states
+    assert ("waiting", lost) in states
+    assert {"status": f"waiting for network: {lost}"} in ollama_events
+    assert ollama_events[-1] == {"status": "success"}
     waiting_at = states.index(next(s for s in states if s[0] == "waiting"))
     assert ("running", None) in states[waiting_at:]  # bytes flowed again before it finished
 
