@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from localserve.api.runner import EnginePath
 from localserve.daemon.engine_path import (
     EngineChoice,
     VerdictStore,
@@ -19,7 +20,6 @@ from localserve.daemon.engine_path import (
 )
 from localserve.hub.gguf_header import read_gguf_header
 from localserve.paths import app_paths
-from localserve.runner.protocol import EnginePath
 
 
 def verdicts() -> VerdictStore:

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from localserve.api.runner import EnginePath
 from localserve.daemon.engine_path import VerdictStore, prepare_in_process
 from localserve.hub.starter import starter_model_path
-from localserve.runner.protocol import EnginePath
 
 
 def starter_path() -> Path:

@@ -18,6 +18,7 @@ import httpx
 import uvicorn
 
 from localserve import __version__, logs
+from localserve.asgi.serving import bind_socket, deadline_http_protocol, run_async
 from localserve.cloud.ledger import UsageLedger
 from localserve.cloud.providers import ProviderStore
 from localserve.config import Settings
@@ -43,7 +44,6 @@ from localserve.server.app import create_app
 from localserve.server.auth import KeyVerifier
 from localserve.server.routes.control import ForwardingPolicy, control_routes
 from localserve.server.routes.ollama import ollama_routes
-from localserve.serving import bind_socket, deadline_http_protocol, run_async
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from filelock import FileLock
 
+from localserve.api.runner import EnginePath
 from localserve.errors import ModelLoadError
 from localserve.runner import llama_backends
 from localserve.runner.engine_check import (
@@ -47,7 +48,6 @@ from localserve.runner.engine_check import (
     EVENT_VARIANTS,
     CheckPlan,
 )
-from localserve.runner.protocol import EnginePath
 from localserve.security.secret_store import write_private_file
 
 log = logging.getLogger(__name__)

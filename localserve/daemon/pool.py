@@ -18,11 +18,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import psutil
 
@@ -36,7 +34,6 @@ from localserve.daemon.supervisor import (
 )
 from localserve.errors import (
     BackendUnavailableError,
-    InvalidRequestError,
     ModelInUseError,
     ModelNotFoundError,
     ModelTooLargeError,
@@ -54,32 +51,6 @@ IDLE_CHECK_S = 0.5
 # How long a model becoming busy waits for the busy ones to give threads back (one decode step;
 # a long prefill step may take longer, and then it starts anyway).
 THREADS_FREED_WAIT_S = 1.0
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_keep_alive(value: Any) -> float | None:
-    """Seconds from a request's ``keep_alive``: a number of seconds or a duration such as
-    "10m", "1h30m", "-1" (Ollama's forms). Negative means keep loaded; None when absent."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip().lower()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    sign = -1.0 if text.startswith("-") else 1.0
-    body = text.lstrip("-")
-    parts = _DURATION_PART.findall(body)
-    if not parts or "".join(number + unit for number, unit in parts) != body:
-        raise InvalidRequestError(
-            f"keep_alive {value!r} is not a duration: use seconds or forms like '10m', '1h', "
-            "'0' (unload after this request) or '-1' (keep loaded).",
-            param="keep_alive",
-        )
-    return sign * sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
 def split_threads(threads: int, runners: int) -> list[int]:
@@ -136,7 +107,7 @@ class ModelPool:
         self._spec_for = spec_for
         self._start_timeout = start_timeout
         self._max_loaded = max_loaded
-        self._gpu_offload = gpu_offload
+        self.gpu_offload = gpu_offload  # whether this llama.cpp build can offload to a GPU
         self._on_event = on_event
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = asyncio.Lock()
@@ -350,9 +321,7 @@ class ModelPool:
     def _check_fit(self, record: ModelRecord, spec: RunnerSpec, reclaimable: int = 0) -> None:
         sampled = sample_memory()
         memory = dataclasses.replace(sampled, ram_free_bytes=sampled.ram_free_bytes + reclaimable)
-        fit = estimate_fit(
-            record, memory, spec.n_ctx or None, spec.parallel or 1, self._gpu_offload
-        )
+        fit = estimate_fit(record, memory, spec.n_ctx or None, spec.parallel or 1, self.gpu_offload)
         if fit.verdict is Verdict.TOO_LARGE:
             raise ModelTooLargeError(
                 f"{record.name} needs about {format_bytes(fit.total_bytes)} "

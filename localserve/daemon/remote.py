@@ -21,6 +21,7 @@ import psutil
 import uvicorn
 from fastapi import APIRouter
 
+from localserve.asgi.serving import bind_socket, deadline_http_protocol
 from localserve.config import Settings
 from localserve.errors import ConfigError
 from localserve.paths import AppPaths
@@ -28,7 +29,6 @@ from localserve.router.router import Router
 from localserve.security.tls import Certificate, ensure_certificate
 from localserve.server.auth import KeyVerifier
 from localserve.server.remote import AuthThrottle, audit_log, create_remote_app
-from localserve.serving import bind_socket, deadline_http_protocol
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from localserve.api.runner import EVENT_READY, LLAMA_DEFAULTS, EnginePath, RunnerConfig
 from localserve.daemon.engine_path import (
     EngineChoice,
     VerdictStore,
@@ -42,7 +43,6 @@ from localserve.hub.gguf_header import read_gguf_header
 from localserve.logs import rotate_if_large, tail
 from localserve.runner.commands import COMMAND_THREADS, command_line
 from localserve.runner.llama_backends import gpu_offload_supported
-from localserve.runner.protocol import EVENT_READY, LLAMA_DEFAULTS, EnginePath, RunnerConfig
 from localserve.runner.reporting import EVENT_REQUEST, EVENT_THREADS, EVENT_TICK
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from localserve.api.runner import BATCH_TOKENS, EMBEDDING_CTX
 from localserve.hardware.memory import MemorySnapshot
 from localserve.hub.library import ModelRecord
-from localserve.runner.protocol import BATCH_TOKENS, EMBEDDING_CTX
 
 MiB = 2**20
 RUNTIME_BASE_BYTES = 24 * MiB

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from localserve.daemon.pool import ModelPool, parse_keep_alive
+from localserve.api.keep_alive import parse_keep_alive
+from localserve.daemon.pool import ModelPool
 from localserve.errors import BackendTimeoutError, BackendUnavailableError
 from localserve.router.backend import ModelCard, Payload
 

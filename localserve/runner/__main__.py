@@ -15,16 +15,16 @@ from pathlib import Path
 
 import uvicorn
 
-from localserve.errors import LocalserveError
-from localserve.runner.commands import ThreadShare, follow_daemon
-from localserve.runner.protocol import (
+from localserve.api.runner import (
     EVENT_LOAD_FAILED,
     EVENT_READY,
     EXIT_LOAD_FAILED,
     RunnerConfig,
     event_line,
 )
-from localserve.serving import bind_socket, run_async
+from localserve.asgi.serving import bind_socket, run_async
+from localserve.errors import LocalserveError
+from localserve.runner.commands import ThreadShare, follow_daemon
 
 log = logging.getLogger("localserve.runner")
 

@@ -27,25 +27,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from localserve.errors import InvalidRequestError, LocalserveError
-from localserve.runner.engine import Engine
-from localserve.runner.openai_format import (
-    DONE_EVENT,
-    ResponseShape,
-    embeddings_response,
-    sse_event,
-)
-from localserve.runner.reporting import Report, request_event
-from localserve.runner.text import GenerationStats
-from localserve.runner.tools import ToolCall, ToolCallReader, reader_for
-from localserve.server.disconnect import ClientDisconnected, cancel_on_disconnect
-from localserve.server.errors import CLIENT_CLOSED_REQUEST, api_error_from, error_body
-from localserve.server.schemas import (
+from localserve.api.errors import CLIENT_CLOSED_REQUEST, api_error_from, error_body
+from localserve.api.requests import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     GenerationRequest,
 )
+from localserve.api.sse import DONE, sse_data
+from localserve.asgi.disconnect import ClientDisconnected, cancel_on_disconnect
+from localserve.errors import InvalidRequestError, LocalserveError
+from localserve.runner.engine import Engine
+from localserve.runner.openai_format import (
+    ResponseShape,
+    embeddings_response,
+)
+from localserve.runner.reporting import Report, request_event
+from localserve.runner.text import GenerationStats
+from localserve.runner.tools import ToolCall, ToolCallReader, reader_for
 
 log = logging.getLogger("localserve.runner")
 T = TypeVar("T")
@@ -230,15 +229,15 @@ async def stream_events(
         if include_usage:
             yield shape.usage_chunk(job.stats)
     except LocalserveError as exc:
-        yield sse_event(error_dict(exc))
+        yield sse_data(error_dict(exc))
     except Exception:
         log.exception("Generation failed mid-stream")
-        yield sse_event(MODEL_FAILED)
+        yield sse_data(MODEL_FAILED)
     finally:
         # Runs on normal end and when the client disconnects (the task is cancelled):
         # either way the scheduler drops the sequence at its next step.
         job.cancelled.set()
-    yield DONE_EVENT
+    yield DONE
 
 
 def error_dict(exc: LocalserveError) -> dict[str, Any]:

@@ -21,6 +21,8 @@ import llama_cpp.llama_chat_format as llama_chat_format
 import psutil
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
+from localserve.api.runner import EMBEDDING_CTX, LLAMA_DEFAULTS, EnginePath
+from localserve.api.sampling import SamplingParams
 from localserve.errors import (
     ContextOverflowError,
     InvalidRequestError,
@@ -32,9 +34,7 @@ from localserve.hub.templates import ToolSyntax, tool_syntax
 from localserve.runner.chat_template import ChatTemplate, TemplateLimitError
 from localserve.runner.commands import ThreadShare
 from localserve.runner.llama_backends import devices, extra_buffer_types
-from localserve.runner.protocol import EMBEDDING_CTX, LLAMA_DEFAULTS, EnginePath
 from localserve.runner.reporting import ThroughputMeter
-from localserve.runner.sampling import SamplingParams
 from localserve.runner.scheduler import GenerationRequest, Scheduler, Sink
 from localserve.runner.tools import forced_call_schema
 

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from localserve.api.sse import sse_data
 from localserve.runner.text import GenerationStats
 from localserve.runner.tools import ToolCall
-
-DONE_EVENT = b"data: [DONE]\n\n"
-
-
-def sse_event(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode("utf-8") + b"\n\n"
 
 
 def usage(stats: GenerationStats) -> dict[str, Any]:
@@ -75,11 +69,11 @@ class ResponseShape:
 
     def delta_chunk(self, delta: dict[str, Any], reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
-        return sse_event(self._envelope("chat.completion.chunk", [choice]))
+        return sse_data(self._envelope("chat.completion.chunk", [choice]))
 
     def _completion_chunk(self, text: str, reason: str | None = None) -> bytes:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
-        return sse_event(self._envelope("text_completion", [choice]))
+        return sse_data(self._envelope("text_completion", [choice]))
 
     def tool_call_chunk(self, index: int, call: ToolCall) -> bytes:
         """A whole call in one delta (calls are read when generation ends)."""
@@ -91,7 +85,7 @@ class ResponseShape:
 
     def usage_chunk(self, stats: GenerationStats) -> bytes:
         obj = "chat.completion.chunk" if self.chat else "text_completion"
-        return sse_event({**self._envelope(obj, []), "usage": usage(stats)})
+        return sse_data({**self._envelope(obj, []), "usage": usage(stats)})
 
     # -- whole responses --------------------------------------------------------------------
     def whole(

@@ -27,11 +27,11 @@ from typing import Any, Protocol
 import llama_cpp
 from llama_cpp import _internals
 
+from localserve.api.runner import BATCH_TOKENS
+from localserve.api.sampling import SamplingParams
 from localserve.runner.commands import ThreadShare
 from localserve.runner.lookup import DraftControl, PromptLookup
-from localserve.runner.protocol import BATCH_TOKENS
 from localserve.runner.reporting import ThroughputMeter
-from localserve.runner.sampling import SamplingParams
 from localserve.runner.text import GenerationStats, TextAssembler
 
 log = logging.getLogger("localserve.runner")

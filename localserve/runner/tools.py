@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from localserve.api.ids import new_call_id
 from localserve.hub.templates import BARE_JSON, ToolSyntax
 
 _DECODER = json.JSONDecoder()
@@ -27,10 +27,6 @@ _SEPARATORS = " \t\r\n,;"
 # <function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>
 _XML_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)</function>", re.S)
 _XML_PARAMETER = re.compile(r"<parameter=([^>\s]+)>\n?(.*?)\n?</parameter>", re.S)
-
-
-def new_call_id() -> str:
-    return "call_" + secrets.token_hex(12)
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 
 from localserve import __version__
+from localserve.api.errors import APIError
 from localserve.config import Settings
 from localserve.router.router import Router
 from localserve.server.auth import KeyVerifier, Principal, presented_key
-from localserve.server.errors import WWW_AUTHENTICATE, APIError, install_error_handlers
+from localserve.server.errors import WWW_AUTHENTICATE, install_error_handlers
 from localserve.server.limits import PerKeyConcurrency, PerKeyRateLimit
 from localserve.server.routes.anthropic import anthropic_routes
 from localserve.server.routes.openai import openai_routes

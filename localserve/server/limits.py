@@ -15,8 +15,9 @@ import time
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from localserve.api.errors import APIError
 from localserve.server.auth import presented_key
-from localserve.server.errors import APIError, error_response
+from localserve.server.errors import error_response
 
 EXEMPT_PREFIXES = ("/localserve/", "/metrics", "/health")
 MAX_TRACKED_KEYS = 4096  # beyond this, full (idle) buckets are forgotten

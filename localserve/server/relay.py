@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 
 from starlette.responses import Response, StreamingResponse
 
+from localserve.api.errors import api_error_from, sse_error_event
+from localserve.api.sse import DONE
 from localserve.errors import BackendUnavailableError
 from localserve.router.backend import UpstreamResponse
-from localserve.server.errors import api_error_from, sse_error_event
 
 BACKEND_HEADER = "x-localserve-backend"
-SSE_DONE = b"data: [DONE]\n\n"
 
 
 async def relay(backend_name: str, upstream: UpstreamResponse, stream: bool) -> Response:
@@ -48,7 +48,7 @@ async def relay(backend_name: str, upstream: UpstreamResponse, stream: bool) -> 
                 yield chunk
         except BackendUnavailableError as exc:
             yield sse_error_event(api_error_from(exc))
-            yield SSE_DONE
+            yield DONE
         finally:
             # Also runs when the client disconnects: closing our side of the runner's stream
             # is what tells the runner to stop generating.

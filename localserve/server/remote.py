@@ -30,11 +30,12 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 
 from localserve import __version__
+from localserve.api.errors import APIError
 from localserve.config import Settings
 from localserve.router.router import Router
 from localserve.server.app import include_inference_routes
 from localserve.server.auth import KeyVerifier, Principal, presented_key
-from localserve.server.errors import WWW_AUTHENTICATE, APIError, install_error_handlers
+from localserve.server.errors import WWW_AUTHENTICATE, install_error_handlers
 from localserve.server.limits import PerKeyConcurrency, PerKeyRateLimit
 from localserve.server.security import (
     ASGIApp,

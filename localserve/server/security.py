@@ -10,7 +10,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from localserve.server.errors import APIError, error_body
+from localserve.api.errors import APIError, error_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

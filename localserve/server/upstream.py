@@ -10,10 +10,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from localserve.api.errors import APIError
 from localserve.errors import BackendUnavailableError, ModelLoadError
 from localserve.router.backend import Backend, Payload, UpstreamResponse
 from localserve.router.router import Router
-from localserve.server.errors import APIError
 
 
 async def open_route(

@@ -20,8 +20,8 @@ import llama_cpp
 import numpy as np
 import pytest
 
+from localserve.api.sampling import SamplingParams
 from localserve.runner.engine import Engine, EngineConfig
-from localserve.runner.sampling import SamplingParams
 from localserve.runner.text import GenerationStats, TextAssembler, held_back_length
 from tests.daemon_process import STARTER_MODEL, DaemonProcess
 from tests.model_files import starter_engine_path, starter_path

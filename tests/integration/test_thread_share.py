@@ -9,9 +9,9 @@ from typing import Any
 import llama_cpp
 import pytest
 
+from localserve.api.sampling import SamplingParams
 from localserve.runner.commands import ThreadShare
 from localserve.runner.engine import Engine, EngineConfig
-from localserve.runner.sampling import SamplingParams
 from tests.daemon_process import STARTER_MODEL
 from tests.model_files import starter_engine_path, starter_path
 from tests.sinks import RecordingSink

@@ -17,13 +17,14 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from localserve.api.errors import APIError, api_error_from
+from localserve.api.sse import sse_event
+from localserve.asgi.disconnect import cancel_on_disconnect
 from localserve.errors import BackendUnavailableError
 from localserve.router.local import LOCAL_BACKEND
 from localserve.router.router import Router
-from localserve.server.disconnect import cancel_on_disconnect
-from localserve.server.errors import APIError, api_error_from
 from localserve.server.relay import BACKEND_HEADER
-from localserve.server.routes.openai import read_json, validate
+from localserve.server.request_body import read_json, validate
 from localserve.server.upstream import (
     call_arguments,
     ensure_ok,
@@ -255,10 +256,6 @@ def content_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
-def sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
-
-
 class ContentBlocks:
     """Anthropic's content block events from OpenAI deltas: text goes to a text block, each
     tool call to a tool_use block whose input arrives as ``input_json_delta`` pieces."""
@@ -273,18 +270,18 @@ class ContentBlocks:
         self.index += 1
         self.open_kind = block["type"]
         events.append(
-            sse(
+            sse_event(
                 "content_block_start",
                 {"type": "content_block_start", "index": self.index, "content_block": block},
             )
         )
         if self.index == 0:
-            events.append(sse("ping", {"type": "ping"}))
+            events.append(sse_event("ping", {"type": "ping"}))
         return events
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
         payload = {"type": "content_block_delta", "index": self.index, "delta": delta}
-        return sse("content_block_delta", payload)
+        return sse_event("content_block_delta", payload)
 
     def text(self, text: str) -> list[bytes]:
         events = [] if self.open_kind == "text" else self._start({"type": "text", "text": ""})
@@ -311,7 +308,9 @@ class ContentBlocks:
         if self.open_kind is None:
             return []
         self.open_kind = None
-        return [sse("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+        return [
+            sse_event("content_block_stop", {"type": "content_block_stop", "index": self.index})
+        ]
 
 
 async def message_events(model: str, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
@@ -326,7 +325,7 @@ async def message_events(model: str, chunks: AsyncIterator[dict[str, Any]]) -> A
         "stop_sequence": None,
         "usage": {"input_tokens": 0, "output_tokens": 0},
     }
-    yield sse("message_start", {"type": "message_start", "message": start})
+    yield sse_event("message_start", {"type": "message_start", "message": start})
     blocks = ContentBlocks()
     finish = "stop"
     usage: dict[str, Any] = {}
@@ -344,14 +343,14 @@ async def message_events(model: str, chunks: AsyncIterator[dict[str, Any]]) -> A
             usage = chunk.get("usage") or usage
     except BackendUnavailableError as exc:
         error = {"type": "api_error", "message": api_error_from(exc).message}
-        yield sse("error", {"type": "error", "error": error})
+        yield sse_event("error", {"type": "error", "error": error})
         return
     if blocks.index < 0:  # nothing was generated: still one (empty) text block
         for event in blocks.text(""):
             yield event
     for event in blocks.stop():
         yield event
-    yield sse(
+    yield sse_event(
         "message_delta",
         {
             "type": "message_delta",
@@ -362,7 +361,7 @@ async def message_events(model: str, chunks: AsyncIterator[dict[str, Any]]) -> A
             },
         },
     )
-    yield sse("message_stop", {"type": "message_stop"})
+    yield sse_event("message_stop", {"type": "message_stop"})
 
 
 def anthropic_routes(router: Router) -> APIRouter:

@@ -9,7 +9,6 @@ each operation.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,6 +17,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
+from localserve.api.errors import APIError
+from localserve.api.sse import sse_data
 from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullJob, PullManager
 from localserve.daemon.remote import RemoteAccess
@@ -28,8 +29,6 @@ from localserve.hub.catalog import search_repos
 from localserve.hub.fit import FitEstimate, estimate_fit
 from localserve.hub.library import ModelRecord
 from localserve.hub.quants import QuantChoice, quant_choices
-from localserve.runner.llama_backends import gpu_offload_supported
-from localserve.server.errors import APIError
 from localserve.server.metrics import prometheus_text
 
 PREFIX = "/localserve/v1"
@@ -59,10 +58,14 @@ class PullRequest(BaseModel):
 
 
 def model_json(
-    record: ModelRecord, memory: MemorySnapshot, states: dict[str, str], default: str
+    record: ModelRecord,
+    memory: MemorySnapshot,
+    states: dict[str, str],
+    default: str,
+    gpu_offload: bool,
 ) -> dict[str, Any]:
     """A library model for the control API; ``states`` maps loaded model ids to their state."""
-    fit = estimate_fit(record, memory, None, 1, gpu_offload_supported())
+    fit = estimate_fit(record, memory, None, 1, gpu_offload)
     return {
         "name": record.name,
         "size_bytes": record.size_bytes,
@@ -104,7 +107,7 @@ def quant_json(choice: QuantChoice) -> dict[str, Any]:
 def sse_events(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
         async for event in events:
-            yield b"data: " + json.dumps(event).encode("utf-8") + b"\n\n"
+            yield sse_data(event)
 
     return StreamingResponse(
         body(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
@@ -173,7 +176,8 @@ def control_routes(
             memory = sample_memory()
             states = {status.model_id: status.state.value for status in pool.status()}
             default = pool.default.model_id
-            return [model_json(r, memory, states, default) for r in pool.library.records()]
+            offload = pool.gpu_offload
+            return [model_json(r, memory, states, default, offload) for r in pool.library.records()]
 
         return {"object": "list", "data": await asyncio.to_thread(read)}
 
@@ -216,7 +220,7 @@ def control_routes(
     @api.get("/hub/files")
     async def hub_files(repo: str, ctx: int | None = None) -> dict[str, Any]:
         def read() -> list[QuantChoice]:
-            memory, offload = sample_memory(), gpu_offload_supported()
+            memory, offload = sample_memory(), pool.gpu_offload
             return quant_choices(repo, memory, offload, ctx, pulls.hub.timeout_s)
 
         return {"object": "list", "data": [quant_json(c) for c in await asyncio.to_thread(read)]}

@@ -22,17 +22,18 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from localserve.daemon.pool import ModelPool, parse_keep_alive
+from localserve.api.errors import APIError, api_error_from
+from localserve.api.ids import new_call_id
+from localserve.api.keep_alive import parse_keep_alive
+from localserve.asgi.disconnect import cancel_on_disconnect
+from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullManager, PullState
 from localserve.errors import BackendUnavailableError, ModelNotFoundError
 from localserve.hub.library import ModelRecord
 from localserve.router.router import Router
-from localserve.runner.tools import new_call_id
 from localserve.server.auth import Principal
-from localserve.server.disconnect import cancel_on_disconnect
-from localserve.server.errors import APIError, api_error_from
 from localserve.server.relay import BACKEND_HEADER
-from localserve.server.routes.openai import read_json
+from localserve.server.request_body import read_json
 from localserve.server.upstream import (
     StreamedToolCalls,
     call_arguments,

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from localserve.runner.sampling import SamplingParams
+from localserve.api.sampling import SamplingParams
 
 MAX_STOP_SEQUENCES = 16
 

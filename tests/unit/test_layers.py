@@ -1,0 +1,89 @@
+"""The layers import downward only (docs/architecture.md): checked on the source, not hoped for.
+
+Each package lists the packages it may import. The few upward imports still left are listed in
+``KNOWN_UPWARD`` with the module that makes them; the list may only shrink (a second test fails
+when an entry is no longer needed, so it is removed when it is fixed).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2] / "localserve"
+
+BASE = {"errors", "network", "paths", "__version__"}
+ALLOWED: dict[str, set[str]] = {
+    "errors": {"network"},
+    "network": set(),
+    "paths": set(),
+    "api": {"errors", "network"},
+    "asgi": {"errors", "api"},
+    "security": BASE,
+    "config": BASE | {"security"},
+    "hardware": BASE | {"api"},
+    "logs": BASE,
+    "hub": BASE | {"api", "hardware", "security"},
+    "runner": BASE | {"api", "asgi", "hardware", "hub"},
+    "cloud": BASE | {"security", "hub"},
+    "router": BASE | {"api", "cloud", "hub"},
+    "server": BASE | {"api", "asgi", "config", "hardware", "hub", "router", "security", "cloud"},
+    "desktop": BASE,
+    "daemon": BASE
+    | {"api", "asgi", "cloud", "config", "hardware", "hub", "logs", "router", "runner"}
+    | {"security", "server"},
+}
+# The clients of the core (CLI, tray, the control-API client, the app's entry points) may
+# import anything below them.
+TOP = {"cli", "cli_cloud", "cli_desktop", "cli_hub", "cli_models", "cli_remote", "client", "gui"}
+TOP |= {"frozen", "__main__", "__init__"}
+
+KNOWN_UPWARD = {
+    # The Ollama and control routes still take the daemon's pool and pull manager directly,
+    # and the local backend the pool: they wait for narrow interfaces (issue 19).
+    ("server/routes/ollama.py", "daemon"),
+    ("server/routes/control.py", "daemon"),
+    ("router/local.py", "daemon"),
+    # How to start localserve (the command line) lives with the launcher.
+    ("desktop/autostart.py", "daemon"),
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The localserve packages (first name below ``localserve``) that ``path`` imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "localserve":
+                names = [f"localserve.{alias.name}" for alias in node.names]
+            else:
+                names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        found |= {name.split(".")[1] for name in names if name.startswith("localserve.")}
+    return found
+
+
+def upward_imports() -> set[tuple[str, str]]:
+    wrong = set()
+    for path in ROOT.rglob("*.py"):
+        relative = path.relative_to(ROOT)
+        package = relative.parts[0].removesuffix(".py")
+        if package in TOP:
+            continue
+        assert package in ALLOWED, f"{relative}: which layer is '{package}'? Add it to ALLOWED."
+        for target in imported_packages(path) - {package}:
+            if target not in ALLOWED[package]:
+                wrong.add((relative.as_posix(), target))
+    return wrong
+
+
+def test_no_layer_imports_upward() -> None:
+    unexpected = upward_imports() - KNOWN_UPWARD
+    assert not unexpected, f"imports against the layers: {sorted(unexpected)}"
+
+
+def test_the_known_upward_imports_are_still_there() -> None:
+    fixed = KNOWN_UPWARD - upward_imports()
+    assert not fixed, f"fixed, so remove them from KNOWN_UPWARD: {sorted(fixed)}"
