@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
-from localserve.client import DaemonClient
+from localserve.daemon.client import DaemonClient
 from localserve.errors import LocalserveError
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QInputDialog, QMenu, QMessageBox, QSystemTrayIcon
 
-from localserve.client import DaemonClient
 from localserve.config.settings import update_config_file
+from localserve.daemon.client import DaemonClient
 from localserve.daemon.launcher import Launch, start_daemon, stop_daemon
 from localserve.daemon.pulls import ACTIVE_PULL_STATES
 from localserve.daemon.state import read_state

@@ -33,9 +33,9 @@ ALLOWED: dict[str, set[str]] = {
     | {"api", "asgi", "cloud", "config", "hardware", "hub", "logs", "router", "runner"}
     | {"security", "server"},
 }
-# The clients of the core (CLI, tray, the control-API client, the app's entry points) may
-# import anything below them.
-TOP = {"cli", "cli_cloud", "cli_desktop", "cli_hub", "cli_models", "cli_remote", "client", "gui"}
+# The clients of the core (the CLI, the tray, the app's entry points) may import anything
+# below them.
+TOP = {"cli", "gui"}
 TOP |= {"frozen", "__main__", "__init__"}
 
 KNOWN_UPWARD = {

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from localserve.client import DaemonClient
 from localserve.config import load_settings
+from localserve.daemon.client import DaemonClient
 from localserve.errors import LocalserveError
 from localserve.hardware.memory import MemorySnapshot, sample_memory
 from localserve.hub.client import HubOptions

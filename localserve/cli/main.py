@@ -13,8 +13,8 @@ import tomli_w
 
 from localserve import __version__
 from localserve import logs as log_files
-from localserve.client import DaemonClient
 from localserve.config import Settings, load_settings
+from localserve.daemon.client import DaemonClient
 from localserve.daemon.launcher import stop_daemon
 from localserve.daemon.state import DaemonState, read_state
 from localserve.errors import DaemonNotRunningError, LocalserveError
@@ -273,11 +273,11 @@ def key_revoke(name: str) -> None:
     click.echo(f"Client key '{name}' revoked.")
 
 
-from localserve.cli_cloud import cloud  # noqa: E402 - registered after the core commands
-from localserve.cli_desktop import autostart, desktop  # noqa: E402
-from localserve.cli_hub import hub  # noqa: E402
-from localserve.cli_models import models  # noqa: E402
-from localserve.cli_remote import remote  # noqa: E402
+from localserve.cli.cloud import cloud  # noqa: E402 - registered after the core commands
+from localserve.cli.desktop import autostart, desktop  # noqa: E402
+from localserve.cli.hub import hub  # noqa: E402
+from localserve.cli.models import models  # noqa: E402
+from localserve.cli.remote import remote  # noqa: E402
 
 
 @cli.command()

@@ -7,10 +7,10 @@ import sys
 import click
 import httpx
 
-from localserve.client import DaemonClient
 from localserve.cloud.ledger import UsageLedger
 from localserve.cloud.providers import PRESETS, Price, Provider, ProviderStore, check_base_url
 from localserve.config.settings import load_settings, update_config_file
+from localserve.daemon.client import DaemonClient
 from localserve.daemon.state import read_state
 from localserve.errors import ConfigError
 from localserve.network import FaultKind, NetworkFault, fault_from_response, host_of

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from localserve.client import DaemonClient
 from localserve.config.settings import read_config_file, update_config_file
+from localserve.daemon.client import DaemonClient
 from localserve.paths import app_paths
 
 
