@@ -63,3 +63,13 @@ class RunnerConfig:
 
 def event_line(event: str, **fields: Any) -> str:
     return json.dumps({"event": event, **fields})
+
+
+@dataclass(frozen=True)
+class RunnerEndpoint:
+    """How to reach a ready runner: its loopback URL and the token it demands."""
+
+    base_url: str
+    token: str
+    info: dict[str, Any]
+    pid: int

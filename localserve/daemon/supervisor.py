@@ -26,7 +26,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from localserve.api.runner import EVENT_READY, LLAMA_DEFAULTS, EnginePath, RunnerConfig
+from localserve.api.runner import (
+    EVENT_READY,
+    LLAMA_DEFAULTS,
+    EnginePath,
+    RunnerConfig,
+    RunnerEndpoint,
+)
 from localserve.daemon.engine_path import (
     EngineChoice,
     VerdictStore,
@@ -96,16 +102,6 @@ class RunnerSpec:
     weight_repack: WeightRepack = "auto"
     cpu_variant: str = "auto"
     engine_checks_file: Path | None = None  # None: no engine check (llama.cpp's defaults)
-
-
-@dataclass(frozen=True)
-class RunnerEndpoint:
-    """How to reach a ready runner: its loopback URL and the token it demands."""
-
-    base_url: str
-    token: str
-    info: dict[str, Any]
-    pid: int
 
 
 @dataclass

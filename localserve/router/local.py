@@ -1,4 +1,7 @@
-"""The backend for models served by local runner child processes (one per loaded model)."""
+"""The backend for models served by local runner child processes (one per loaded model).
+
+It needs little of the daemon's model pool, and says so in ``RunnerPool``: which models exist,
+and a runner for one of them (loaded if need be) to hold while a request uses it."""
 
 from __future__ import annotations
 
@@ -6,15 +9,39 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 import httpx
 
 from localserve.api.keep_alive import parse_keep_alive
-from localserve.daemon.pool import ModelPool
+from localserve.api.runner import RunnerEndpoint
 from localserve.errors import BackendTimeoutError, BackendUnavailableError
 from localserve.router.backend import ModelCard, Payload
 
 LOCAL_BACKEND = "local"
+
+
+class Runner(Protocol):
+    """One model's runner, as a request sees it (the daemon's ``Supervisor``)."""
+
+    async def ready(self, timeout: float) -> RunnerEndpoint: ...
+
+    def runner_lost(self, endpoint: RunnerEndpoint) -> None: ...
+
+
+RunnerT = TypeVar("RunnerT", bound=Runner)
+
+
+class RunnerPool(Protocol[RunnerT]):
+    """The models a request may name, and their runners (the daemon's ``ModelPool``)."""
+
+    def model_ids(self) -> list[str]: ...
+
+    def serves(self, model_id: str) -> bool: ...
+
+    async def acquire(self, model_id: str, keep_alive: float | None = None) -> RunnerT: ...
+
+    def release(self, runner: RunnerT) -> None: ...
 
 
 def backend_error(exc: httpx.HTTPError, what: str) -> BackendUnavailableError:
@@ -65,10 +92,12 @@ class HttpxUpstream:
             on_close()
 
 
-class LocalBackend:
+class LocalBackend(Generic[RunnerT]):
     name = LOCAL_BACKEND
 
-    def __init__(self, pool: ModelPool, client: httpx.AsyncClient, ready_timeout: float):
+    def __init__(
+        self, pool: RunnerPool[RunnerT], client: httpx.AsyncClient, ready_timeout: float
+    ) -> None:
         self._pool = pool
         self._client = client
         self._ready_timeout = ready_timeout

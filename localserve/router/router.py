@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from localserve.errors import (
     ForwardingRefusedError,
@@ -37,7 +38,7 @@ class Route:
 class Router:
     def __init__(
         self,
-        local: LocalBackend,
+        local: LocalBackend[Any],
         cloud: CloudBackends | None = None,
         local_only: Callable[[], bool] = lambda: False,
     ) -> None:

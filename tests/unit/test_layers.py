@@ -39,11 +39,10 @@ TOP = {"cli", "gui"}
 TOP |= {"frozen", "__main__", "__init__"}
 
 KNOWN_UPWARD = {
-    # The Ollama and control routes still take the daemon's pool and pull manager directly,
-    # and the local backend the pool: they wait for narrow interfaces (issue 19).
+    # The Ollama and control routes still take the daemon's pool and pull manager directly:
+    # they wait for narrow interfaces, as router/local.py's RunnerPool (issue 19).
     ("server/routes/ollama.py", "daemon"),
     ("server/routes/control.py", "daemon"),
-    ("router/local.py", "daemon"),
     # How to start localserve (the command line) lives with the launcher.
     ("desktop/autostart.py", "daemon"),
 }
