@@ -7,10 +7,18 @@ we cannot honour (``n`` > 1, images) are refused with a clear 400.
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from localserve.api.errors import APIError
 from localserve.api.sampling import SamplingParams
 
 MAX_STOP_SEQUENCES = 16
@@ -229,3 +237,16 @@ class EmbeddingRequest(BaseModel):
     @property
     def inputs(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate(model: type[ModelT], payload: dict[str, Any]) -> ModelT:
+    """``payload`` as ``model``, or a 400 naming the first parameter that is wrong."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        raise APIError(400, f"Invalid '{param}': {first['msg']}.", param=param) from exc

@@ -1,19 +1,16 @@
 """Reading a request's JSON body, the same way for every protocol: within ``body_timeout``
-(408 after), as a JSON object (400 otherwise), and validated against a model (400 naming the
-parameter). The errors are ``APIError``s, rendered in the caller's protocol."""
+(408 after) and as a JSON object (400 otherwise). The errors are ``APIError``s, rendered in the
+caller's protocol; ``api.requests.validate`` checks the object against a model."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from localserve.api.errors import APIError
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 DEFAULT_BODY_TIMEOUT_S = 30.0
 
@@ -35,12 +32,3 @@ async def read_json(request: Request) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
     return payload
-
-
-def validate(model: type[ModelT], payload: dict[str, Any]) -> ModelT:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        raise APIError(400, f"Invalid '{param}': {first['msg']}.", param=param) from exc

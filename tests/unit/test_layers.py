@@ -26,8 +26,10 @@ ALLOWED: dict[str, set[str]] = {
     "hub": BASE | {"api", "hardware", "security"},
     "runner": BASE | {"api", "asgi", "hardware", "hub"},
     "cloud": BASE | {"security", "hub"},
+    "protocols": BASE | {"api"},
     "router": BASE | {"api", "cloud", "hub"},
-    "server": BASE | {"api", "asgi", "config", "hardware", "hub", "router", "security", "cloud"},
+    "server": BASE
+    | {"api", "asgi", "config", "hardware", "hub", "protocols", "router", "security", "cloud"},
     "desktop": BASE,
     "daemon": BASE
     | {"api", "asgi", "cloud", "config", "hardware", "hub", "logs", "router", "runner"}

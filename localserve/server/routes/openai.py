@@ -8,12 +8,17 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from localserve.api.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from localserve.api.requests import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    validate,
+)
 from localserve.asgi.disconnect import cancel_on_disconnect
 from localserve.router.backend import ModelCard
 from localserve.router.router import Router
 from localserve.server.relay import relay
-from localserve.server.request_body import read_json, validate
+from localserve.server.request_body import read_json
 from localserve.server.upstream import open_route
 
 

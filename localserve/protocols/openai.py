@@ -1,0 +1,39 @@
+"""OpenAI's wire format, as the other protocols' translators read it: tool calls put together
+from stream deltas, and a call's JSON arguments as an object. Pure: no HTTP, no FastAPI."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class StreamedToolCalls:
+    """Tool calls put together from stream deltas: OpenAI sends each call's id and name first
+    and its arguments in pieces, keyed by ``index``."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, delta: dict[str, Any]) -> None:
+        for piece in delta.get("tool_calls") or []:
+            call = self._calls.setdefault(
+                int(piece.get("index", 0)),
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            call["id"] = piece.get("id") or call["id"]
+            function = piece.get("function") or {}
+            call["function"]["name"] += function.get("name") or ""
+            call["function"]["arguments"] += function.get("arguments") or ""
+
+    def calls(self) -> list[dict[str, Any]]:
+        return [self._calls[index] for index in sorted(self._calls)]
+
+
+def call_arguments(arguments: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as an object ({} when they are not one), for the protocols
+    that send arguments as objects (Anthropic's ``input``, Ollama's ``arguments``)."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
