@@ -35,6 +35,7 @@ class DaemonProcess:
         self.extra_env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.state: dict[str, Any] = {}
+        self._sdk: Any = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -74,6 +75,9 @@ class DaemonProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         assert self.process is not None
+        if self._sdk is not None:
+            self._sdk.close()
+            self._sdk = None
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -106,6 +110,15 @@ class DaemonProcess:
     @property
     def base_url(self) -> str:
         return self.url + "/v1"
+
+    def openai(self) -> Any:
+        """One ``openai.OpenAI`` client of this daemon (no retries), closed when it stops: a
+        client left to the garbage collector leaves a socket open, a ResourceWarning."""
+        if self._sdk is None:
+            from openai import OpenAI
+
+            self._sdk = OpenAI(base_url=self.base_url, api_key=self.admin_key, max_retries=0)
+        return self._sdk
 
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, env=self.env(), input=input, timeout=60, command=self.command)

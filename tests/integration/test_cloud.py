@@ -45,7 +45,8 @@ def daemon(cloud: FakeCloud, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def client(daemon: DaemonProcess) -> OpenAI:
-    return OpenAI(base_url=daemon.base_url, api_key=daemon.admin_key, max_retries=0)
+    sdk: OpenAI = daemon.openai()
+    return sdk
 
 
 def chat(daemon: DaemonProcess, model: str, **kwargs: object) -> httpx.Response:

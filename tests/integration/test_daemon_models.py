@@ -61,7 +61,8 @@ def events(daemon: DaemonProcess, path: str) -> Iterator[dict[str, Any]]:
 
 
 def openai_client(daemon: DaemonProcess) -> OpenAI:
-    return OpenAI(base_url=daemon.base_url, api_key=daemon.admin_key, max_retries=0)
+    sdk: OpenAI = daemon.openai()
+    return sdk
 
 
 def say_hi(daemon: DaemonProcess, model: str) -> str:

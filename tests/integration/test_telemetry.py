@@ -21,7 +21,7 @@ from tests.daemon_process import STARTER_MODEL, DaemonProcess
 def measured(daemon: DaemonProcess) -> dict[str, Any]:
     """One streamed request, timed by the client, and the daemon's stats after it."""
     before = daemon.control("GET", "/stats").json()
-    client = OpenAI(base_url=daemon.base_url, api_key=daemon.admin_key, max_retries=0)
+    client: OpenAI = daemon.openai()
     # A long, never-seen prompt: its prefill dominates the time to first token, so the few
     # milliseconds of HTTP between client and runner stay small beside it.
     numbers = " ".join(str(random.randrange(10**6)) for _ in range(80))

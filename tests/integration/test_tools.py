@@ -79,7 +79,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
 
 @pytest.fixture(scope="module")
 def client(daemon: DaemonProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=daemon.base_url, api_key=daemon.admin_key, max_retries=0)
+    sdk: openai.OpenAI = daemon.openai()
+    return sdk
 
 
 def weather_arguments(arguments: str | dict[str, Any]) -> dict[str, Any]:
