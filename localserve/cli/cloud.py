@@ -123,8 +123,7 @@ def cloud_test(name: str, timeout: float) -> None:
         raise upstream_error(name, exc, timeout) from exc
     fault = fault_from_response(response)
     if fault is not None:
-        message = provider_message(response.content) if fault.kind is FaultKind.SERVER else ""
-        raise provider_fault(name, fault, message)
+        raise provider_fault(name, fault, response.content)
     if response.status_code in (401, 403):
         detail = provider_message(response.content)
         raise ConfigError(

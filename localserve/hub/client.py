@@ -127,6 +127,17 @@ def refusal(response: httpx.Response, repo_id: str | None) -> HubError | None:
     return None
 
 
+def answer_fault(response: httpx.Response, repo_id: str | None) -> NetworkFault | None:
+    """What is wrong with a Hub answer: a network fault to wait out or report (5xx, 429, a web
+    page), returned; a refusal (gated, private, not found), raised; None when it is usable."""
+    fault = fault_from_response(response)
+    if fault is None:
+        error = refusal(response, repo_id)
+        if error is not None:
+            raise error
+    return fault
+
+
 def server_message(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -185,12 +196,9 @@ class HubClient:
             response = self.http.get(url, params=params, headers=self.headers)
         except httpx.HTTPError as exc:
             return fault_from_exception(exc, url, self.timeout_s), None
-        fault = fault_from_response(response)
+        fault = answer_fault(response, repo_id)
         if fault is not None:
             return fault, None
-        error = refusal(response, repo_id)
-        if error is not None:
-            raise error
         try:
             return None, response.json()
         except ValueError:  # 200 with something that is not JSON: not the Hub we know

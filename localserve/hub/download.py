@@ -7,8 +7,8 @@ away midway (no route, DNS, refused, timeouts, Hub 5xx/429), the download waits 
 lost) and resumes by itself; progress reports say it is waiting, and why, until bytes flow again.
 A web page where the file should be (a captive portal) is never written into the ``.part``.
 The sha256 the Hub advertises (its LFS metadata) is checked before the file takes its real
-name; a mismatch deletes the ``.part`` and fails. Free disk space is checked
-before the first byte. The record is written last, so a model appears only when complete.
+name; a mismatch deletes the ``.part`` and fails. Free disk space is checked before the first
+byte. The record is written last, so a model appears only when complete.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from localserve.errors import DownloadError
 from localserve.hub.catalog import RemoteFile, RemoteModel
 from localserve.hub.client import (
     DEFAULT_NETWORK_WAIT_S,
+    answer_fault,
     check_online,
     hub_headers,
     hub_unreachable,
-    refusal,
 )
 from localserve.hub.library import (
     Library,
@@ -42,7 +42,7 @@ from localserve.hub.library import (
     sha256_file,
 )
 from localserve.hub.token import hub_token
-from localserve.network import NetworkFault, fault_from_exception, fault_from_response
+from localserve.network import NetworkFault, fault_from_exception
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,9 @@ class NetworkWait:
     """Waits out a lost network during a download, for at most ``limit_s`` since it was lost.
 
     Tries again ``FIRST_WAIT_S`` later, doubling up to ``LONGEST_WAIT_S``, and a last time when
-    the limit is reached. The reason is
-    reported once when the wait starts (``on_change(fault)``) and once when bytes flow again
-    (``on_change(None)``). A cancel event wakes it at once.
+    the limit is reached. The reason is reported once when the wait starts
+    (``on_change(fault)``) and once when bytes flow again (``on_change(None)``). A cancel event
+    wakes it at once.
     """
 
     def __init__(
@@ -261,12 +261,9 @@ class Download:
         if have:
             headers["Range"] = f"bytes={have}-"
         with client.stream("GET", url, headers=headers) as response:
-            fault = fault_from_response(response)
+            fault = answer_fault(response, self.remote.repo_id)
             if fault is not None:
                 raise FaultyAnswer(fault)
-            error = refusal(response, self.remote.repo_id)
-            if error is not None:
-                raise error
             if response.status_code not in (200, 206):
                 raise DownloadError(f"The Hub answered {response.status_code} for {url}.")
             if have and response.status_code == 200:

@@ -18,12 +18,12 @@ from huggingface_hub import hf_hub_url
 from localserve.errors import HubError, InvalidModelFileError
 from localserve.hardware.memory import MemorySnapshot
 from localserve.hub.catalog import RemoteModel, repo_models
-from localserve.hub.client import API_TIMEOUT_S, hub_headers, hub_unreachable, refusal
+from localserve.hub.client import API_TIMEOUT_S, answer_fault, hub_headers, hub_unreachable
 from localserve.hub.fit import FitEstimate, estimate_fit
 from localserve.hub.gguf_header import GgufHeader, HeaderIncomplete, read_gguf_header_prefix
 from localserve.hub.library import ModelRecord, model_name_for
 from localserve.hub.token import hub_token
-from localserve.network import fault_from_exception, fault_from_response
+from localserve.network import fault_from_exception
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,9 @@ def fetch_remote_header(remote: RemoteModel, timeout_s: float = API_TIMEOUT_S) -
                 response = client.get(url, headers={**headers, "Range": f"bytes=0-{want - 1}"})
             except httpx.HTTPError as exc:
                 raise hub_unreachable(fault_from_exception(exc, url, timeout_s)) from exc
-            fault = fault_from_response(response)
+            fault = answer_fault(response, remote.repo_id)
             if fault is not None:
                 raise hub_unreachable(fault)
-            error = refusal(response, remote.repo_id)
-            if error is not None:
-                raise error
             if response.status_code not in (200, 206):
                 raise HubError(f"The Hub answered {response.status_code} for {first.name}.")
             try:

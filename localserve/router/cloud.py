@@ -56,10 +56,12 @@ def provider_label(provider: str) -> str:
 
 
 def provider_fault(
-    provider: str, fault: NetworkFault, message: str = ""
+    provider: str, fault: NetworkFault, body: bytes = b""
 ) -> BackendUnavailableError:
     """The error a client sees for ``fault``: a timeout is a BackendTimeoutError (504), the
-    rest an UpstreamError (502); ``message`` is the provider's own, where it sent one."""
+    rest an UpstreamError (502). A failing provider's (5xx) own message, read from ``body``
+    where it sent one, is quoted."""
+    message = provider_message(body) if fault.kind is FaultKind.SERVER else ""
     if message:
         fault = dataclasses.replace(fault, detail=message)
     text = fault.describe(provider_label(provider))
@@ -283,9 +285,8 @@ class CloudBackend:
             body = b""
         finally:
             await response.aclose()
-        message = provider_message(body) if fault.kind is FaultKind.SERVER else ""
         log.warning("%s: %s (HTTP %d)", self.name, fault.reason, response.status_code)
-        raise provider_fault(self.name, fault, message=message)
+        raise provider_fault(self.name, fault, body)
 
     async def refresh_models(self) -> None:
         """Fetch the provider's model list (for /v1/models); keep the old one on failure."""
@@ -297,9 +298,10 @@ class CloudBackend:
             log.warning("Cannot list the models of %s: %s", self.name, reason)
             return
         answer_fault = fault_from_response(response)
+        if answer_fault is not None:
+            log.warning("Cannot list the models of %s: %s", self.name, answer_fault.reason)
+            return
         try:
-            if answer_fault is not None:
-                raise ValueError(answer_fault.reason)
             response.raise_for_status()
             data = response.json().get("data") or []
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
