@@ -83,7 +83,7 @@ def quant_choices(
         header: GgufHeader | None = fetch_remote_header(models[0], timeout_s)
         problem = None
     except (HubError, InvalidModelFileError) as exc:
-        log.warning("No fit estimate for %s: %s", repo_id, exc)
+        log.info("No fit estimate for %s: %s", repo_id, exc)  # callers show the problem
         header, problem = None, str(exc)
     choices = []
     for model in models:

@@ -228,6 +228,20 @@ def test_a_short_retry_after_is_waited_out(isolated_home: Path, hub: FakeHub) ->
     )
 
 
+def test_files_without_the_model_header_still_list_the_quants(
+    isolated_home: Path, hub: FakeHub
+) -> None:
+    """The repo's file list arrives, the header prefix for the fit estimate does not."""
+    hub.script.extend(["", "503"])  # the file list passes, the header's range request fails
+    result = cli("models", "files", REPO, env=hub_env(hub, isolated_home))
+    assert result.returncode == 0, result.stderr
+    assert "Q4_1" in result.stdout and "unknown" in result.stdout
+    assert result.stderr.strip() == (
+        "No fit estimate: The Hugging Face Hub is failing (HTTP 503); try again later."
+        + STILL_WORKS
+    )
+
+
 def test_gated_repos_say_how_to_get_access(
     isolated_home: Path, hub: FakeHub, starter_bytes: bytes
 ) -> None:
