@@ -13,8 +13,12 @@ The token never appears in argv or the environment, where other local users coul
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from localserve.api.engine import EngineSettings
 
 EVENT_READY = "ready"
 EVENT_LOAD_FAILED = "load_failed"
@@ -39,26 +43,26 @@ class EnginePath:
 LLAMA_DEFAULTS = EnginePath(None, True, "llama.cpp's defaults (no engine check)")
 
 
-@dataclass(frozen=True)
-class RunnerConfig:
+class RunnerConfig(BaseModel):
+    """The first line on a runner's stdin: which model, the engine settings as the daemon
+    resolved them (passed on unchanged to the engine and its scheduler), the engine path the
+    check chose, and the token."""
+
+    model_config = ConfigDict(frozen=True)
+
     model_path: str
     model_id: str
-    n_ctx: int
-    gpu_layers: str | int
-    threads: int
     token: str
-    parallel: int | None = None
-    prefix_reuse: bool = True
+    engine: EngineSettings
+    engine_path: EnginePath = LLAMA_DEFAULTS
     log_level: str = "info"
-    engine: EnginePath = LLAMA_DEFAULTS
 
     def to_line(self) -> bytes:
-        return (json.dumps(asdict(self)) + "\n").encode("utf-8")
+        return (self.model_dump_json() + "\n").encode("utf-8")
 
     @classmethod
     def from_line(cls, line: bytes) -> RunnerConfig:
-        fields = json.loads(line)
-        return cls(**{**fields, "engine": EnginePath(**fields["engine"])})
+        return cls.model_validate_json(line)
 
 
 def event_line(event: str, **fields: Any) -> str:

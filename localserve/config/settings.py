@@ -1,8 +1,25 @@
-"""The one typed settings object.
+"""The one typed settings object, in sections.
 
 Precedence, highest first: explicit overrides (CLI options) > ``LOCALSERVE_*`` environment
 variables > ``config.toml`` in the config dir > the defaults below. Each field's description is
 its documentation: ``localserve config`` and docs/settings.md are built from it.
+
+Sections: ``settings.engine`` (``api.engine.EngineSettings``: how a runner loads and runs its
+model, carried unchanged to the runner and its scheduler), ``settings.limits``
+(``LimitSettings``: what a model, a key, a request may take and how long each wait lasts) and
+``settings.remote`` (``RemoteSettings``: remote access). Code reads the sections; what is left
+at the top (host, port, model, ...) is read from ``settings`` itself.
+
+How: each section is a frozen model that declares its fields once, and ``Settings`` inherits
+them all, so it stays one flat model underneath. That flat model is what users and tools
+already have: the TOML keys, the ``LOCALSERVE_<NAME>`` variables, the CLI options, error
+messages naming the file line or variable, the tray's settings window (which builds
+``Settings`` from the file's keys) and ``localserve config`` keep working unchanged, with no
+name mapping and no migration. The section properties hand out typed copies of their fields.
+Nested models were the other way; they would need a custom environment source, a flat-to-nested
+mapping for the file, the CLI and the tray, and the reverse for errors and ``localserve
+config``: more moving parts for the same names. The price of this way: a section's field keeps
+its full, flat name (``settings.remote.remote_port``), the name users write and grep for.
 """
 
 from __future__ import annotations
@@ -11,11 +28,12 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from localserve.api.engine import EngineSettings
 from localserve.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -26,68 +44,14 @@ else:  # pragma: no cover - exercised on 3.10 only
 ENV_PREFIX = "LOCALSERVE_"
 DEFAULT_PORT = 11435
 
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
-    host: str = Field(
-        "127.0.0.1",
-        description="Address the gateway listens on. Only loopback is allowed; other devices "
-        "reach the server through remote access (`localserve remote on`).",
-    )
-    port: int = Field(
-        DEFAULT_PORT, ge=0, le=65535, description="TCP port of the gateway (0 picks a free one)."
-    )
-    model: str | None = Field(
-        None,
-        description="Model to serve: a name in the models folder or a path to a .gguf file. "
-        "Empty means the built-in starter model (SmolLM2-135M-Instruct).",
-    )
-    ctx: int = Field(
-        4096, ge=0, description="Context window in tokens (0 = the model's training length)."
-    )
-    gpu_layers: Literal["auto"] | int = Field(
-        "auto",
-        description="Layers offloaded to the GPU: 'auto' offloads all where llama.cpp was built "
-        "with GPU support (CUDA, Metal, Vulkan) and none otherwise; a number sets it; "
-        "0 = CPU only.",
-    )
-    threads: int | None = Field(
-        None, ge=1, description="CPU threads for generation (default: physical core count)."
-    )
-    weight_repack: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="llama.cpp's extra weight layouts for the CPU (AMX tiles on Intel Xeons, "
-        "repacked Q4_0/IQ4_NL blocks): 'auto' uses them after the engine check has seen them "
-        "decode on this CPU (llama.cpp's AMX kernels crash on some Xeons), 'on' always, 'off' "
-        "never (as llama-server --no-repack).",
-    )
-    cpu_variant: str = Field(
-        "auto",
-        description="Which CPU kernels a portable llama.cpp build (the packaged app, `make "
-        "setup` on x86-64) loads: 'auto' = the best one for this CPU that passes the engine "
-        "check; or a name such as 'haswell', 'icelake', 'zen4' (`localserve status` lists "
-        "them). Native builds have one, built in, and ignore this.",
-    )
-    share_cpu_threads: bool = Field(
-        True,
-        description="Split the CPU threads between models generating at the same time (each "
-        "gets its part while it is busy; a model busy alone gets them all). Off, every model "
-        "uses all of them, and two busy models slow each other down many times over.",
-    )
-    parallel: int | None = Field(
-        None,
-        ge=1,
-        le=64,
-        description="Requests generated at once, batched into one decode step (slots); more "
-        "wait in a queue. Empty = as many full-context KV caches as fit in a quarter of free "
-        "RAM, at most 8.",
-    )
-    prefix_reuse: bool = Field(
-        True,
-        description="Reuse the KV cache of a prompt's known beginning (chat history, system "
-        "prompt, file context) instead of recomputing it. Off only to measure what it saves.",
-    )
+class LimitSettings(BaseModel):
+    """What one model, one key and one request may take, and how long each wait lasts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     max_loaded_models: int = Field(
         2,
         ge=1,
@@ -109,6 +73,12 @@ class Settings(BaseSettings):
         description="Requests that may wait for a model's busy slots; beyond that a request "
         "gets 429 at once, with Retry-After, instead of waiting for minutes.",
     )
+    share_cpu_threads: bool = Field(
+        True,
+        description="Split the CPU threads between models generating at the same time (each "
+        "gets its part while it is busy; a model busy alone gets them all). Off, every model "
+        "uses all of them, and two busy models slow each other down many times over.",
+    )
     crash_limit: int = Field(
         5,
         ge=1,
@@ -116,40 +86,6 @@ class Settings(BaseSettings):
         "restarted again: the model is marked failed with the reason and the end of its log.",
     )
     crash_window: float = Field(600.0, gt=0, description="The window for crash_limit, in seconds.")
-    local_only: bool = Field(
-        False,
-        description="Never forward a request to a cloud provider; such requests get a 403 "
-        "saying why. `localserve cloud local-only on|off` switches it, also while serving.",
-    )
-    remote_enabled: bool = Field(
-        False,
-        description="Remote access: also listen on a network address, TLS only, client keys "
-        "only. `localserve remote on|off` switches it, also while serving.",
-    )
-    remote_address: str | None = Field(
-        None,
-        description="Address (or interface name) remote access listens on. Empty = this "
-        "machine's primary LAN address.",
-    )
-    remote_port: int = Field(
-        11436, ge=0, le=65535, description="TCP port of the remote (TLS) listener."
-    )
-    remote_cert_file: Path | None = Field(
-        None,
-        description="Your own TLS certificate (PEM) for remote access; empty = a self-signed "
-        "ECDSA P-256 certificate made on first use.",
-    )
-    remote_key_file: Path | None = Field(
-        None, description="The private key (PEM) of remote_cert_file."
-    )
-    remote_hosts: list[str] = Field(
-        default_factory=list,
-        description="Extra host names remote clients may use (e.g. a DNS name pointing here); "
-        "the certificate's names and addresses are always allowed.",
-    )
-    remote_max_body_bytes: int = Field(
-        1024 * 1024, ge=1024, description="Largest request body from a remote client (413 above)."
-    )
     max_concurrent_per_key: int = Field(
         0,
         ge=0,
@@ -162,27 +98,8 @@ class Settings(BaseSettings):
         description="Inference requests a minute one key may make, locally and remotely "
         "(429 with Retry-After above; bursts of as many; 0 = no limit).",
     )
-    remote_max_concurrent_per_key: int = Field(
-        4, ge=1, description="Requests one client key may have in flight remotely (429 above)."
-    )
-    remote_request_timeout: float = Field(
-        300.0, gt=0, description="Seconds a remote request may take in all (504 or cut after)."
-    )
-    remote_auth_failures: int = Field(
-        10, ge=1, description="Failed remote authentications from one address before lockout."
-    )
-    remote_auth_window: float = Field(
-        60.0, gt=0, description="Seconds over which remote_auth_failures are counted."
-    )
-    remote_lockout: float = Field(
-        300.0, gt=0, description="Seconds an address stays locked out (429 with Retry-After)."
-    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 above)."
-    )
-    cors_origins: list[str] = Field(
-        default_factory=list,
-        description="Browser origins allowed to call the API (CORS). Empty = no CORS headers.",
     )
     header_timeout: float = Field(
         10.0,
@@ -214,6 +131,92 @@ class Settings(BaseSettings):
         "again 1, 2, 4 ... 30 s apart) before it fails; the partial file is kept either way "
         "(0 = fail at once).",
     )
+
+
+class RemoteSettings(BaseModel):
+    """The TLS listener for other devices, on a network address (docs/remote-access.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    remote_enabled: bool = Field(
+        False,
+        description="Remote access: also listen on a network address, TLS only, client keys "
+        "only. `localserve remote on|off` switches it, also while serving.",
+    )
+    remote_address: str | None = Field(
+        None,
+        description="Address (or interface name) remote access listens on. Empty = this "
+        "machine's primary LAN address.",
+    )
+    remote_port: int = Field(
+        11436, ge=0, le=65535, description="TCP port of the remote (TLS) listener."
+    )
+    remote_cert_file: Path | None = Field(
+        None,
+        description="Your own TLS certificate (PEM) for remote access; empty = a self-signed "
+        "ECDSA P-256 certificate made on first use.",
+    )
+    remote_key_file: Path | None = Field(
+        None, description="The private key (PEM) of remote_cert_file."
+    )
+    remote_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra host names remote clients may use (e.g. a DNS name pointing here); "
+        "the certificate's names and addresses are always allowed.",
+    )
+    remote_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body from a remote client (413 above)."
+    )
+    remote_max_concurrent_per_key: int = Field(
+        4, ge=1, description="Requests one client key may have in flight remotely (429 above)."
+    )
+    remote_request_timeout: float = Field(
+        300.0, gt=0, description="Seconds a remote request may take in all (504 or cut after)."
+    )
+    remote_auth_failures: int = Field(
+        10, ge=1, description="Failed remote authentications from one address before lockout."
+    )
+    remote_auth_window: float = Field(
+        60.0, gt=0, description="Seconds over which remote_auth_failures are counted."
+    )
+    remote_lockout: float = Field(
+        300.0, gt=0, description="Seconds an address stays locked out (429 with Retry-After)."
+    )
+
+
+# The sections in the order docs/settings.md lists them, after the general settings.
+SECTIONS: dict[str, type[BaseModel]] = {
+    "Engine": EngineSettings,
+    "Limits": LimitSettings,
+    "Remote access": RemoteSettings,
+}
+
+
+class Settings(BaseSettings, RemoteSettings, LimitSettings, EngineSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the gateway listens on. Only loopback is allowed; other devices "
+        "reach the server through remote access (`localserve remote on`).",
+    )
+    port: int = Field(
+        DEFAULT_PORT, ge=0, le=65535, description="TCP port of the gateway (0 picks a free one)."
+    )
+    model: str | None = Field(
+        None,
+        description="Model to serve: a name in the models folder or a path to a .gguf file. "
+        "Empty means the built-in starter model (SmolLM2-135M-Instruct).",
+    )
+    local_only: bool = Field(
+        False,
+        description="Never forward a request to a cloud provider; such requests get a 403 "
+        "saying why. `localserve cloud local-only on|off` switches it, also while serving.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (CORS). Empty = no CORS headers.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Daemon log verbosity."
     )
@@ -232,12 +235,24 @@ class Settings(BaseSettings):
             )
         return origins
 
-    @field_validator("gpu_layers", mode="before")
-    @classmethod
-    def _parse_gpu_layers(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        return value
+    @property
+    def engine(self) -> EngineSettings:
+        """How runners load and run models, as the user set it ('auto' still unresolved)."""
+        return self._section(EngineSettings)
+
+    @property
+    def limits(self) -> LimitSettings:
+        return self._section(LimitSettings)
+
+    @property
+    def remote(self) -> RemoteSettings:
+        return self._section(RemoteSettings)
+
+    def _section(self, section: type[SectionT]) -> SectionT:
+        """A typed copy of one section's fields (validated already, as this object was)."""
+        return section.model_construct(
+            **{name: getattr(self, name) for name in section.model_fields}
+        )
 
 
 def backup_path(path: Path) -> Path:
@@ -349,16 +364,6 @@ def settings_reference() -> str:
         "(where `serve` has one), as an environment variable `LOCALSERVE_<NAME>`, or in",
         "`config.toml` in the config folder (`localserve config` prints its path).",
         "",
-        "| setting | environment variable | default | description |",
-        "|---|---|---|---|",
-    ]
-    for name, field in Settings.model_fields.items():
-        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
-        lines.append(
-            f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{default!r}` | {field.description} |"
-        )
-    lines += [
-        "",
         "Example `config.toml`:",
         "",
         "```toml",
@@ -371,5 +376,27 @@ def settings_reference() -> str:
         "Lists in environment variables are JSON: "
         "`LOCALSERVE_CORS_ORIGINS='[\"http://localhost:3000\"]'`.",
         "",
+        "## General",
+        "",
     ]
+    sectioned = {name for section in SECTIONS.values() for name in section.model_fields}
+    lines += _reference_table([name for name in Settings.model_fields if name not in sectioned])
+    for title, section in SECTIONS.items():
+        lines += ["", f"## {title}", "", section.__doc__ or "", ""]
+        lines += _reference_table(list(section.model_fields))
+    lines.append("")
     return "\n".join(lines)
+
+
+def _reference_table(names: list[str]) -> list[str]:
+    lines = [
+        "| setting | environment variable | default | description |",
+        "|---|---|---|---|",
+    ]
+    for name in names:
+        field = Settings.model_fields[name]
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        lines.append(
+            f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{default!r}` | {field.description} |"
+        )
+    return lines

@@ -34,10 +34,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from filelock import FileLock
 
+from localserve.api.engine import WeightRepack
 from localserve.api.runner import EnginePath
 from localserve.errors import ModelLoadError
 from localserve.runner import llama_backends
@@ -52,7 +53,6 @@ from localserve.security.secret_store import write_private_file
 
 log = logging.getLogger(__name__)
 
-WeightRepack = Literal["auto", "on", "off"]
 MAX_VARIANTS = 4
 CHECK_TIMEOUT_S = 180.0
 CRASH_SIGNALS = frozenset(

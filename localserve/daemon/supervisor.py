@@ -26,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from localserve.api.engine import EngineSettings
 from localserve.api.runner import (
     EVENT_READY,
     LLAMA_DEFAULTS,
@@ -36,19 +37,16 @@ from localserve.api.runner import (
 from localserve.daemon.engine_path import (
     EngineChoice,
     VerdictStore,
-    WeightRepack,
     choose_engine_path,
     crash_signal,
     kernel_names,
 )
 from localserve.daemon.orphans import forget_runner, record_runner
 from localserve.errors import BackendUnavailableError, InvalidModelFileError, ModelLoadError
-from localserve.hardware.devices import resolve_gpu_layers
 from localserve.hub.gguf_check import check_model_file
 from localserve.hub.gguf_header import read_gguf_header
 from localserve.logs import rotate_if_large, tail
 from localserve.runner.commands import COMMAND_THREADS, command_line
-from localserve.runner.llama_backends import gpu_offload_supported
 from localserve.runner.reporting import EVENT_REQUEST, EVENT_THREADS, EVENT_TICK
 
 log = logging.getLogger(__name__)
@@ -91,16 +89,10 @@ class RunnerState(str, Enum):
 class RunnerSpec:
     model_id: str
     model_path: Path
-    n_ctx: int
-    gpu_layers: str | int
-    threads: int
+    engine: EngineSettings  # resolved (hardware.devices.resolve_engine); the runner gets it as is
     log_file: Path
     log_level: str = "info"
-    parallel: int | None = None
-    prefix_reuse: bool = True
     pid_dir: Path | None = None  # where the runner's pid file lives while it runs (orphans.py)
-    weight_repack: WeightRepack = "auto"
-    cpu_variant: str = "auto"
     engine_checks_file: Path | None = None  # None: no engine check (llama.cpp's defaults)
 
 
@@ -131,8 +123,8 @@ class RunnerProcess:
     def __init__(self, spec: RunnerSpec) -> None:
         self.spec = spec
         self._process: asyncio.subprocess.Process | None = None
-        self._threads = spec.threads  # granted last
-        self._threads_in_use = spec.threads  # reported applied by the batch loop
+        self._threads = spec.engine.threads  # granted last
+        self._threads_in_use = spec.engine.threads  # reported applied by the batch loop
         self._threads_changed = asyncio.Event()
         self.engine_path: EnginePath | None = None
         self.decoded = False  # set by the first report of generated or prompt tokens
@@ -153,14 +145,10 @@ class RunnerProcess:
         config = RunnerConfig(
             model_path=str(spec.model_path),
             model_id=spec.model_id,
-            n_ctx=spec.n_ctx,
-            gpu_layers=spec.gpu_layers,
-            threads=spec.threads,
             token=token,
+            engine=spec.engine,
+            engine_path=engine_path,
             log_level=spec.log_level,
-            parallel=spec.parallel,
-            prefix_reuse=spec.prefix_reuse,
-            engine=engine_path,
         )
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         rotate_if_large(spec.log_file)
@@ -209,11 +197,12 @@ class RunnerProcess:
         spec = self.spec
         if spec.engine_checks_file is None:
             return LLAMA_DEFAULTS
+        engine = spec.engine
         choice = EngineChoice(
-            weight_repack=spec.weight_repack,
-            cpu_variant=spec.cpu_variant,
-            gpu_layers=resolve_gpu_layers(spec.gpu_layers, gpu_offload_supported()),
-            threads=spec.threads,
+            weight_repack=engine.weight_repack,
+            cpu_variant=engine.cpu_variant,
+            gpu_layers=engine.n_gpu_layers,
+            threads=engine.threads,
         )
         quant_type = read_gguf_header(spec.model_path).quant_type  # checked sound just before
         return choose_engine_path(

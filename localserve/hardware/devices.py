@@ -11,6 +11,8 @@ import os
 
 import psutil
 
+from localserve.api.engine import EngineSettings
+
 ALL_LAYERS = -1  # llama.cpp's "offload every layer"
 
 
@@ -32,3 +34,15 @@ def resolve_gpu_layers(setting: str | int, gpu_offload_supported: bool) -> int:
     if layers < 0:
         return ALL_LAYERS if gpu_offload_supported else 0
     return layers if gpu_offload_supported else 0
+
+
+def resolve_engine(settings: EngineSettings, gpu_offload_supported: bool) -> EngineSettings:
+    """The engine settings with this machine's answers in place of the automatic ones: threads
+    0 becomes the physical core count, gpu_layers llama.cpp's ``n_gpu_layers``. The daemon
+    does this once, before a runner's engine check and start; resolving twice changes nothing."""
+    return settings.model_copy(
+        update={
+            "threads": settings.threads or physical_cores(),
+            "gpu_layers": resolve_gpu_layers(settings.gpu_layers, gpu_offload_supported),
+        }
+    )

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from localserve.api.errors import APIError, api_error_from
+from localserve.api.inference import InferenceCall
 from localserve.api.requests import validate
 from localserve.api.sse import sse_event
 from localserve.errors import BackendUnavailableError
@@ -202,6 +203,43 @@ def openai_request(body: MessagesRequest) -> dict[str, Any]:
     return payload
 
 
+def messages_call(body: MessagesRequest) -> InferenceCall:
+    return InferenceCall("/v1/chat/completions", openai_request(body), body.stream)
+
+
+class AnthropicReply:
+    """Anthropic's message object, or its event stream, from OpenAI's answer."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def whole(self, reply: dict[str, Any]) -> dict[str, Any]:
+        return message_object(self.model, reply)
+
+    def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+        return message_events(self.model, chunks)
+
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+def error_object(err: APIError) -> dict[str, Any]:
+    """Anthropic's error body: ``{"type": "error", "error": {"type", "message"}}``."""
+    kind = ERROR_TYPES.get(err.status_code, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": err.message}}
+
+
 def message_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
@@ -327,8 +365,7 @@ async def message_events(model: str, chunks: AsyncIterator[dict[str, Any]]) -> A
                 finish = choice.get("finish_reason") or finish
             usage = chunk.get("usage") or usage
     except BackendUnavailableError as exc:
-        error = {"type": "api_error", "message": api_error_from(exc).message}
-        yield sse_event("error", {"type": "error", "error": error})
+        yield sse_event("error", error_object(api_error_from(exc)))
         return
     if blocks.index < 0:  # nothing was generated: still one (empty) text block
         for event in blocks.text(""):

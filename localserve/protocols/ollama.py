@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
-from localserve.api.errors import APIError
+from localserve.api.errors import APIError, api_error_from
 from localserve.api.ids import new_call_id
+from localserve.api.inference import InferenceCall
 from localserve.api.keep_alive import parse_keep_alive
-from localserve.protocols.openai import call_arguments
+from localserve.errors import BackendUnavailableError
+from localserve.protocols.openai import StreamedToolCalls, call_arguments
 
 OLLAMA_API_VERSION = "0.12.0"  # the Ollama API level these routes follow
 NDJSON = "application/x-ndjson"
@@ -158,3 +161,165 @@ def openai_tool_call(call: Any) -> dict[str, Any]:
             "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
         },
     }
+
+
+def error_object(err: APIError) -> dict[str, Any]:
+    """Ollama's error body: ``{"error": message}``."""
+    return {"error": err.message}
+
+
+# -- requests ------------------------------------------------------------------------------
+Unload = Callable[[], Awaitable[None]]  # unloads the request's model (keep_alive 0)
+
+
+def streams(payload: dict[str, Any]) -> bool:
+    """Ollama streams unless told ``"stream": false``."""
+    return payload.get("stream", True) is not False
+
+
+def inference_call(
+    payload: dict[str, Any], path: str, fields: dict[str, Any], unload: Unload | None = None
+) -> InferenceCall:
+    """The OpenAI request for ``fields``, with the model, stream and keep_alive of ``payload``;
+    ``unload`` runs after the answer when keep_alive is 0."""
+    stream = streams(payload) and path != "/v1/embeddings"
+    openai: dict[str, Any] = {**fields, "model": model_name(payload), "stream": stream}
+    if payload.get("keep_alive") is not None:
+        openai["keep_alive"] = payload["keep_alive"]
+    if stream:
+        openai["stream_options"] = {"include_usage": True}
+    after = unload if unload is not None and unloads_now(payload) else None
+    return InferenceCall(path, openai, stream, after)
+
+
+def chat_call(payload: dict[str, Any], unload: Unload | None = None) -> InferenceCall:
+    """``/api/chat`` as an OpenAI chat request."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "messages must be a non-empty list")
+    fields = {"messages": openai_chat_messages(messages), **sampling(payload)}
+    if payload.get("tools"):
+        fields["tools"] = payload["tools"]
+    return inference_call(payload, "/v1/chat/completions", fields, unload)
+
+
+def loads_only(payload: dict[str, Any]) -> bool:
+    """An ``/api/generate`` with no prompt (nor suffix): Ollama's way to load a model (or, with
+    keep_alive 0, to unload it)."""
+    return not payload.get("prompt") and not payload.get("suffix")
+
+
+def generate_call(payload: dict[str, Any], unload: Unload | None = None) -> InferenceCall:
+    """``/api/generate`` as an OpenAI request: a completion for ``raw`` prompts and
+    fill-in-the-middle (``suffix``), a one-turn chat otherwise."""
+    prompt = payload.get("prompt") or ""
+    if not isinstance(prompt, str):
+        raise APIError(400, "prompt must be a string")
+    if payload.get("raw") or payload.get("suffix"):
+        fields: dict[str, Any] = {"prompt": prompt, **sampling(payload)}
+        if payload.get("suffix"):
+            fields["suffix"] = payload["suffix"]
+        return inference_call(payload, "/v1/completions", fields, unload)
+    messages = [{"role": "user", "content": prompt}]
+    if payload.get("system"):
+        messages.insert(0, {"role": "system", "content": payload["system"]})
+    return inference_call(
+        payload, "/v1/chat/completions", {"messages": messages, **sampling(payload)}, unload
+    )
+
+
+def embed_call(payload: dict[str, Any], unload: Unload | None = None) -> InferenceCall:
+    """``/api/embed`` as an OpenAI embeddings request."""
+    inputs = payload.get("input")
+    if not isinstance(inputs, (str, list)) or not inputs:
+        raise APIError(400, "input must be a string or a non-empty list of strings")
+    return inference_call(payload, "/v1/embeddings", {"input": inputs}, unload)
+
+
+def load_answer(model: str, reason: Literal["load", "unload"]) -> dict[str, Any]:
+    """The answer to an ``/api/generate`` that only loads or unloads a model."""
+    return {
+        "model": model,
+        "created_at": now_iso(),
+        "response": "",
+        "done": True,
+        "done_reason": reason,
+    }
+
+
+# -- answers -------------------------------------------------------------------------------
+class OllamaReply:
+    """``/api/chat``'s or ``/api/generate``'s answer (one object, or NDJSON lines) from OpenAI's."""
+
+    media_type = NDJSON
+
+    def __init__(self, model: str, endpoint: Literal["chat", "generate"]) -> None:
+        self.model = model
+        self.endpoint = endpoint
+        self.timing = Timing()
+
+    def line(
+        self, text: str, calls: list[dict[str, Any]], done: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One line: a piece of the answer, or with ``done`` fields the last one."""
+        line: dict[str, Any] = {"model": self.model, "created_at": now_iso()}
+        if self.endpoint == "chat":
+            line["message"] = {
+                "role": "assistant",
+                "content": text,
+                **({"tool_calls": calls} if calls else {}),
+            }
+        else:
+            line["response"] = text
+        if done is None:
+            return {**line, "done": False}
+        return {**line, **done, **({"context": []} if self.endpoint == "generate" else {})}
+
+    def whole(self, reply: dict[str, Any]) -> dict[str, Any]:
+        choice = reply["choices"][0]
+        message = choice.get("message") or {}
+        text = message.get("content") or choice.get("text") or ""
+        calls = ollama_tool_calls(message.get("tool_calls") or [])
+        return self.line(
+            text, calls, done_fields(choice.get("finish_reason"), self.timing, reply.get("usage"))
+        )
+
+    async def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+        usage: dict[str, Any] = {}
+        reason = None
+        tool_calls = StreamedToolCalls()
+        try:
+            async for chunk in chunks:
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    piece = delta.get("content") or choice.get("text")
+                    if piece:
+                        self.timing.mark_first()
+                        yield ndjson(self.line(piece, []))
+                    tool_calls.add(delta)
+                    reason = choice.get("finish_reason") or reason
+                usage = chunk.get("usage") or usage
+        except BackendUnavailableError as exc:
+            yield ndjson(error_object(api_error_from(exc)))
+            return
+        calls = ollama_tool_calls(tool_calls.calls())
+        if calls:  # Ollama sends the calls in a line of their own, before the last
+            yield ndjson(self.line("", calls))
+        yield ndjson(self.line("", [], done_fields(reason, self.timing, usage)))
+
+
+class EmbedReply:
+    """``/api/embed``'s answer from OpenAI's embeddings."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.timing = Timing()
+
+    def whole(self, reply: dict[str, Any]) -> dict[str, Any]:
+        timing = self.timing.fields(reply.get("usage") or {})
+        kept = ("total_duration", "load_duration", "prompt_eval_count")
+        return {
+            "model": self.model,
+            "embeddings": [item["embedding"] for item in reply["data"]],
+            **{key: timing[key] for key in kept},
+        }

@@ -1,10 +1,19 @@
 """OpenAI's wire format, as the other protocols' translators read it: tool calls put together
-from stream deltas, and a call's JSON arguments as an object. Pure: no HTTP, no FastAPI."""
+from stream deltas, a call's JSON arguments as an object, and OpenAI's error body. Pure: no
+HTTP, no FastAPI. (OpenAI's requests are checked by ``api/requests.py``; backends answer in
+OpenAI's shape, so its replies are relayed as they are.)"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from localserve.api.errors import APIError, error_body
+
+
+def error_object(err: APIError) -> dict[str, Any]:
+    """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
+    return error_body(err.message, err.error_type, err.code, err.param)
 
 
 class StreamedToolCalls:

@@ -1,6 +1,6 @@
 """Entry point of a runner child process (`python -m localserve.runner`), run by the supervisor.
 
-See ``protocol.py`` for how it talks to the supervisor.
+See ``api/runner.py`` for how it talks to the supervisor.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> int:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s"
     )
     config = RunnerConfig.from_line(sys.stdin.buffer.readline())
-    share = ThreadShare(config.threads)
+    share = ThreadShare(config.engine.threads)
     threading.Thread(
         target=follow_daemon, args=(sys.stdin.buffer, share), name="daemon-commands", daemon=True
     ).start()
@@ -49,9 +49,9 @@ def main() -> int:
     from localserve.runner.engine import Engine, EngineConfig
     from localserve.runner.reporting import EventChannel
 
-    log.info("llama.cpp: %s", config.engine.note)
+    log.info("llama.cpp: %s", config.engine_path.note)
     try:
-        llama_backends.load_backends(config.engine.cpu_variant)
+        llama_backends.load_backends(config.engine_path.cpu_variant)
     except llama_backends.BackendLoadError as exc:
         log.error("load failed: %s", exc)
         announce(event_line(EVENT_LOAD_FAILED, message=str(exc)))
@@ -59,14 +59,7 @@ def main() -> int:
     try:
         engine = Engine(
             EngineConfig(
-                model_path=Path(config.model_path),
-                model_id=config.model_id,
-                n_ctx=config.n_ctx,
-                gpu_layers=config.gpu_layers,
-                threads=config.threads,
-                parallel=config.parallel,
-                prefix_reuse=config.prefix_reuse,
-                engine_path=config.engine,
+                Path(config.model_path), config.model_id, config.engine, config.engine_path
             ),
             share,
         )

@@ -21,6 +21,7 @@ import llama_cpp.llama_chat_format as llama_chat_format
 import psutil
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
+from localserve.api.engine import EngineSettings
 from localserve.api.runner import EMBEDDING_CTX, LLAMA_DEFAULTS, EnginePath
 from localserve.api.sampling import SamplingParams
 from localserve.errors import (
@@ -29,7 +30,7 @@ from localserve.errors import (
     ModelLoadError,
     UnsupportedFeatureError,
 )
-from localserve.hardware.devices import resolve_gpu_layers
+from localserve.hardware.devices import resolve_engine
 from localserve.hub.templates import ToolSyntax, tool_syntax
 from localserve.runner.chat_template import ChatTemplate, TemplateLimitError
 from localserve.runner.commands import ThreadShare
@@ -43,11 +44,7 @@ from localserve.runner.tools import forced_call_schema
 class EngineConfig:
     model_path: Path
     model_id: str
-    n_ctx: int
-    gpu_layers: str | int
-    threads: int
-    parallel: int | None = None  # None: sized from free memory (auto_parallel)
-    prefix_reuse: bool = True
+    settings: EngineSettings  # as the runner's config line carries it; on to the scheduler
     engine_path: EnginePath = LLAMA_DEFAULTS
 
 
@@ -135,21 +132,24 @@ class Engine:
     def __init__(self, config: EngineConfig, share: ThreadShare | None = None) -> None:
         """``share`` carries the thread count the daemon grants while this runs (default: the
         configured count, for good)."""
-        self._share = share or ThreadShare(config.threads)
-        self._embedding_threads = config.threads
         rss_before_load = psutil.Process().memory_info().rss
         check_gguf_magic(config.model_path)
         path = config.engine_path
         supports_offload = bool(llama_cpp.llama_supports_gpu_offload())
-        gpu_layers = resolve_gpu_layers(config.gpu_layers, supports_offload)
+        # The daemon resolved them already (then this changes nothing); in-process callers, as
+        # tests and benchmarks, may pass them as a user writes them.
+        settings = resolve_engine(config.settings, supports_offload)
+        gpu_layers = settings.n_gpu_layers
+        self._share = share or ThreadShare(settings.threads)
+        self._embedding_threads = settings.threads
         try:
             with binding_chat_templates_skipped(), extra_buffer_types(path.extra_buffers):
                 self._llama = llama_cpp.Llama(
                     model_path=str(config.model_path),
                     n_ctx=EMBEDDING_CTX,
                     n_gpu_layers=gpu_layers,
-                    n_threads=config.threads,
-                    n_threads_batch=config.threads,
+                    n_threads=settings.threads,
+                    n_threads_batch=settings.threads,
                     # Mean pooling applies only while embeddings are switched on (see embed()).
                     pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
                     verbose=False,
@@ -173,11 +173,9 @@ class Engine:
             except jinja2.TemplateError as exc:  # a broken template: serve completions only
                 self._template_error = str(exc)
         self.tool_syntax: ToolSyntax | None = tool_syntax(template) if template else None
-        n_ctx = config.n_ctx or model.n_ctx_train()
-        parallel = config.parallel or auto_parallel(model, n_ctx)
-        self._scheduler = Scheduler(
-            model, n_ctx, parallel, self._share, prefix_reuse=config.prefix_reuse
-        )
+        n_ctx = settings.ctx or model.n_ctx_train()
+        parallel = settings.parallel or auto_parallel(model, n_ctx)
+        self._scheduler = Scheduler(model, settings, self._share, n_ctx, parallel)
         self.info = ModelInfo(
             model_id=config.model_id,
             n_ctx=n_ctx,
@@ -190,7 +188,7 @@ class Engine:
             tool_syntax=self.tool_syntax.name if self.tool_syntax else None,
             gpu_layers=gpu_layers,
             gpu_offload_supported=supports_offload,
-            threads=config.threads,
+            threads=settings.threads,
             parallel=parallel,
             rss_before_load_bytes=rss_before_load,
             backend=describe_backend(gpu_layers),

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import llama_cpp
 from llama_cpp import _internals
 
+from localserve.api.engine import EngineSettings
 from localserve.api.runner import BATCH_TOKENS
 from localserve.api.sampling import SamplingParams
 from localserve.runner.commands import ThreadShare
@@ -102,14 +103,16 @@ class Scheduler:
     def __init__(
         self,
         model: _internals.LlamaModel,
+        settings: EngineSettings,
+        share: ThreadShare,
         n_ctx_per_sequence: int,
         parallel: int,
-        share: ThreadShare,
         n_batch: int = BATCH_TOKENS,
-        prefix_reuse: bool = True,
     ) -> None:
+        """``settings`` are the runner's engine settings as they came; ``n_ctx_per_sequence``
+        and ``parallel`` are what the engine made of ``ctx`` and ``parallel`` for this model."""
         self._model = model
-        self._prefix_reuse = prefix_reuse
+        self._settings = settings
         self._vocab = model.vocab
         self.parallel = parallel
         self.n_batch = max(n_batch, parallel)
@@ -211,9 +214,9 @@ class Scheduler:
         prompt = request.prompt_tokens
         # The last prompt token is always decoded again: its logits give the first sample.
         limit = len(prompt) - 1
-        own = common_prefix(slot.cached, prompt) if self._prefix_reuse else 0
+        own = common_prefix(slot.cached, prompt) if self._settings.prefix_reuse else 0
         donor = max(self._slots, key=lambda s: common_prefix(s.cached, prompt))
-        donated = common_prefix(donor.cached, prompt) if self._prefix_reuse else 0
+        donated = common_prefix(donor.cached, prompt) if self._settings.prefix_reuse else 0
         if donated > own and donor is not slot:
             reuse = min(donated, limit)
             # Slots live in separate KV streams, which llama.cpp copies only whole: take the

@@ -1,10 +1,12 @@
 """Every HTTP error leaves the gateway in the shape of the protocol it was asked in: OpenAI's
 ``{"error": {"message", "type", "param", "code"}}`` by default, Anthropic's and Ollama's on their
-paths. Which status and code an exception becomes is ``api.errors``'s to say."""
+paths (each protocol module renders its own). Which status and code an exception becomes is
+``api.errors``'s to say."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,36 +14,28 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from localserve.api.errors import CLIENT_CLOSED_REQUEST, APIError, api_error_from, error_body
+from localserve.api.errors import CLIENT_CLOSED_REQUEST, APIError, api_error_from
 from localserve.asgi.disconnect import ClientDisconnected
 from localserve.errors import LocalserveError
+from localserve.protocols import anthropic, ollama, openai
 
 log = logging.getLogger(__name__)
 
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="localserve"'}
 
 
-ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-}
+# Which protocol a path belongs to. The limits and security checks answer before any route is
+# chosen, so the path is what they know; each protocol shapes its own body.
+ERROR_SHAPES: tuple[tuple[str, Callable[[APIError], dict[str, Any]]], ...] = (
+    ("/v1/messages", anthropic.error_object),
+    ("/api/", ollama.error_object),
+)
 
 
 def error_response(err: APIError, path: str = "") -> JSONResponse:
     """The error in the shape of the protocol ``path`` belongs to (OpenAI by default)."""
-    if path.startswith("/v1/messages"):
-        kind = ANTHROPIC_ERROR_TYPES.get(err.status_code, "api_error")
-        body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": err.message}}
-    elif path.startswith("/api/"):
-        body = {"error": err.message}  # Ollama's shape
-    else:
-        body = error_body(err.message, err.error_type, err.code, err.param)
+    shape = next((shape for prefix, shape in ERROR_SHAPES if path.startswith(prefix)), None)
+    body = shape(err) if shape is not None else openai.error_object(err)
     return JSONResponse(body, status_code=err.status_code, headers=err.headers)
 
 

@@ -20,12 +20,13 @@ import llama_cpp
 import numpy as np
 import pytest
 
+from localserve.api.engine import EngineSettings
 from localserve.api.sampling import SamplingParams
 from localserve.runner.engine import Engine, EngineConfig
 from localserve.runner.text import GenerationStats, TextAssembler, held_back_length
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.model_files import starter_engine_path, starter_path
-from tests.sinks import RecordingSink
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.model_files import starter_engine_path, starter_path
+from tests.helpers.sinks import RecordingSink
 
 FUNCTION = inspect.getsource(held_back_length)  # real code for the model to repeat
 REPEAT = FUNCTION + "\n\n# The same function again, unchanged:\n" + FUNCTION.split("\n")[0] + "\n"
@@ -44,9 +45,8 @@ ROUNDING = 0.5  # logits; genuine near-ties measured here differ by at most 0.12
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     path = starter_engine_path(tmp_path_factory.mktemp("engine"))
-    config = EngineConfig(
-        starter_path(), STARTER_MODEL, n_ctx=1024, gpu_layers=0, threads=2, engine_path=path
-    )
+    settings = EngineSettings(ctx=1024, gpu_layers=0, threads=2)
+    config = EngineConfig(starter_path(), STARTER_MODEL, settings, engine_path=path)
     engine = Engine(config)
     yield engine
     engine.close()

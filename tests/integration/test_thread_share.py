@@ -9,12 +9,13 @@ from typing import Any
 import llama_cpp
 import pytest
 
+from localserve.api.engine import EngineSettings
 from localserve.api.sampling import SamplingParams
 from localserve.runner.commands import ThreadShare
 from localserve.runner.engine import Engine, EngineConfig
-from tests.daemon_process import STARTER_MODEL
-from tests.model_files import starter_engine_path, starter_path
-from tests.sinks import RecordingSink
+from tests.helpers.daemon_process import STARTER_MODEL
+from tests.helpers.model_files import starter_engine_path, starter_path
+from tests.helpers.sinks import RecordingSink
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +24,8 @@ def engine_and_share(
 ) -> Iterator[tuple[Engine, ThreadShare]]:
     share = ThreadShare(2)
     path = starter_engine_path(tmp_path_factory.mktemp("engine"))
-    config = EngineConfig(
-        starter_path(), STARTER_MODEL, n_ctx=512, gpu_layers=0, threads=2, engine_path=path
-    )
+    settings = EngineSettings(ctx=512, gpu_layers=0, threads=2)
+    config = EngineConfig(starter_path(), STARTER_MODEL, settings, engine_path=path)
     engine = Engine(config, share)
     yield engine, share
     engine.close()

@@ -11,17 +11,32 @@ import pytest
 
 from localserve.api.errors import APIError
 from localserve.api.requests import validate
-from localserve.protocols.anthropic import MessagesRequest, message_events, openai_request
+from localserve.errors import BackendUnavailableError
+from localserve.protocols.anthropic import (
+    AnthropicReply,
+    MessagesRequest,
+    message_events,
+    openai_request,
+)
+from localserve.protocols.anthropic import error_object as anthropic_error_object
 from localserve.protocols.ollama import (
+    EmbedReply,
+    OllamaReply,
     Timing,
+    chat_call,
     done_fields,
+    embed_call,
+    generate_call,
+    loads_only,
     model_name,
     ollama_tool_calls,
     openai_chat_messages,
     sampling,
     unloads_now,
 )
+from localserve.protocols.ollama import error_object as ollama_error_object
 from localserve.protocols.openai import StreamedToolCalls, call_arguments
+from localserve.protocols.openai import error_object as openai_error_object
 
 
 def test_ollama_options_become_openai_fields() -> None:
@@ -176,3 +191,107 @@ def test_openai_chunks_become_anthropics_event_sequence() -> None:
     delta = json.loads(events[-2].split(b"data: ", 1)[1])
     assert delta["delta"]["stop_reason"] == "max_tokens"
     assert delta["usage"] == {"input_tokens": 4, "output_tokens": 2}
+
+
+async def collect(stream: AsyncIterator[bytes]) -> list[bytes]:
+    return [item async for item in stream]
+
+
+def test_ollama_chat_becomes_a_streamed_openai_call_with_usage() -> None:
+    call = chat_call({"model": "tiny:latest", "messages": [{"role": "user", "content": "hi"}]})
+    assert call.path == "/v1/chat/completions"
+    assert call.stream is True
+    assert call.payload["model"] == "tiny"
+    assert call.payload["stream_options"] == {"include_usage": True}
+    assert call.after is None
+    with pytest.raises(APIError, match="messages must be a non-empty list"):
+        chat_call({"model": "tiny", "messages": []})
+
+
+def test_ollama_generate_picks_completion_for_raw_and_suffix_and_unloads_on_keep_alive_0() -> None:
+    async def unload() -> None:
+        pass
+
+    raw = generate_call({"model": "m", "prompt": "def f(", "suffix": "):", "stream": False}, unload)
+    assert (raw.path, raw.stream, raw.payload["suffix"]) == ("/v1/completions", False, "):")
+    assert raw.after is None  # keep_alive not 0: the model stays
+    chat = generate_call(
+        {"model": "m", "prompt": "hi", "system": "be brief", "keep_alive": 0}, unload
+    )
+    assert chat.path == "/v1/chat/completions"
+    assert [m["role"] for m in chat.payload["messages"]] == ["system", "user"]
+    assert chat.after is unload
+    assert loads_only({"model": "m"}) and not loads_only({"model": "m", "prompt": "x"})
+    with pytest.raises(APIError, match="prompt must be a string"):
+        generate_call({"model": "m", "prompt": ["x"]})
+
+
+def test_ollama_embed_never_streams() -> None:
+    call = embed_call({"model": "m", "input": ["a", "b"]})
+    assert (call.path, call.stream, call.payload["input"]) == ("/v1/embeddings", False, ["a", "b"])
+    reply = EmbedReply("m").whole(
+        {"data": [{"embedding": [0.5]}, {"embedding": [0.25]}], "usage": {"prompt_tokens": 3}}
+    )
+    assert reply["embeddings"] == [[0.5], [0.25]]
+    assert reply["prompt_eval_count"] == 3
+    with pytest.raises(APIError, match="input must be"):
+        embed_call({"model": "m", "input": 5})
+
+
+def test_openai_stream_becomes_ollama_lines_with_tool_calls_before_the_last() -> None:
+    async def chunks() -> AsyncIterator[dict[str, Any]]:
+        yield {"choices": [{"delta": {"content": "Hi"}}]}
+        call = {"index": 0, "id": "c1", "function": {"name": "f", "arguments": '{"a": 1}'}}
+        yield {"choices": [{"delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]}
+        yield {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}}
+
+    lines = [
+        json.loads(line) for line in asyncio.run(collect(OllamaReply("m", "chat").stream(chunks())))
+    ]
+    assert [line["done"] for line in lines] == [False, False, True]
+    assert lines[0]["message"] == {"role": "assistant", "content": "Hi"}
+    assert lines[1]["message"]["tool_calls"][0]["function"] == {
+        "index": 0,
+        "name": "f",
+        "arguments": {"a": 1},
+    }
+    assert lines[2]["done_reason"] == "stop"
+    assert (lines[2]["prompt_eval_count"], lines[2]["eval_count"]) == (4, 2)
+
+
+def test_an_error_midway_ends_each_protocols_stream_in_its_own_shape() -> None:
+    async def failing() -> AsyncIterator[dict[str, Any]]:
+        yield {"choices": [{"delta": {"content": "Hi"}}]}
+        raise BackendUnavailableError("the runner died")
+
+    ollama = asyncio.run(collect(OllamaReply("m", "generate").stream(failing())))
+    assert json.loads(ollama[-1]) == {"error": "the runner died"}
+    anthropic = asyncio.run(collect(AnthropicReply("m").stream(failing())))
+    assert anthropic[-1].startswith(b"event: error\n")
+    error = json.loads(anthropic[-1].split(b"data: ", 1)[1])
+    assert error == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "the runner died"},
+    }
+
+
+def test_whole_answers_in_each_protocols_shape() -> None:
+    reply = {
+        "choices": [{"message": {"content": "Paris."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+    }
+    generated = OllamaReply("m", "generate").whole(reply)
+    assert (generated["response"], generated["done"], generated["context"]) == ("Paris.", True, [])
+    message = AnthropicReply("m").whole(reply)
+    assert message["content"] == [{"type": "text", "text": "Paris."}]
+    assert message["usage"] == {"input_tokens": 5, "output_tokens": 2}
+
+
+def test_each_protocol_shapes_its_errors() -> None:
+    err = APIError(404, "no such model", code="model_not_found")
+    assert openai_error_object(err)["error"]["code"] == "model_not_found"
+    assert anthropic_error_object(err) == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "no such model"},
+    }
+    assert ollama_error_object(err) == {"error": "no such model"}

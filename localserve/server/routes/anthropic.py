@@ -1,38 +1,28 @@
 """Anthropic's Messages API (``POST /v1/messages``, ``/v1/messages/count_tokens``) over the same
-models, keys and routing as the OpenAI API.
-
-A request is translated into an OpenAI chat request, routed like any other (local runner or
-cloud provider), and the answer translated back: a message object, or Anthropic's stream of
-``message_start`` ... ``message_stop`` events. Errors use Anthropic's shape (server/errors.py).
+models, keys and routing as the OpenAI API: the request is translated by
+``protocols/anthropic.py`` and answered by the one inference route (``server/inference.py``).
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from localserve.api.errors import APIError
 from localserve.api.requests import validate
-from localserve.asgi.disconnect import cancel_on_disconnect
 from localserve.protocols.anthropic import (
+    AnthropicReply,
     CountTokensRequest,
     MessagesRequest,
-    message_events,
-    message_object,
+    messages_call,
     openai_messages,
-    openai_request,
     openai_tools,
 )
 from localserve.router.local import LOCAL_BACKEND
 from localserve.router.router import Router
-from localserve.server.relay import BACKEND_HEADER
+from localserve.server.inference import serve_inference
 from localserve.server.request_body import read_json
-from localserve.server.upstream import (
-    ensure_ok,
-    json_body,
-    open_route,
-    openai_chunks,
-)
+from localserve.server.upstream import json_body
 
 
 def anthropic_routes(router: Router) -> APIRouter:
@@ -41,22 +31,9 @@ def anthropic_routes(router: Router) -> APIRouter:
     @api.post("")
     async def messages(request: Request) -> Response:
         body = validate(MessagesRequest, await read_json(request))
-        payload = openai_request(body)
-
-        async def answer() -> Response:
-            backend, upstream = await open_route(router, "/v1/chat/completions", payload)
-            headers = {BACKEND_HEADER: backend.name}
-            if not body.stream:
-                reply = await json_body(upstream)
-                return JSONResponse(message_object(body.model, reply), headers=headers)
-            await ensure_ok(upstream)
-            return StreamingResponse(
-                message_events(body.model, openai_chunks(upstream)),
-                media_type="text/event-stream",
-                headers={**headers, "cache-control": "no-cache"},
-            )
-
-        return await cancel_on_disconnect(request, answer())
+        return await serve_inference(
+            request, router, messages_call(body), AnthropicReply(body.model)
+        )
 
     @api.post("/count_tokens")
     async def count_tokens(request: Request) -> Response:

@@ -8,18 +8,17 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from localserve.api.inference import InferenceCall
 from localserve.api.requests import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     validate,
 )
-from localserve.asgi.disconnect import cancel_on_disconnect
 from localserve.router.backend import ModelCard
 from localserve.router.router import Router
-from localserve.server.relay import relay
+from localserve.server.inference import serve_inference
 from localserve.server.request_body import read_json
-from localserve.server.upstream import open_route
 
 
 def model_object(card: ModelCard) -> dict[str, Any]:
@@ -41,13 +40,8 @@ def openai_routes(router: Router) -> APIRouter:
     async def forward(request: Request, path: str, schema: type[BaseModel]) -> Response:
         payload = await read_json(request)
         body = validate(schema, payload)
-        stream = bool(getattr(body, "stream", False))
-
-        async def answer() -> Response:
-            backend, upstream = await open_route(router, path, payload)
-            return await relay(backend.name, upstream, stream)
-
-        return await cancel_on_disconnect(request, answer())
+        call = InferenceCall(path, payload, bool(getattr(body, "stream", False)))
+        return await serve_inference(request, router, call)
 
     @api.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -1,0 +1,77 @@
+"""The engine settings: one typed object from ``config.toml`` to the scheduler.
+
+``EngineSettings`` is declared once, here, with each knob's description: the daemon's
+``Settings`` inherits these fields (so their TOML keys, ``LOCALSERVE_*`` variables, CLI help and
+docs/settings.md come from this class), the daemon puts this machine's answers in place of
+"automatic" once (``hardware.devices.resolve_engine``), the runner handshake carries the object
+as it is (``api.runner.RunnerConfig``), and the runner hands the same object to its ``Engine``
+and ``Scheduler``. A new engine setting is one field here plus the code that uses it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+WeightRepack = Literal["auto", "on", "off"]
+
+
+class EngineSettings(BaseModel):
+    """How a runner loads and runs its model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ctx: int = Field(
+        4096, ge=0, description="Context window in tokens (0 = the model's training length)."
+    )
+    gpu_layers: Literal["auto"] | int = Field(
+        "auto",
+        description="Layers offloaded to the GPU: 'auto' offloads all where llama.cpp was built "
+        "with GPU support (CUDA, Metal, Vulkan) and none otherwise; a number sets it; "
+        "0 = CPU only.",
+    )
+    threads: int = Field(
+        0, ge=0, description="CPU threads for generation (0 = the physical core count)."
+    )
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Requests generated at once, batched into one decode step (slots); more "
+        "wait in a queue. Empty = as many full-context KV caches as fit in a quarter of free "
+        "RAM, at most 8.",
+    )
+    prefix_reuse: bool = Field(
+        True,
+        description="Reuse the KV cache of a prompt's known beginning (chat history, system "
+        "prompt, file context) instead of recomputing it. Off only to measure what it saves.",
+    )
+    weight_repack: WeightRepack = Field(
+        "auto",
+        description="llama.cpp's extra weight layouts for the CPU (AMX tiles on Intel Xeons, "
+        "repacked Q4_0/IQ4_NL blocks): 'auto' uses them after the engine check has seen them "
+        "decode on this CPU (llama.cpp's AMX kernels crash on some Xeons), 'on' always, 'off' "
+        "never (as llama-server --no-repack).",
+    )
+    cpu_variant: str = Field(
+        "auto",
+        description="Which CPU kernels a portable llama.cpp build (the packaged app, `make "
+        "setup` on x86-64) loads: 'auto' = the best one for this CPU that passes the engine "
+        "check; or a name such as 'haswell', 'icelake', 'zen4' (`localserve status` lists "
+        "them). Native builds have one, built in, and ignore this.",
+    )
+
+    @field_validator("gpu_layers", mode="before")
+    @classmethod
+    def _parse_gpu_layers(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        return value
+
+    @property
+    def n_gpu_layers(self) -> int:
+        """llama.cpp's ``n_gpu_layers``, once ``resolve_engine`` has decided what 'auto' is."""
+        if self.gpu_layers == "auto":
+            raise ValueError("gpu_layers is still 'auto': resolve the engine settings first")
+        return self.gpu_layers
