@@ -190,7 +190,7 @@ def cloud_local_only(switch: str) -> None:
     client = DaemonClient.connect_if_running(paths)
     if client is not None:
         with client:
-            client.post("/local-only", json={"enabled": enabled})
+            client.set_local_only(enabled)
     state = "on: nothing leaves this machine" if enabled else "off: providers may be used"
     click.echo(f"Local-only is {state}.")
 

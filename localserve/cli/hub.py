@@ -18,7 +18,7 @@ def hub_user(token: str) -> str:
     from localserve.hub.client import HubClient
 
     settings = load_settings(app_paths().ensure().config_file)
-    with HubClient(token, settings.hub_timeout) as hub:
+    with HubClient(token, settings.limits.hub_timeout) as hub:
         try:
             info = hub.whoami()
         except HubAccessError as exc:

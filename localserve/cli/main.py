@@ -13,6 +13,7 @@ import tomli_w
 
 from localserve import __version__
 from localserve import logs as log_files
+from localserve.api.control import DaemonStatus, StatsSnapshot
 from localserve.config import Settings, load_settings
 from localserve.daemon.client import DaemonClient
 from localserve.daemon.launcher import stop_daemon
@@ -131,12 +132,12 @@ def status(watch: bool) -> None:
     state = running_daemon(paths)
     with DaemonClient(state, KeyStore(paths).admin_key(), timeout=5.0) as client:
         if not watch:
-            click.echo(describe_status(state, client.get("/status"), client.get("/stats")))
+            click.echo(describe_status(state, client.status(), client.stats()))
             return
         clear = "\x1b[H\x1b[J" if sys.stdout.isatty() else ""
         try:
-            for stats in client.events("/stats/events"):
-                details = client.get("/status")
+            for stats in client.stats_events():
+                details = client.status()
                 click.echo(clear + describe_status(state, details, stats))
                 if not clear:
                     click.echo("")
@@ -144,53 +145,51 @@ def status(watch: bool) -> None:
             return
 
 
-def describe_status(state: DaemonState, details: dict[str, Any], stats: dict[str, Any]) -> str:
+def describe_status(state: DaemonState, details: DaemonStatus, stats: StatsSnapshot) -> str:
     from localserve.hub.library import format_bytes
 
     uptime = int(time.time() - state.started_at)
     lines = [
         f"localserve {state.version} is running at {state.url}/v1 (pid {state.pid}, up {uptime}s)"
     ]
-    engine = details.get("engine") or {}
-    if engine:
-        build = f"  llama.cpp: {engine['build']} build"
-        if engine.get("cpu_variants"):
-            build += f", CPU variants {', '.join(engine['cpu_variants'])}"
-        build += ", GPU offload " + ("on" if engine.get("gpu_offload") else "not available")
-        lines.append(build)
-    for model in details["models"]:
-        line = f"  model {model['model_id']}: {model['state']}"
-        info = model.get("info") or {}
+    engine = details.engine
+    build = f"  llama.cpp: {engine.build} build"
+    if engine.cpu_variants:
+        build += f", CPU variants {', '.join(engine.cpu_variants)}"
+    build += ", GPU offload " + ("on" if engine.gpu_offload else "not available")
+    lines.append(build)
+    for model in details.models:
+        line = f"  model {model.model_id}: {model.state}"
+        info = model.info
         if info:
-            line += f", ctx {info.get('n_ctx')}, gpu layers {info.get('gpu_layers')}"
-        if model.get("restarts"):
-            line += f", restarted {model['restarts']}x"
+            line += f", ctx {info.n_ctx}, gpu layers {info.gpu_layers}"
+        if model.restarts:
+            line += f", restarted {model.restarts}x"
         lines.append(line)
-        if info.get("backend"):
-            lines.append(f"    runs on {info['backend']}: {info.get('engine_note')}")
-        if model.get("last_error") and model["state"] != "ready":
-            lines.append(f"  last error: {model['last_error']}")
-    live, recent, totals = stats["live"], stats["recent"], stats["totals"]
-    ttft = recent["ttft_p50_s"]
+        if info and info.backend:
+            lines.append(f"    runs on {info.backend}: {info.engine_note}")
+        if model.last_error and model.state != "ready":
+            lines.append(f"  last error: {model.last_error}")
+    live, recent, totals = stats.live, stats.recent, stats.totals
+    ttft = recent.ttft_p50_s
     lines.append(
-        f"  live: {live['generation_tps']:.1f} tok/s generated, {live['prompt_tps']:.1f} tok/s "
-        f"prompt, {live['active_requests']} active"
+        f"  live: {live.generation_tps:.1f} tok/s generated, {live.prompt_tps:.1f} tok/s "
+        f"prompt, {live.active_requests} active"
         + (f"; TTFT p50 {ttft * 1000:.0f} ms" if ttft is not None else "")
     )
     lines.append(
-        f"  since start: {totals['requests']} requests, {totals['prompt_tokens']} prompt + "
-        f"{totals['completion_tokens']} generated tokens"
+        f"  since start: {totals.requests} requests, {totals.prompt_tokens} prompt + "
+        f"{totals.completion_tokens} generated tokens"
     )
-    memory = stats["memory"]
+    memory = stats.memory
     line = (
-        f"  memory: RAM {format_bytes(memory['ram_used_bytes'])} of "
-        f"{format_bytes(memory['ram_total_bytes'])} in use, runners "
-        f"{format_bytes(memory['runners_rss_bytes'])}"
+        f"  memory: RAM {format_bytes(memory.ram_used_bytes)} of "
+        f"{format_bytes(memory.ram_total_bytes)} in use, runners "
+        f"{format_bytes(memory.runners_rss_bytes)}"
     )
-    for gpu in memory["gpus"]:
+    for gpu in memory.gpus:
         line += (
-            f"; GPU {gpu['index']} {format_bytes(gpu['used_bytes'])} of "
-            f"{format_bytes(gpu['total_bytes'])}"
+            f"; GPU {gpu.index} {format_bytes(gpu.used_bytes)} of {format_bytes(gpu.total_bytes)}"
         )
     lines.append(line)
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from localserve.api.control import PullSnapshot, PullState
 from localserve.config import load_settings
 from localserve.daemon.client import DaemonClient
 from localserve.errors import LocalserveError
@@ -24,8 +25,8 @@ CANCELLED_LINE = "Cancelled; the partial file is kept: run the same command to r
 
 
 def hub_settings() -> HubOptions:
-    settings = load_settings(app_paths().ensure().config_file)
-    return HubOptions(settings.hub_timeout, settings.pull_network_wait)
+    limits = load_settings(app_paths().ensure().config_file).limits
+    return HubOptions(limits.hub_timeout, limits.pull_network_wait)
 
 
 def library() -> Library:
@@ -83,7 +84,7 @@ def models_rm(name: str, yes: bool) -> None:
     client = DaemonClient.connect_if_running(app_paths())
     if client is not None:  # the daemon unloads it first if it is loaded
         with client:
-            client.delete(f"/models/{record.name}")
+            client.remove_model(record.name)
     else:
         lib.remove(record.name)
     click.echo(f"Removed {record.name}.")
@@ -220,34 +221,35 @@ def models_pull(spec: str, name: str | None) -> None:
 
 
 def pull_through_daemon(client: DaemonClient, spec: str, name: str | None) -> None:
-    started = job = client.post("/pulls", json={"model": spec, "name": name})
-    joined = " (joining the download already running)" if job["joined"] else ""
+    started = client.start_pull(spec, name)
+    joined = " (joining the download already running)" if started.joined else ""
     click.echo(
-        f"Pulling {job['files'][0]} ({format_bytes(job['total_bytes'])}) from "
-        f"{job['repo_id']} in the daemon{joined}"
+        f"Pulling {started.files[0]} ({format_bytes(started.total_bytes)}) from "
+        f"{started.repo_id} in the daemon{joined}"
     )
     bar = ProgressLine()
+    job: PullSnapshot = started
     try:
-        for job in client.events(f"/pulls/{started['id']}/events"):
+        for job in client.pull_events(started.id):
             bar.show(
-                job["done_bytes"],
-                job["total_bytes"],
-                job["bytes_per_second"],
-                job["eta_seconds"],
-                job.get("waiting_reason"),
+                job.done_bytes,
+                job.total_bytes,
+                job.bytes_per_second,
+                job.eta_seconds,
+                job.waiting_reason,
             )
     except KeyboardInterrupt:
-        client.delete(f"/pulls/{started['id']}")
+        client.cancel_pull(started.id)
         click.echo(f"\n{CANCELLED_LINE}", err=True)
         raise SystemExit(130) from None
     bar.end()
-    if job["state"] == "done":
-        click.echo(f"Installed {job['model']} (sha256 verified).")
-    elif job["state"] == "cancelled":
+    if job.state is PullState.DONE:
+        click.echo(f"Installed {job.model} (sha256 verified).")
+    elif job.state is PullState.CANCELLED:
         click.echo("The download was cancelled; pull again to resume.", err=True)
         raise SystemExit(130)
     else:
-        raise LocalserveError(job["error"] or "The download failed.")
+        raise LocalserveError(job.error or "The download failed.")
 
 
 class ProgressLine:
@@ -290,8 +292,8 @@ class ProgressLine:
 def models_load(name: str) -> None:
     """Load a model in the running daemon now (requests naming it also load it)."""
     with DaemonClient.connect(app_paths(), timeout=600.0) as client:
-        status = client.post(f"/models/{name}/load")
-    click.echo(f"{status['model_id']} is {status['state']}.")
+        status = client.load_model(name)
+    click.echo(f"{status.model_id} is {status.state}.")
 
 
 @models.command("unload")
@@ -299,8 +301,8 @@ def models_load(name: str) -> None:
 def models_unload(name: str) -> None:
     """Unload a model from the running daemon, giving its memory back."""
     with DaemonClient.connect(app_paths()) as client:
-        result = client.post(f"/models/{name}/unload")
-    click.echo(f"Unloaded {name}." if result["unloaded"] else f"{name} was not loaded.")
+        result = client.unload_model(name)
+    click.echo(f"Unloaded {name}." if result.unloaded else f"{name} was not loaded.")
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
+from localserve.api.control import RemoteStatus
 from localserve.config.settings import read_config_file, update_config_file
 from localserve.daemon.client import DaemonClient
 from localserve.paths import app_paths
 
 
-def describe(status: dict[str, Any]) -> str:
-    if not status["enabled"]:
+def describe(status: RemoteStatus) -> str:
+    if not status.enabled:
         return "Remote access is off: localserve listens on loopback only."
-    kind = "self-signed" if status["self_signed"] else "your certificate"
+    kind = "self-signed" if status.self_signed else "your certificate"
     return (
-        f"Remote access is on at {status['url']} (TLS, {kind}).\n"
-        f"  SHA-256 fingerprint: {status['fingerprint']}\n"
-        f"  Certificate: {status['cert_file']}\n"
+        f"Remote access is on at {status.url} (TLS, {kind}).\n"
+        f"  SHA-256 fingerprint: {status.fingerprint}\n"
+        f"  Certificate: {status.cert_file}\n"
         "  Remote clients need a client key (`localserve key add phone`); the admin key is\n"
         "  refused remotely. Pin the fingerprint, or trust the certificate file, in the client."
     )
@@ -43,9 +42,7 @@ def remote_on(interface: str | None, port: int | None) -> None:
         click.echo("Saved: remote access starts with `localserve serve` (not running now).")
         return
     with client:
-        status = client.post(
-            "/remote", json={"enabled": True, "interface": interface, "port": port}
-        )
+        status = client.set_remote(True, interface, port)
     click.echo(describe(status))
 
 
@@ -57,7 +54,7 @@ def remote_off() -> None:
     client = DaemonClient.connect_if_running(paths)
     if client is not None:
         with client:
-            client.post("/remote", json={"enabled": False})
+            client.set_remote(False)
     click.echo("Remote access is off: localserve listens on loopback only.")
 
 
@@ -72,4 +69,4 @@ def remote_status() -> None:
         click.echo(f"localserve is not running; remote access is set {state} for its next start.")
         return
     with client:
-        click.echo(describe(client.get("/remote")))
+        click.echo(describe(client.remote()))

@@ -1,11 +1,12 @@
 """Downloads run by the daemon, so they outlive the window or terminal that started them.
 
 Each pull runs ``hub.download.pull`` in a worker thread. A second request for the same files
-while one is running joins it (same job id) instead of downloading twice. Watchers follow a job
-through ``watch``, which yields a fresh snapshot at most ``PROGRESS_INTERVAL_S`` apart and ends
-with the final state. Finished jobs are kept (the last ``KEEP_FINISHED``) so a client that
-reconnects can still read how a pull ended. A job whose network went away is ``waiting``
-(``waiting_reason`` says why) until bytes flow again or the wait limit is spent.
+while one is running joins it (same job id) instead of downloading twice. Watchers read a job
+through ``follow``, which yields a fresh ``PullSnapshot`` (``api/control.py``) at most
+``PROGRESS_INTERVAL_S`` apart and ends with the final state. Finished jobs are kept (the last
+``KEEP_FINISHED``) so a client that reconnects can still read how a pull ended. A job whose
+network went away is ``waiting`` (``waiting_reason`` says why) until bytes flow again or the
+wait limit is spent.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
 
+from localserve.api.control import ACTIVE_PULL_STATES, PullSnapshot, PullState
 from localserve.errors import LocalserveError
 from localserve.hub.catalog import RemoteModel, choose_model, parse_pull_spec, repo_models
 from localserve.hub.client import HUB, HubOptions
@@ -30,17 +30,6 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.25
 KEEP_FINISHED = 50
-
-
-class PullState(str, Enum):
-    RUNNING = "running"
-    WAITING = "waiting"  # for the network to come back; still running
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-ACTIVE_PULL_STATES = frozenset({PullState.RUNNING, PullState.WAITING})
 
 
 @dataclass
@@ -72,23 +61,23 @@ class PullJob:
     def finished(self) -> bool:
         return self.state not in ACTIVE_PULL_STATES
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "repo_id": self.repo_id,
-            "files": self.files,
-            "state": self.state.value,
-            "total_bytes": self.total_bytes,
-            "done_bytes": self.done_bytes,
-            "bytes_per_second": round(self.bytes_per_second, 1),
-            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
-            "model": self.model,
-            "error": self.error,
-            "error_type": self.error_type,
-            "waiting_reason": self.waiting_reason,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
+    def snapshot(self) -> PullSnapshot:
+        return PullSnapshot(
+            id=self.id,
+            repo_id=self.repo_id,
+            files=list(self.files),
+            state=self.state,
+            total_bytes=self.total_bytes,
+            done_bytes=self.done_bytes,
+            bytes_per_second=round(self.bytes_per_second, 1),
+            eta_seconds=None if self.eta_seconds is None else round(self.eta_seconds, 1),
+            model=self.model,
+            error=self.error,
+            error_type=self.error_type,
+            waiting_reason=self.waiting_reason,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
 
 
 class PullManager:
@@ -135,10 +124,10 @@ class PullManager:
         for job in self._jobs.values():
             job.cancel.set()
 
-    async def watch(self, job: PullJob) -> AsyncIterator[dict[str, Any]]:
+    async def follow(self, job: PullJob) -> AsyncIterator[PullSnapshot]:
         """Snapshots of ``job`` as it changes, the final one last."""
         while True:
-            yield job.to_json()
+            yield job.snapshot()
             if job.finished or job.changed is None:
                 return
             await asyncio.shield(job.changed)

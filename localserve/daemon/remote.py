@@ -14,13 +14,12 @@ import logging
 import logging.handlers
 import socket
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import psutil
 import uvicorn
 from fastapi import APIRouter
 
+from localserve.api.control import RemoteStatus
 from localserve.asgi.serving import bind_socket, deadline_http_protocol
 from localserve.config import Settings
 from localserve.errors import ConfigError
@@ -79,17 +78,6 @@ class RemoteServer(uvicorn.Server):
         yield
 
 
-@dataclass
-class RemoteStatus:
-    enabled: bool
-    url: str | None = None
-    address: str | None = None
-    port: int | None = None
-    fingerprint: str | None = None
-    self_signed: bool | None = None
-    cert_file: str | None = None
-
-
 class RemoteAccess:
     def __init__(
         self,
@@ -100,12 +88,14 @@ class RemoteAccess:
         extra: Sequence[APIRouter] = (),
     ) -> None:
         self.settings = settings
+        self.remote = settings.remote
         self.extra = extra
         self.paths = paths
         self.router = router
         self.verifier = verifier
+        remote = self.remote
         self.throttle = AuthThrottle(
-            settings.remote_auth_failures, settings.remote_auth_window, settings.remote_lockout
+            remote.remote_auth_failures, remote.remote_auth_window, remote.remote_lockout
         )
         self._server: RemoteServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -119,17 +109,17 @@ class RemoteAccess:
     async def enable(self, interface: str | None, port: int | None) -> RemoteStatus:
         async with self._lock:
             await self._stop_locked()
-            address = resolve_address(interface or self.settings.remote_address)
+            address = resolve_address(interface or self.remote.remote_address)
             cert = await asyncio.to_thread(
                 ensure_certificate,
                 self.paths.config_dir,
                 [address],
-                self.settings.remote_cert_file,
-                self.settings.remote_key_file,
+                self.remote.remote_cert_file,
+                self.remote.remote_key_file,
             )
-            sock = bind_socket(address, self.settings.remote_port if port is None else port)
+            sock = bind_socket(address, self.remote.remote_port if port is None else port)
             bound_port = int(sock.getsockname()[1])
-            allowed = cert.names | {n.lower() for n in self.settings.remote_hosts} | {address}
+            allowed = cert.names | {n.lower() for n in self.remote.remote_hosts} | {address}
             app = create_remote_app(
                 self.settings,
                 self.router,
@@ -149,7 +139,7 @@ class RemoteAccess:
                     timeout_keep_alive=15,
                     timeout_graceful_shutdown=1,
                     limit_concurrency=128,
-                    http=deadline_http_protocol(self.settings.header_timeout),
+                    http=deadline_http_protocol(self.settings.limits.header_timeout),
                 )
             )
             task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -209,6 +199,3 @@ class RemoteAccess:
         audit_log.addHandler(handler)
         audit_log.setLevel(logging.INFO)
         audit_log.propagate = False  # remote requests go to their own file, not the daemon log
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self._status)

@@ -25,6 +25,8 @@ from typing import Any
 
 import psutil
 
+from localserve.api import control
+from localserve.api.control import HistoryPoint, RequestRecord
 from localserve.hardware.memory import MemorySnapshot, sample_memory
 
 log = logging.getLogger(__name__)
@@ -35,20 +37,6 @@ SAMPLE_INTERVAL_S = 2.0
 
 
 @dataclass(frozen=True)
-class RequestRecord:
-    model: str
-    finished_at: float  # wall clock
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int
-    ttft_s: float | None
-    prompt_tps: float | None
-    generation_tps: float | None
-    duration_s: float
-    finish_reason: str
-
-
-@dataclass(frozen=True)
 class Tick:
     model: str
     at: float  # monotonic
@@ -56,17 +44,6 @@ class Tick:
     prompt_seconds: float
     generated_tokens: int
     generation_seconds: float
-
-
-@dataclass(frozen=True)
-class HistoryPoint:
-    time: float
-    generation_tps: float
-    prompt_tps: float
-    active_requests: int
-    ram_used_bytes: int
-    runners_rss_bytes: int
-    vram_used_bytes: int
 
 
 @dataclass
@@ -85,25 +62,25 @@ class MemoryReading:
     def runners_rss_bytes(self) -> int:
         return sum(self.runner_rss.values())
 
-    def to_json(self) -> dict[str, Any]:
+    def stats(self) -> control.MemoryStats:
         snap = self.snapshot
-        return {
-            "ram_total_bytes": snap.ram_total_bytes,
-            "ram_used_bytes": snap.ram_total_bytes - snap.ram_free_bytes,
-            "runners_rss_bytes": self.runners_rss_bytes,
-            "runner_rss_bytes": dict(self.runner_rss),
-            "gpus": [
-                {
-                    "index": gpu.index,
-                    "name": gpu.name,
-                    "total_bytes": gpu.total_bytes,
-                    "used_bytes": gpu.total_bytes - gpu.free_bytes,
-                }
+        return control.MemoryStats(
+            ram_total_bytes=snap.ram_total_bytes,
+            ram_used_bytes=snap.ram_total_bytes - snap.ram_free_bytes,
+            runners_rss_bytes=self.runners_rss_bytes,
+            runner_rss_bytes=dict(self.runner_rss),
+            gpus=[
+                control.GpuMemory(
+                    index=gpu.index,
+                    name=gpu.name,
+                    total_bytes=gpu.total_bytes,
+                    used_bytes=gpu.total_bytes - gpu.free_bytes,
+                )
                 for gpu in snap.gpus
             ],
             # Apple Silicon's GPU shares RAM: RAM in use is the figure to watch there.
-            "unified_memory": sys.platform == "darwin",
-        }
+            unified_memory=sys.platform == "darwin",
+        )
 
 
 class Telemetry:
@@ -212,37 +189,38 @@ class Telemetry:
             prompt / prompt_s if prompt_s > 0 else 0.0,
         )
 
-    def snapshot(self, history: bool = False) -> dict[str, Any]:
+    def snapshot(self, history: bool = False) -> control.StatsSnapshot:
         self._trim()
         generation, prompt = self.live_rates()
         requests = list(self._requests)
         ttfts = [r.ttft_s for r in requests if r.ttft_s is not None]
         rates = [r.generation_tps for r in requests if r.generation_tps is not None]
-        result: dict[str, Any] = {
-            "time": time.time(),
-            "uptime_s": time.time() - self.started_at,
-            "live": {
-                "generation_tps": generation,
-                "prompt_tps": prompt,
-                "active_requests": self._active_requests(),
-                "window_s": LIVE_WINDOW_S,
-            },
-            "recent": {
-                "window_s": WINDOW_S,
-                "requests": len(requests),
-                "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
-                "ttft_max_s": max(ttfts) if ttfts else None,
-                "generation_tps_mean": statistics.fmean(rates) if rates else None,
-            },
-            "totals": {
-                "requests": sum(t.requests for t in self.totals.values()),
-                "prompt_tokens": sum(t.prompt_tokens for t in self.totals.values()),
-                "completion_tokens": sum(t.completion_tokens for t in self.totals.values()),
-                "by_model": {name: asdict(t) for name, t in self.totals.items()},
-            },
-            "last_request": asdict(requests[-1]) if requests else None,
-            "memory": self.memory.to_json(),
-        }
-        if history:
-            result["history"] = [asdict(point) for point in self._history]
-        return result
+        return control.StatsSnapshot(
+            time=time.time(),
+            uptime_s=time.time() - self.started_at,
+            live=control.LiveRates(
+                generation_tps=generation,
+                prompt_tps=prompt,
+                active_requests=self._active_requests(),
+                window_s=LIVE_WINDOW_S,
+            ),
+            recent=control.RecentRequests(
+                window_s=WINDOW_S,
+                requests=len(requests),
+                ttft_p50_s=statistics.median(ttfts) if ttfts else None,
+                ttft_max_s=max(ttfts) if ttfts else None,
+                generation_tps_mean=statistics.fmean(rates) if rates else None,
+            ),
+            totals=control.Totals(
+                requests=sum(t.requests for t in self.totals.values()),
+                prompt_tokens=sum(t.prompt_tokens for t in self.totals.values()),
+                completion_tokens=sum(t.completion_tokens for t in self.totals.values()),
+                by_model={
+                    name: control.ModelTotals.model_validate(asdict(t))
+                    for name, t in self.totals.items()
+                },
+            ),
+            last_request=requests[-1] if requests else None,
+            memory=self.memory.stats(),
+            history=list(self._history) if history else None,
+        )

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
+from localserve.api.control import StatsSnapshot
 from localserve.daemon.client import DaemonClient
 from localserve.errors import LocalserveError
 
@@ -98,7 +99,7 @@ class StatsStream:
         self,
         connect: ClientFactory,
         dispatcher: Dispatcher,
-        on_snapshot: Callable[[dict[str, Any]], None],
+        on_snapshot: Callable[[StatsSnapshot], None],
         interval: float = 1.0,
     ) -> None:
         self._connect = connect
@@ -123,7 +124,7 @@ class StatsStream:
         while not self._stop.is_set():
             try:
                 self._client = self._connect()
-                for snapshot in self._client.events(f"/stats/events?interval={self._interval}"):
+                for snapshot in self._client.stats_events(self._interval):
                     if self._stop.is_set():
                         return
                     self._dispatcher.deliver(self._on_snapshot, snapshot)

@@ -9,23 +9,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QInputDialog, QMenu, QMessageBox, QSystemTrayIcon
 
+from localserve.api.control import (
+    DaemonStatus,
+    LibraryModel,
+    PullSnapshot,
+    PullState,
+    RemoteStatus,
+    StatsSnapshot,
+)
 from localserve.config.settings import update_config_file
 from localserve.daemon.client import DaemonClient
 from localserve.daemon.launcher import Launch, start_daemon, stop_daemon
-from localserve.daemon.pulls import ACTIVE_PULL_STATES
 from localserve.daemon.state import read_state
 from localserve.gui.background import Background, StatsStream
 from localserve.gui.icons import icon
 from localserve.hub.library import format_bytes
 from localserve.paths import AppPaths
 from localserve.security.keys import KeyStore
+
+T = TypeVar("T")
 
 START_GRACE_S = 120.0  # how long a daemon we launched may take to write its state file
 
@@ -39,54 +49,63 @@ class TrayState(str, Enum):
     REMOTE = "remote"
 
 
+@dataclass(frozen=True)
+class Polled:
+    """One poll of the daemon."""
+
+    status: DaemonStatus
+    models: list[LibraryModel]
+    pulls: list[PullSnapshot]
+
+
 def derive_state(
-    status: dict[str, Any] | None, stats: dict[str, Any] | None, launching: bool
+    status: DaemonStatus | None, stats: StatsSnapshot | None, launching: bool
 ) -> TrayState:
     """The icon's state from the daemon's status and live stats (None: no daemon)."""
     if status is None:
         return TrayState.STARTING if launching else TrayState.STOPPED
-    models = status.get("models") or []
-    if any(m["state"] in ("failed", "restarting") for m in models):
+    models = status.models
+    if any(m.state in ("failed", "restarting") for m in models):
         return TrayState.ERROR
-    default = next((m for m in models if m["model_id"] == status.get("default_model")), None)
-    if not models or (default is not None and default["state"] == "starting"):
+    default = status.model(status.default_model)
+    if not models or (default is not None and default.state == "starting"):
         return TrayState.STARTING
-    if stats is not None and stats["live"]["active_requests"] > 0:
+    if stats is not None and stats.live.active_requests > 0:
         return TrayState.BUSY
-    if (status.get("remote") or {}).get("enabled"):
+    if status.remote.enabled:
         return TrayState.REMOTE
     return TrayState.SERVING
 
 
-def describe_rate(stats: dict[str, Any] | None) -> str:
+def describe_rate(stats: StatsSnapshot | None) -> str:
     if stats is None:
         return "no requests yet"
-    live = stats["live"]["generation_tps"]
+    live = stats.live.generation_tps
     if live > 0:
         return f"{live:.1f} tok/s"
-    last = stats.get("last_request") or {}
-    if last.get("generation_tps"):
-        return f"idle (last request {last['generation_tps']:.1f} tok/s)"
+    last = stats.last_request
+    if last is not None and last.generation_tps:
+        return f"idle (last request {last.generation_tps:.1f} tok/s)"
     return "idle"
 
 
-def describe_memory(stats: dict[str, Any] | None) -> str:
+def describe_memory(stats: StatsSnapshot | None) -> str:
     if stats is None:
         return ""
-    memory = stats["memory"]
+    memory = stats.memory
     text = (
-        f"RAM {format_bytes(memory['ram_used_bytes'])} / {format_bytes(memory['ram_total_bytes'])}"
-        f" (models {format_bytes(memory['runners_rss_bytes'])})"
+        f"RAM {format_bytes(memory.ram_used_bytes)} / {format_bytes(memory.ram_total_bytes)}"
+        f" (models {format_bytes(memory.runners_rss_bytes)})"
     )
-    for gpu in memory["gpus"]:
-        text += f", VRAM {format_bytes(gpu['used_bytes'])} / {format_bytes(gpu['total_bytes'])}"
+    for gpu in memory.gpus:
+        text += f", VRAM {format_bytes(gpu.used_bytes)} / {format_bytes(gpu.total_bytes)}"
     return text
 
 
 class TrayController(QObject):
     state_changed = Signal(str)
     models_changed = Signal()
-    stats_received = Signal(dict)
+    stats_received = Signal(object)  # a StatsSnapshot
 
     def __init__(
         self,
@@ -99,10 +118,10 @@ class TrayController(QObject):
         self.paths = paths
         self.background = background
         self.state = TrayState.STOPPED
-        self.status: dict[str, Any] | None = None
-        self.stats: dict[str, Any] | None = None
-        self.models: list[dict[str, Any]] = []
-        self.pulls: dict[str, dict[str, Any]] = {}
+        self.status: DaemonStatus | None = None
+        self.stats: StatsSnapshot | None = None
+        self.models: list[LibraryModel] = []
+        self.pulls: dict[str, PullSnapshot] = {}
         self.notifications: list[tuple[str, str]] = []  # (title, message), newest last
         self.last_error: str | None = None
         self._launched_at: float | None = None
@@ -155,14 +174,14 @@ class TrayController(QObject):
 
     def call(
         self,
-        work: Callable[[DaemonClient], Any],
-        on_done: Callable[[Any], None] | None = None,
+        work: Callable[[DaemonClient], T],
+        on_done: Callable[[T], None] | None = None,
         on_error: Callable[[str], None] | None = None,
         timeout: float = 10.0,
     ) -> None:
         """Run ``work(client)`` on a worker thread; results come back on the GUI thread."""
 
-        def run() -> Any:
+        def run() -> T:
             with self.client(timeout) as client:
                 return work(client)
 
@@ -174,17 +193,13 @@ class TrayController(QObject):
             return
         self._polling = True
 
-        def fetch() -> dict[str, Any] | None:
+        def fetch() -> Polled | None:
             if read_state(self.paths.state_file) is None:
                 return None
             with self.client(5.0) as client:
-                return {
-                    "status": client.get("/status"),
-                    "models": client.get("/models")["data"],
-                    "pulls": client.get("/pulls")["data"],
-                }
+                return Polled(client.status(), client.models(), client.pulls())
 
-        def done(result: dict[str, Any] | None) -> None:
+        def done(result: Polled | None) -> None:
             self._polling = False
             self._on_polled(result)
 
@@ -194,7 +209,7 @@ class TrayController(QObject):
 
         self.background.run(fetch, done, failed)
 
-    def _on_polled(self, result: dict[str, Any] | None, error: str | None = None) -> None:
+    def _on_polled(self, result: Polled | None, error: str | None = None) -> None:
         if self._stopping:
             return  # the daemon is going away: its replies (or silence) say nothing new
         if result is None:
@@ -213,46 +228,46 @@ class TrayController(QObject):
                     self.notify("localserve did not start", f"See {self.paths.log_dir}.")
         else:
             self._launched_at = self._launch = None
-            self.status = result["status"]
-            self._check_models(result["status"])
-            listed = [(m["name"], m["state"]) for m in result["models"]]
-            if listed != [(m["name"], m["state"]) for m in self.models]:
-                self.models = result["models"]
+            self.status = result.status
+            self._check_models(result.status)
+            listed = [(m.name, m.state) for m in result.models]
+            if listed != [(m.name, m.state) for m in self.models]:
+                self.models = result.models
                 self._rebuild_model_menu()
                 self.models_changed.emit()
-            self._check_pulls(result["pulls"])
+            self._check_pulls(result.pulls)
         self._update_presentation()
 
-    def _on_stats(self, snapshot: dict[str, Any]) -> None:
+    def _on_stats(self, snapshot: StatsSnapshot) -> None:
         self.stats = snapshot
         self._update_presentation()
         self.stats_received.emit(snapshot)
 
-    def _check_models(self, status: dict[str, Any]) -> None:
-        for model in status["models"]:
-            name, restarts = model["model_id"], int(model.get("restarts") or 0)
+    def _check_models(self, status: DaemonStatus) -> None:
+        for model in status.models:
+            name, restarts = model.model_id, model.restarts
             if restarts > self._restarts.get(name, restarts):
                 self.notify(
                     "Model runner restarted",
-                    f"The runner for {name} stopped ({model.get('last_error') or 'crashed'}) "
+                    f"The runner for {name} stopped ({model.last_error or 'crashed'}) "
                     "and was restarted.",
                 )
             self._restarts[name] = restarts
-            if model["state"] == "failed" and name not in self._failed:
+            if model.state == "failed" and name not in self._failed:
                 self._failed.add(name)
-                self.notify(f"{name} failed", model.get("last_error") or "It could not load.")
-            elif model["state"] != "failed":
+                self.notify(f"{name} failed", model.last_error or "It could not load.")
+            elif model.state != "failed":
                 self._failed.discard(name)
 
-    def _check_pulls(self, pulls: list[dict[str, Any]]) -> None:
+    def _check_pulls(self, pulls: list[PullSnapshot]) -> None:
         for job in pulls:
-            before = self.pulls.get(job["id"])
-            if before is not None and before["state"] in ACTIVE_PULL_STATES:
-                if job["state"] == "done":
-                    self.notify("Download finished", f"{job['model']} is ready to use.")
-                elif job["state"] == "failed":
-                    self.notify("Download failed", job["error"] or "")
-            self.pulls[job["id"]] = job
+            before = self.pulls.get(job.id)
+            if before is not None and before.active:
+                if job.state is PullState.DONE:
+                    self.notify("Download finished", f"{job.model} is ready to use.")
+                elif job.state is PullState.FAILED:
+                    self.notify("Download failed", job.error or "")
+            self.pulls[job.id] = job
 
     # -- presentation --------------------------------------------------------------------------
     def _update_presentation(self) -> None:
@@ -268,11 +283,11 @@ class TrayController(QObject):
         self._stop_action.setEnabled(running and not self._stopping)
         for action in (self._copy_url, self._copy_key, self._new_key, self._remote):
             action.setEnabled(running)
-        remote = (self.status or {}).get("remote") or {}
-        self._remote.setChecked(bool(remote.get("enabled")))
-        self._connect.setEnabled(bool(remote.get("enabled")))
+        remote = self.status.remote if self.status is not None else RemoteStatus(enabled=False)
+        self._remote.setChecked(remote.enabled)
+        self._connect.setEnabled(remote.enabled)
         self._remote.setToolTip(
-            f"{remote['url']}\nSHA-256 {remote['fingerprint']}" if remote.get("enabled") else ""
+            f"{remote.url}\nSHA-256 {remote.fingerprint}" if remote.enabled else ""
         )
 
     def headline(self) -> str:
@@ -280,28 +295,25 @@ class TrayController(QObject):
             return "localserve: stopped"
         if self.state is TrayState.STARTING:
             return "localserve: starting..."
-        models = (self.status or {}).get("models", [])
+        models = self.status.models if self.status is not None else []
         if self.state is TrayState.ERROR:
             troubled = [
-                f"{m['model_id']} {m['state']}"
-                for m in models
-                if m["state"] in ("failed", "restarting")
+                f"{m.model_id} {m.state}" for m in models if m.state in ("failed", "restarting")
             ]
             return f"localserve: {', '.join(troubled) or 'a model has a problem'}"
-        return f"localserve: serving {', '.join(m['model_id'] for m in models)}"
+        return f"localserve: serving {', '.join(m.model_id for m in models)}"
 
     def tooltip(self) -> str:
         lines = [self.headline()]
         if self.status is not None:
-            for model in self.status.get("models", []):
-                if model["state"] == "failed" and model.get("last_error"):
-                    lines.append(model["last_error"].splitlines()[0])  # not the log's tail
-                backend = (model.get("info") or {}).get("backend")
-                if model["state"] == "ready" and backend:
-                    lines.append(f"{model['model_id']} on {backend}")
-            remote = self.status.get("remote") or {}
-            if remote.get("enabled"):
-                lines.append(f"Remote access on: {remote['url']}")
+            for model in self.status.models:
+                if model.state == "failed" and model.last_error:
+                    lines.append(model.last_error.splitlines()[0])  # not the log's tail
+                if model.state == "ready" and model.info and model.info.backend:
+                    lines.append(f"{model.model_id} on {model.info.backend}")
+            remote = self.status.remote
+            if remote.enabled:
+                lines.append(f"Remote access on: {remote.url}")
             lines.append(describe_rate(self.stats))
             memory = describe_memory(self.stats)
             if memory:
@@ -341,12 +353,12 @@ class TrayController(QObject):
             placeholder.setEnabled(False)
             return
         for model in self.models:
-            action = QAction(f"{model['name']}  ({format_bytes(model['size_bytes'])})", self)
+            action = QAction(f"{model.name}  ({format_bytes(model.size_bytes)})", self)
             action.setCheckable(True)
-            action.setChecked(model["state"] in ("ready", "starting", "restarting"))
-            action.setData(model["name"])
-            action.triggered.connect(lambda _=False, name=model["name"]: self.switch_model(name))
-            if model["fit"]["verdict"] == "too_large":
+            action.setChecked(model.state in ("ready", "starting", "restarting"))
+            action.setData(model.name)
+            action.triggered.connect(lambda _=False, name=model.name: self.switch_model(name))
+            if model.fit.verdict == "too_large":
                 action.setToolTip("Too large for this machine's free memory")
             self.model_menu.addAction(action)
 
@@ -384,7 +396,7 @@ class TrayController(QObject):
             self.poll()
 
         self.call(
-            lambda client: client.post(f"/models/{name}/load", params={"wait": "false"}),
+            lambda client: client.load_model(name, wait=False),
             lambda _: self.poll(),
             failed,
         )
@@ -392,11 +404,11 @@ class TrayController(QObject):
     def set_remote_access(self, enabled: bool) -> None:
         """The menu's toggle: the daemon starts or stops its TLS listener."""
 
-        def done(status: dict[str, Any]) -> None:
-            if status.get("enabled"):
+        def done(status: RemoteStatus) -> None:
+            if status.enabled:
                 self.notify(
                     "Remote access on",
-                    f"{status['url']}\nCertificate SHA-256: {status['fingerprint']}",
+                    f"{status.url}\nCertificate SHA-256: {status.fingerprint}",
                 )
             self.poll()
 
@@ -404,9 +416,9 @@ class TrayController(QObject):
             self.notify("Remote access", message)
             self.poll()
 
-        def switch(client: DaemonClient) -> Any:
+        def switch(client: DaemonClient) -> RemoteStatus:
             update_config_file(self.paths.config_file, remote_enabled=enabled)  # kept on restart
-            return client.post("/remote", json={"enabled": enabled})
+            return client.set_remote(enabled)
 
         self.call(switch, done, failed)
 

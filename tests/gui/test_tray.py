@@ -1,6 +1,6 @@
 """The tray app against a real daemon it starts itself (pytest-qt, offscreen Qt).
 
-The Hub is tests/fake_hub.py; everything else is real: the daemon subprocess, runners, the
+The Hub is tests/helpers/fake_hub.py; everything else is real: the daemon subprocess, runners, the
 control API, the stats stream.
 """
 
@@ -21,6 +21,7 @@ import tomllib
 from openai import OpenAI
 from pytestqt.qtbot import QtBot
 
+from localserve.api.control import HubQuant
 from localserve.daemon.launcher import stop_daemon
 from localserve.daemon.state import read_state
 from localserve.gui.app import create_tray
@@ -28,9 +29,9 @@ from localserve.gui.tray import TrayController, TrayState
 from localserve.hub.library import Library
 from localserve.paths import AppPaths, app_paths
 from localserve.security.keys import KeyStore
-from tests.daemon_process import STARTER_MODEL
-from tests.fake_hub import FakeHub
-from tests.model_files import starter_path
+from tests.helpers.daemon_process import STARTER_MODEL
+from tests.helpers.fake_hub import FakeHub
+from tests.helpers.model_files import starter_path
 
 REPO = "example/Traypull-GGUF"
 FILE = "Traypull-Q4_1.gguf"
@@ -129,9 +130,9 @@ def test_choosing_a_model_in_the_menu_loads_it(
     assert not other.isChecked()
     other.trigger()
     qtbot.waitUntil(
-        lambda: any(
-            m["model_id"] == "other" and m["state"] == "ready"
-            for m in (tray.status or {}).get("models", [])
+        lambda: (
+            tray.status is not None
+            and any(m.model_id == "other" and m.state == "ready" for m in tray.status.models)
         ),
         timeout=SERVE_TIMEOUT_MS,
     )
@@ -191,7 +192,10 @@ def test_the_models_window_shows_hub_faults_and_a_download_waiting_for_network(
     qtbot.waitUntil(lambda: window.status_label.text() == portal, timeout=10_000)
     hub.bytes_per_second = 30_000_000
     try:
-        window.download({"repo_id": REPO, "files": [FILE]})
+        quant = HubQuant(
+            repo_id=REPO, quant="Q4_1", files=[FILE], size_bytes=0, fit=None, fit_problem=None
+        )
+        window.download(quant)
         qtbot.waitUntil(
             lambda: any(0 < bar.value() < 1000 for bar in window.progress_bars.values()),
             timeout=10_000,
@@ -216,8 +220,8 @@ def test_a_killed_runner_shows_the_error_state_and_recovers(
     tray: TrayController, qtbot: QtBot
 ) -> None:
     status = tray.status
-    assert status is not None
-    os.kill(status["models"][0]["pid"], signal.SIGKILL)
+    assert status is not None and status.models[0].pid is not None
+    os.kill(status.models[0].pid, signal.SIGKILL)
     qtbot.waitUntil(lambda: "error" in tray.states, timeout=10_000)  # type: ignore[attr-defined]
     qtbot.waitUntil(lambda: tray.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
     qtbot.waitUntil(
@@ -237,8 +241,8 @@ def test_a_crash_looping_runner_is_shown_as_failed(
     for kill in range(2):
         qtbot.waitUntil(lambda: tray.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
         status = tray.status
-        assert status is not None
-        os.kill(status["models"][0]["pid"], signal.SIGKILL)
+        assert status is not None and status.models[0].pid is not None
+        os.kill(status.models[0].pid, signal.SIGKILL)
         if kill == 0:
             qtbot.waitUntil(
                 lambda: any(title == "Model runner restarted" for title, _ in tray.notifications),
@@ -309,7 +313,7 @@ def test_settings_are_checked_and_saved(
     autostart = Path(os.environ["XDG_CONFIG_HOME"]) / "autostart"
     entry = (autostart / "io.github.localserve.LocalServe.desktop").read_text()
     assert f"Exec={sys.executable} -m localserve tray" in entry
-    qtbot.waitUntil(lambda: (tray.status or {}).get("local_only") is True, timeout=5_000)
+    qtbot.waitUntil(lambda: tray.status is not None and tray.status.local_only, timeout=5_000)
     saved = tomllib.loads(paths.config_file.read_text())
     assert saved["ctx"] == 8192 and saved["gpu_layers"] == 12 and saved["max_loaded_models"] == 3
     assert saved["local_only"] is True
@@ -359,14 +363,16 @@ def test_the_remote_access_toggle(tray: TrayController, qtbot: QtBot, paths: App
     assert tray._remote.isEnabled() and not tray._remote.isChecked()
     tray._remote.trigger()
     qtbot.waitUntil(lambda: tray.state is TrayState.REMOTE, timeout=15_000)
-    remote = (tray.status or {})["remote"]
-    assert remote["url"].startswith("https://127.0.0.2:") and tray._remote.isChecked()
-    assert remote["url"] in tray.tooltip()
+    assert tray.status is not None
+    remote = tray.status.remote
+    assert remote.url is not None
+    assert remote.url.startswith("https://127.0.0.2:") and tray._remote.isChecked()
+    assert remote.url in tray.tooltip()
     assert any(title == "Remote access on" for title, _ in tray.notifications)
     assert tomllib.loads(paths.config_file.read_text())["remote_enabled"] is True
     tray._connect.trigger()
     connect = tray._open_windows["connect"]
-    assert connect.payload == f"{remote['url']}\nsha256={remote['fingerprint']}"
+    assert connect.payload == f"{remote.url}\nsha256={remote.fingerprint}"
     assert not connect.qr.pixmap().isNull() and connect.qr.pixmap().width() > 100
     assert "lsk-" not in connect.payload and "lsa-" not in connect.payload  # never a key
     tray._remote.trigger()

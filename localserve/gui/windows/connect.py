@@ -7,21 +7,22 @@ The QR code holds the URL and the fingerprint only, never a key: the device gets
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import segno
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from localserve.api.control import RemoteStatus
 from localserve.gui.icons import icon
 
 if TYPE_CHECKING:
     from localserve.gui.tray import TrayController
 
 
-def qr_payload(remote: dict[str, Any]) -> str:
-    return f"{remote['url']}\nsha256={remote['fingerprint']}"
+def qr_payload(remote: RemoteStatus) -> str:
+    return f"{remote.url}\nsha256={remote.fingerprint}"
 
 
 def qr_pixmap(text: str, scale: int = 6) -> QPixmap:
@@ -48,15 +49,16 @@ class ConnectWindow(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        remote = (self.controller.status or {}).get("remote") or {}
-        if not remote.get("enabled"):
+        status = self.controller.status
+        remote = status.remote if status is not None else RemoteStatus(enabled=False)
+        if not remote.enabled:
             self.qr.clear()
             self.text.setText("Remote access is off. Turn it on in the tray menu first.")
             return
         self.payload = qr_payload(remote)
         self.qr.setPixmap(qr_pixmap(self.payload))
         self.text.setText(
-            f"<b>URL</b>: {remote['url']}<br><b>Certificate SHA-256</b>: "
-            f"{remote['fingerprint']}<br><br>Scan with the device, check that the fingerprint "
+            f"<b>URL</b>: {remote.url}<br><b>Certificate SHA-256</b>: "
+            f"{remote.fingerprint}<br><br>Scan with the device, check that the fingerprint "
             "it shows matches, and give it its own API key (menu: New API key for an app)."
         )

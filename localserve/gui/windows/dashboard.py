@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
 
+from localserve.api.control import StatsSnapshot
 from localserve.gui.charts import LineChart
 from localserve.gui.icons import icon
 from localserve.hub.library import format_bytes
@@ -60,38 +61,37 @@ class DashboardWindow(QWidget):
         layout.addLayout(grid, 1)
         self._last_time = 0.0
         controller.stats_received.connect(self.add_snapshot)
-        controller.call(lambda c: c.get("/stats", params={"history": "true"}), self.load_history)
+        controller.call(lambda c: c.stats(history=True), self.load_history)
 
-    def load_history(self, snapshot: dict[str, Any]) -> None:
-        for point in snapshot.get("history", []):
+    def load_history(self, snapshot: StatsSnapshot) -> None:
+        for point in snapshot.history or []:
             self._add_point(
-                point["time"],
-                point["generation_tps"],
-                point["prompt_tps"],
-                point["active_requests"],
-                point["ram_used_bytes"],
-                point["vram_used_bytes"],
+                point.time,
+                point.generation_tps,
+                point.prompt_tps,
+                point.active_requests,
+                point.ram_used_bytes,
+                point.vram_used_bytes,
                 None,
             )
         self.add_snapshot(snapshot)
 
-    def add_snapshot(self, snapshot: dict[str, Any]) -> None:
-        live, memory = snapshot["live"], snapshot["memory"]
-        last = snapshot.get("last_request") or {}
-        if not memory["gpus"]:
+    def add_snapshot(self, snapshot: StatsSnapshot) -> None:
+        live, memory = snapshot.live, snapshot.memory
+        if not memory.gpus:
             self.charts["vram"].placeholder = (
                 "Apple GPU: shares the RAM above"
-                if memory.get("unified_memory")
+                if memory.unified_memory
                 else "No NVIDIA GPU found: models run from RAM"
             )
         self._add_point(
-            snapshot["time"],
-            live["generation_tps"],
-            live["prompt_tps"],
-            live["active_requests"],
-            memory["ram_used_bytes"],
-            sum(gpu["used_bytes"] for gpu in memory["gpus"]),
-            last.get("ttft_s"),
+            snapshot.time,
+            live.generation_tps,
+            live.prompt_tps,
+            live.active_requests,
+            memory.ram_used_bytes,
+            memory.vram_used_bytes,
+            snapshot.last_request.ttft_s if snapshot.last_request else None,
         )
         self.show_text(snapshot)
 
@@ -116,37 +116,34 @@ class DashboardWindow(QWidget):
         if ttft is not None:
             self.charts["ttft"].add(at, ttft)
 
-    def show_text(self, snapshot: dict[str, Any]) -> None:
-        status = self.controller.status or {}
+    def show_text(self, snapshot: StatsSnapshot) -> None:
+        status = self.controller.status
         lines = []
-        for model in status.get("models", []):
-            info = model.get("info") or {}
-            layers = info.get("gpu_layers")
+        for model in status.models if status is not None else []:
+            info = model.info
+            layers = info.gpu_layers if info else None
             offload = (
                 "CPU only"
                 if not layers
                 else ("all layers on GPU" if layers < 0 else f"{layers} GPU layers")
             )
             lines.append(
-                f"<b>{model['model_id']}</b>: {model['state']}, context {info.get('n_ctx', '?')}, "
-                f"{offload}"
+                f"<b>{model.model_id}</b>: {model.state}, "
+                f"context {info.n_ctx if info else '?'}, {offload}"
             )
-            if info.get("backend"):
+            if info and info.backend:
                 # Which llama.cpp kernels run it, and why (the engine check's verdict).
                 lines.append(
-                    f"&nbsp;&nbsp;on {html.escape(info['backend'])}: "
-                    f"{html.escape(info.get('engine_note') or '')}"
+                    f"&nbsp;&nbsp;on {html.escape(info.backend)}: {html.escape(info.engine_note)}"
                 )
         self.models_label.setText("<br>".join(lines) or "No model loaded.")
-        totals = snapshot["totals"]
-        memory = snapshot["memory"]
-        uptime = int(snapshot["uptime_s"])
-        shared = (
-            " GPU memory is shared with RAM on this Mac." if memory.get("unified_memory") else ""
-        )
+        totals = snapshot.totals
+        memory = snapshot.memory
+        uptime = int(snapshot.uptime_s)
+        shared = " GPU memory is shared with RAM on this Mac." if memory.unified_memory else ""
         self.totals_label.setText(
             f"Since start ({uptime // 3600}h {uptime % 3600 // 60}m): "
-            f"{totals['requests']} requests, {totals['prompt_tokens']:,} prompt and "
-            f"{totals['completion_tokens']:,} generated tokens. Models use "
-            f"{format_bytes(memory['runners_rss_bytes'])} of RAM.{shared}"
+            f"{totals.requests} requests, {totals.prompt_tokens:,} prompt and "
+            f"{totals.completion_tokens:,} generated tokens. Models use "
+            f"{format_bytes(memory.runners_rss_bytes)} of RAM.{shared}"
         )

@@ -24,7 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from localserve.daemon.pulls import ACTIVE_PULL_STATES
+from localserve.api.control import (
+    FitSummary,
+    HubQuant,
+    HubRepo,
+    LibraryModel,
+    PullSnapshot,
+    PullState,
+)
 from localserve.gui.icons import icon
 from localserve.hub.library import format_bytes
 
@@ -38,21 +45,21 @@ BADGES = {
     "too_large": ("too large", "#dc2626"),
 }
 PULL_POLL_MS = 500
-PULL_STATE_LABELS = {"waiting": "waiting for network"}
+PULL_STATE_LABELS = {PullState.WAITING: "waiting for network"}
 
 
-def badge_item(fit: dict[str, Any] | None) -> QTableWidgetItem:
+def badge_item(fit: FitSummary | None) -> QTableWidgetItem:
     if fit is None:
         item = QTableWidgetItem("unknown")
         item.setToolTip("The model's header could not be read; no estimate.")
         return item
-    text, color = BADGES.get(fit["verdict"], (fit["verdict"], "#6b7280"))
-    if fit["verdict"] == "partial":
-        text = f"partial ({fit['gpu_layers']} layers on GPU)"
+    text, color = BADGES.get(fit.verdict, (fit.verdict, "#6b7280"))
+    if fit.verdict == "partial":
+        text = f"partial ({fit.gpu_layers} layers on GPU)"
     item = QTableWidgetItem(f"  {text}  ")
     item.setForeground(QColor("#ffffff"))
     item.setBackground(QColor(color))
-    item.setToolTip(f"{fit['description']}: needs about {format_bytes(fit['total_bytes'])}")
+    item.setToolTip(f"{fit.description}: needs about {format_bytes(fit.total_bytes)}")
     return item
 
 
@@ -77,8 +84,8 @@ class ModelsWindow(QWidget):
         self.setWindowTitle("localserve: models")
         self.setWindowIcon(icon("localserve"))
         self.resize(1100, 680)
-        self.repos: list[dict[str, Any]] = []
-        self.quants: list[dict[str, Any]] = []
+        self.repos: list[HubRepo] = []
+        self.quants: list[HubQuant] = []
         self.progress_bars: dict[str, QProgressBar] = {}
 
         self.query = QLineEdit()
@@ -140,20 +147,20 @@ class ModelsWindow(QWidget):
             return
         self.status_label.setText(f"Searching for '{query}'...")
         self.controller.call(
-            lambda c: c.get("/hub/search", params={"q": query, "limit": 50})["data"],
+            lambda c: c.hub_search(query, limit=50),
             self.show_repos,
             self.show_problem,
             timeout=30.0,
         )
 
-    def show_repos(self, repos: list[dict[str, Any]]) -> None:
+    def show_repos(self, repos: list[HubRepo]) -> None:
         self.repos = repos
         self.status_label.setText(f"{len(repos)} repositories" if repos else "Nothing found.")
         self.repo_table.setRowCount(len(repos))
         for row, repo in enumerate(repos):
-            updated = (repo["updated"] or "")[:10]
+            updated = (repo.updated or "")[:10]
             for column, text in enumerate(
-                [repo["repo_id"], f"{repo['downloads']:,}", str(repo["likes"]), updated]
+                [repo.repo_id, f"{repo.downloads:,}", str(repo.likes), updated]
             ):
                 self.repo_table.setItem(row, column, QTableWidgetItem(text))
 
@@ -161,16 +168,16 @@ class ModelsWindow(QWidget):
         rows = self.repo_table.selectionModel().selectedRows()
         if not rows:
             return
-        repo = self.repos[rows[0].row()]["repo_id"]
+        repo = self.repos[rows[0].row()].repo_id
         self.status_label.setText(f"Reading {repo} (file list and model header)...")
         self.controller.call(
-            lambda c: c.get("/hub/files", params={"repo": repo})["data"],
+            lambda c: c.hub_files(repo),
             self.show_quants,
             self.show_problem,
             timeout=60.0,
         )
 
-    def show_quants(self, quants: list[dict[str, Any]]) -> None:
+    def show_quants(self, quants: list[HubQuant]) -> None:
         self.quants = quants
         count = f"{len(quants)} quant{'s' if len(quants) != 1 else ''}"
         self.status_label.setText(
@@ -178,13 +185,13 @@ class ModelsWindow(QWidget):
         )
         self.quant_table.setRowCount(len(quants))
         for row, quant in enumerate(quants):
-            fit = quant["fit"]
-            shards = f" (+{len(quant['files']) - 1} shards)" if len(quant["files"]) > 1 else ""
+            fit = quant.fit
+            shards = f" (+{len(quant.files) - 1} shards)" if len(quant.files) > 1 else ""
             cells = [
-                quant["quant"],
-                quant["files"][0] + shards,
-                format_bytes(quant["size_bytes"]),
-                format_bytes(fit["total_bytes"]) if fit else "?",
+                quant.quant,
+                quant.files[0] + shards,
+                format_bytes(quant.size_bytes),
+                format_bytes(fit.total_bytes) if fit else "?",
             ]
             for column, text in enumerate(cells):
                 self.quant_table.setItem(row, column, QTableWidgetItem(text))
@@ -197,10 +204,10 @@ class ModelsWindow(QWidget):
         self.status_label.setText(message)
 
     # -- downloads -----------------------------------------------------------------------------
-    def download(self, quant: dict[str, Any]) -> None:
-        spec = f"{quant['repo_id']}:{quant['files'][0]}"
+    def download(self, quant: HubQuant) -> None:
+        spec = f"{quant.repo_id}:{quant.files[0]}"
         self.controller.call(
-            lambda c: c.post("/pulls", json={"model": spec}),
+            lambda c: c.start_pull(spec),
             lambda _: self.refresh_pulls(),
             self.show_problem,
             timeout=60.0,
@@ -211,48 +218,46 @@ class ModelsWindow(QWidget):
             return
         self._refreshing = True
 
-        def done(jobs: list[dict[str, Any]]) -> None:
+        def done(jobs: list[PullSnapshot]) -> None:
             self._refreshing = False
             self.show_pulls(jobs)
 
         def failed(message: str) -> None:
             self._refreshing = False
 
-        self.controller.call(lambda c: c.get("/pulls")["data"], done, failed)
+        self.controller.call(lambda c: c.pulls(), done, failed)
 
-    def show_pulls(self, jobs: list[dict[str, Any]]) -> None:
+    def show_pulls(self, jobs: list[PullSnapshot]) -> None:
         self.download_table.setRowCount(len(jobs))
         self.progress_bars = {}
         for row, job in enumerate(jobs):
-            self.download_table.setItem(
-                row, 0, QTableWidgetItem(f"{job['repo_id']} / {job['files'][0]}")
-            )
+            self.download_table.setItem(row, 0, QTableWidgetItem(f"{job.repo_id} / {job.files[0]}"))
             bar = QProgressBar()
             bar.setRange(0, 1000)
-            total = job["total_bytes"] or 1
-            bar.setValue(int(job["done_bytes"] * 1000 / total))
-            state = PULL_STATE_LABELS.get(job["state"], job["state"])
-            bar.setFormat(f"{state}: {format_bytes(job['done_bytes'])} of {format_bytes(total)}")
-            if job["error"] and job["state"] == "failed":
-                bar.setToolTip(job["error"])
-            elif job.get("waiting_reason"):
-                bar.setToolTip(job["waiting_reason"])
-            self.progress_bars[job["id"]] = bar
+            total = job.total_bytes or 1
+            bar.setValue(int(job.done_bytes * 1000 / total))
+            state = PULL_STATE_LABELS.get(job.state, job.state.value)
+            bar.setFormat(f"{state}: {format_bytes(job.done_bytes)} of {format_bytes(total)}")
+            if job.error and job.state is PullState.FAILED:
+                bar.setToolTip(job.error)
+            elif job.waiting_reason:
+                bar.setToolTip(job.waiting_reason)
+            self.progress_bars[job.id] = bar
             self.download_table.setCellWidget(row, 1, bar)
             rate = ""
-            if job["state"] == "running":
-                eta = job["eta_seconds"]
-                rate = f"{format_bytes(job['bytes_per_second'])}/s"
+            if job.state is PullState.RUNNING:
+                eta = job.eta_seconds
+                rate = f"{format_bytes(job.bytes_per_second)}/s"
                 rate += f", {eta:.0f} s left" if eta is not None else ""
-            elif job["state"] == "waiting":
+            elif job.state is PullState.WAITING:
                 rate = "retrying by itself"
             rate_item = QTableWidgetItem(rate)
-            rate_item.setToolTip(job.get("waiting_reason") or rate)
+            rate_item.setToolTip(job.waiting_reason or rate)
             self.download_table.setItem(row, 2, rate_item)
-            if job["state"] in ACTIVE_PULL_STATES:
+            if job.active:
                 button = QPushButton("Cancel")
                 button.clicked.connect(lambda _=False, j=job: self.cancel(j))
-            elif job["state"] in ("cancelled", "failed"):
+            elif job.state in (PullState.CANCELLED, PullState.FAILED):
                 button = QPushButton("Resume")
                 button.clicked.connect(lambda _=False, j=job: self.resume(j))
             else:
@@ -262,13 +267,13 @@ class ModelsWindow(QWidget):
             else:
                 self.download_table.removeCellWidget(row, 3)
 
-    def cancel(self, job: dict[str, Any]) -> None:
-        self.controller.call(lambda c: c.delete(f"/pulls/{job['id']}"), lambda _: None)
+    def cancel(self, job: PullSnapshot) -> None:
+        self.controller.call(lambda c: c.cancel_pull(job.id), lambda _: None)
 
-    def resume(self, job: dict[str, Any]) -> None:
-        spec = f"{job['repo_id']}:{job['files'][0]}"
+    def resume(self, job: PullSnapshot) -> None:
+        spec = f"{job.repo_id}:{job.files[0]}"
         self.controller.call(
-            lambda c: c.post("/pulls", json={"model": spec}),
+            lambda c: c.start_pull(spec),
             lambda _: self.refresh_pulls(),
             self.show_problem,
         )
@@ -279,16 +284,16 @@ class ModelsWindow(QWidget):
         self.installed_table.setRowCount(len(models))
         for row, model in enumerate(models):
             cells = [
-                model["name"],
-                format_bytes(model["size_bytes"]),
-                model["quant_type"],
-                str(model["context_length"]),
+                model.name,
+                format_bytes(model.size_bytes),
+                model.quant_type,
+                str(model.context_length),
             ]
             for column, text in enumerate(cells):
                 self.installed_table.setItem(row, column, QTableWidgetItem(text))
-            self.installed_table.setItem(row, 4, badge_item(model["fit"]))
-            self.installed_table.setItem(row, 5, QTableWidgetItem(model["state"]))
-            removable = not model["default"] and "package" not in (model["source_repo"] or "")
+            self.installed_table.setItem(row, 4, badge_item(model.fit))
+            self.installed_table.setItem(row, 5, QTableWidgetItem(model.state))
+            removable = not model.default and "package" not in (model.source_repo or "")
             if removable:
                 button = QPushButton("Remove")
                 button.clicked.connect(lambda _=False, m=model: self.remove(m))
@@ -296,16 +301,16 @@ class ModelsWindow(QWidget):
             else:
                 self.installed_table.removeCellWidget(row, 6)
 
-    def remove(self, model: dict[str, Any]) -> None:
+    def remove(self, model: LibraryModel) -> None:
         answer = QMessageBox.question(
             self,
             "Remove model",
-            f"Remove {model['name']} ({format_bytes(model['size_bytes'])}) from the library?",
+            f"Remove {model.name} ({format_bytes(model.size_bytes)}) from the library?",
         )
         if answer != QMessageBox.StandardButton.Yes:
             return
         self.controller.call(
-            lambda c: c.delete(f"/models/{model['name']}"),
+            lambda c: c.remove_model(model.name),
             lambda _: self.controller.poll(),
             self.show_problem,
         )

@@ -135,7 +135,7 @@ class SettingsWindow(QWidget):
         if self.controller.status is not None:
             # Local-only applies at once; the rest when serving restarts.
             enabled = checked.local_only
-            self.controller.call(lambda c: c.post("/local-only", json={"enabled": enabled}))
+            self.controller.call(lambda c: c.set_local_only(enabled))
             answer = QMessageBox.question(
                 self, "Settings saved", "Restart serving now to apply them?"
             )

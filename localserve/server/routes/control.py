@@ -3,36 +3,158 @@ model library, loading and unloading models, and downloads that outlive the clie
 them; plus ``/metrics`` for Prometheus (admin key too).
 
 The tray and the CLI are both thin clients of these routes, so there is one implementation of
-each operation.
+each operation. Every answer is a model of ``api/control.py``. The routes need little of the
+daemon and say so in the protocols below (``ModelControl``, ``PullControl``, ``StatsSource``,
+``RemoteSwitch``), which the daemon's pool, pull manager, telemetry and remote access meet as
+they are: the server never imports the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
+from localserve.api.control import (
+    DaemonStatus,
+    FitSummary,
+    HubQuant,
+    HubQuantList,
+    HubRepo,
+    HubRepoList,
+    LibraryModel,
+    LocalOnlyStatus,
+    ModelList,
+    ModelStatus,
+    PullList,
+    PullSnapshot,
+    RemoteStatus,
+    RemovedModel,
+    StartedPull,
+    StatsSnapshot,
+    UnloadResult,
+)
 from localserve.api.errors import APIError
+from localserve.api.runner import RunnerEndpoint
 from localserve.api.sse import sse_data
-from localserve.daemon.pool import ModelPool
-from localserve.daemon.pulls import PullJob, PullManager
-from localserve.daemon.remote import RemoteAccess
-from localserve.daemon.telemetry import Telemetry
 from localserve.errors import ModelNotFoundError
 from localserve.hardware.memory import MemorySnapshot, sample_memory
-from localserve.hub.catalog import search_repos
+from localserve.hub.catalog import RepoSummary, search_repos
+from localserve.hub.client import HubOptions
 from localserve.hub.fit import FitEstimate, estimate_fit
-from localserve.hub.library import ModelRecord
+from localserve.hub.library import Library, ModelRecord
 from localserve.hub.quants import QuantChoice, quant_choices
+from localserve.hub.resolve import ResolvedModel
 from localserve.server.metrics import prometheus_text
 
 PREFIX = "/localserve/v1"
-StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+
+# -- what the routes need of the daemon ------------------------------------------------------
+class RunnerStatus(Protocol):
+    """A loaded model's state as its supervisor reports it (the daemon's ``SupervisorStatus``)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def info(self) -> Mapping[str, Any]: ...
+
+
+class ModelRunner(Protocol):
+    """One model's runner (the daemon's ``Supervisor``)."""
+
+    async def ready(self, timeout: float) -> RunnerEndpoint: ...
+
+    def status(self) -> RunnerStatus: ...
+
+
+class ModelControl(Protocol):
+    """The model library and the runners of the loaded models (the daemon's ``ModelPool``)."""
+
+    @property
+    def library(self) -> Library: ...
+
+    @property
+    def default(self) -> ResolvedModel: ...
+
+    @property
+    def gpu_offload(self) -> bool: ...
+
+    @property
+    def start_timeout(self) -> float: ...
+
+    def model_ids(self) -> list[str]: ...
+
+    def resolve(self, model_id: str) -> ResolvedModel | None: ...
+
+    def status(self) -> Sequence[RunnerStatus]: ...
+
+    async def load(self, model_id: str) -> ModelRunner: ...
+
+    async def unload(self, model_id: str) -> bool: ...
+
+    async def remove(self, model_id: str) -> ModelRecord: ...
+
+
+class PullJob(Protocol):
+    def snapshot(self) -> PullSnapshot: ...
+
+
+JobT = TypeVar("JobT", bound=PullJob)
+
+
+class PullControl(Protocol[JobT]):
+    """Downloads run by the daemon (its ``PullManager``)."""
+
+    @property
+    def hub(self) -> HubOptions: ...
+
+    async def start(self, spec: str, name: str | None = None) -> tuple[JobT, bool]: ...
+
+    def jobs(self) -> list[JobT]: ...
+
+    def get(self, job_id: str) -> JobT | None: ...
+
+    def cancel(self, job: JobT) -> None: ...
+
+    def follow(self, job: JobT) -> AsyncIterator[PullSnapshot]: ...
+
+
+class StatsSource(Protocol):
+    """Live figures (the daemon's ``Telemetry``)."""
+
+    def snapshot(self, history: bool = False) -> StatsSnapshot: ...
+
+
+class RemoteSwitch(Protocol):
+    """The TLS listener for other devices (the daemon's ``RemoteAccess``)."""
+
+    def status(self) -> RemoteStatus: ...
+
+    async def enable(self, interface: str | None, port: int | None) -> RemoteStatus: ...
+
+    async def disable(self) -> RemoteStatus: ...
+
+
+StatusProvider = Callable[[], Awaitable[DaemonStatus]]
 
 
 @dataclass
@@ -42,6 +164,7 @@ class ForwardingPolicy:
     local_only: bool = False
 
 
+# -- requests and answers --------------------------------------------------------------------
 class LocalOnlyRequest(BaseModel):
     enabled: bool
 
@@ -57,205 +180,228 @@ class PullRequest(BaseModel):
     name: str | None = Field(None, description="Name in the library (default: from the file).")
 
 
-def model_json(
+def model_status(status: RunnerStatus) -> ModelStatus:
+    return ModelStatus.model_validate(status, from_attributes=True)
+
+
+def fit_summary(fit: FitEstimate) -> FitSummary:
+    return FitSummary(
+        verdict=fit.verdict.value,
+        description=fit.describe(),
+        total_bytes=fit.total_bytes,
+        gpu_layers=fit.gpu_layers,
+        context_length=fit.context_length,
+    )
+
+
+def library_model(
     record: ModelRecord,
     memory: MemorySnapshot,
     states: dict[str, str],
     default: str,
     gpu_offload: bool,
-) -> dict[str, Any]:
+) -> LibraryModel:
     """A library model for the control API; ``states`` maps loaded model ids to their state."""
     fit = estimate_fit(record, memory, None, 1, gpu_offload)
-    return {
-        "name": record.name,
-        "size_bytes": record.size_bytes,
-        "architecture": record.architecture,
-        "parameter_count": record.parameter_count,
-        "quant_type": record.quant_type,
-        "context_length": record.context_length,
-        "has_chat_template": record.has_chat_template,
-        "supports_fim": record.supports_fim,
-        "source_repo": record.source_repo,
-        "default": record.name == default,
-        "state": states.get(record.name, "unloaded"),
-        "fit": fit_json(fit),
-    }
+    return LibraryModel(
+        name=record.name,
+        size_bytes=record.size_bytes,
+        architecture=record.architecture,
+        parameter_count=record.parameter_count,
+        quant_type=record.quant_type,
+        context_length=record.context_length,
+        has_chat_template=record.has_chat_template,
+        supports_fim=record.supports_fim,
+        source_repo=record.source_repo,
+        default=record.name == default,
+        state=states.get(record.name, "unloaded"),
+        fit=fit_summary(fit),
+    )
 
 
-def fit_json(fit: FitEstimate) -> dict[str, Any]:
-    return {
-        "verdict": fit.verdict.value,
-        "description": fit.describe(),
-        "total_bytes": fit.total_bytes,
-        "gpu_layers": fit.gpu_layers,
-        "context_length": fit.context_length,
-    }
+def hub_repo(repo: RepoSummary) -> HubRepo:
+    return HubRepo(
+        repo_id=repo.repo_id,
+        downloads=repo.downloads,
+        likes=repo.likes,
+        updated=repo.updated.isoformat() if repo.updated else None,
+    )
 
 
-def quant_json(choice: QuantChoice) -> dict[str, Any]:
+def hub_quant(choice: QuantChoice) -> HubQuant:
     model = choice.model
-    return {
-        "repo_id": model.repo_id,
-        "quant": model.quant,
-        "files": [f.name for f in model.files],
-        "size_bytes": model.size,
-        "fit": fit_json(choice.fit) if choice.fit else None,
-        "fit_problem": choice.problem,
-    }
+    return HubQuant(
+        repo_id=model.repo_id,
+        quant=model.quant,
+        files=[f.name for f in model.files],
+        size_bytes=model.size,
+        fit=fit_summary(choice.fit) if choice.fit else None,
+        fit_problem=choice.problem,
+    )
 
 
-def sse_events(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+def sse_events(events: AsyncIterator[BaseModel]) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
         async for event in events:
-            yield sse_data(event)
+            yield sse_data(event.model_dump(mode="json"))
 
     return StreamingResponse(
         body(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
     )
 
 
-def control_routes(
-    pool: ModelPool,
-    pulls: PullManager,
-    telemetry: Telemetry,
-    policy: ForwardingPolicy,
-    status: StatusProvider,
-    remote: RemoteAccess,
-) -> APIRouter:
-    api = APIRouter(prefix=PREFIX)
+class ControlAPI(Generic[JobT]):
+    """The control API's endpoints; each method is one route."""
 
-    def find_pull(pull_id: str) -> PullJob:
-        job = pulls.get(pull_id)
+    def __init__(
+        self,
+        pool: ModelControl,
+        pulls: PullControl[JobT],
+        telemetry: StatsSource,
+        policy: ForwardingPolicy,
+        status: StatusProvider,
+        remote: RemoteSwitch,
+    ) -> None:
+        self.pool = pool
+        self.pulls = pulls
+        self.telemetry = telemetry
+        self.policy = policy
+        self.status = status
+        self.remote = remote
+
+    def routes(self) -> APIRouter:
+        api = APIRouter(prefix=PREFIX)
+        get, post, delete = ["GET"], ["POST"], ["DELETE"]
+        api.add_api_route("/status", self.daemon_status, methods=get)
+        api.add_api_route("/local-only", self.set_local_only, methods=post)
+        api.add_api_route("/remote", self.remote_status, methods=get)
+        api.add_api_route("/remote", self.switch_remote, methods=post)
+        api.add_api_route("/stats", self.stats, methods=get)
+        api.add_api_route("/stats/events", self.stats_events, methods=get)
+        api.add_api_route("/models", self.list_models, methods=get)
+        api.add_api_route("/models/{name}", self.remove_model, methods=delete)
+        api.add_api_route("/models/{name}/load", self.load_model, methods=post)
+        api.add_api_route("/models/{name}/unload", self.unload_model, methods=post)
+        api.add_api_route("/hub/search", self.hub_search, methods=get)
+        api.add_api_route("/hub/files", self.hub_files, methods=get)
+        api.add_api_route("/pulls", self.start_pull, methods=post, status_code=202)
+        api.add_api_route("/pulls", self.list_pulls, methods=get)
+        api.add_api_route("/pulls/{pull_id}", self.get_pull, methods=get)
+        api.add_api_route("/pulls/{pull_id}/events", self.watch_pull, methods=get)
+        api.add_api_route("/pulls/{pull_id}", self.cancel_pull, methods=delete)
+        routes = APIRouter()
+        routes.include_router(api)
+        routes.add_api_route("/metrics", self.metrics, methods=get)
+        return routes
+
+    def find_pull(self, pull_id: str) -> JobT:
+        job = self.pulls.get(pull_id)
         if job is None:
             raise APIError(404, f"No pull with id '{pull_id}'.", code="pull_not_found")
         return job
 
-    @api.get("/status")
-    async def daemon_status() -> dict[str, Any]:
-        return await status()
+    async def daemon_status(self) -> DaemonStatus:
+        return await self.status()
 
-    @api.post("/local-only")
-    async def set_local_only(body: LocalOnlyRequest) -> dict[str, Any]:
+    async def set_local_only(self, body: LocalOnlyRequest) -> LocalOnlyStatus:
         """Forbid (or allow again) forwarding to cloud providers, from the next request on."""
-        policy.local_only = body.enabled
-        return {"local_only": policy.local_only}
+        self.policy.local_only = body.enabled
+        return LocalOnlyStatus(local_only=self.policy.local_only)
 
-    @api.get("/remote")
-    async def remote_status() -> dict[str, Any]:
-        return remote.to_json()
+    async def remote_status(self) -> RemoteStatus:
+        return self.remote.status()
 
-    @api.post("/remote")
-    async def switch_remote(body: RemoteRequest) -> dict[str, Any]:
+    async def switch_remote(self, body: RemoteRequest) -> RemoteStatus:
         """Turn remote access on (TLS listener) or off (listener closed, connections cut)."""
         if body.enabled:
-            await remote.enable(body.interface, body.port)
-        else:
-            await remote.disable()
-        return remote.to_json()
+            return await self.remote.enable(body.interface, body.port)
+        return await self.remote.disable()
 
     # -- telemetry ---------------------------------------------------------------------------
-    @api.get("/stats")
-    async def stats(history: bool = False) -> dict[str, Any]:
-        return telemetry.snapshot(history=history)
+    async def stats(self, history: bool = False) -> StatsSnapshot:
+        return self.telemetry.snapshot(history=history)
 
-    @api.get("/stats/events")
-    async def stats_events(interval: float = 1.0) -> Response:
+    async def stats_events(self, interval: float = 1.0) -> Response:
         period = min(max(interval, 0.2), 60.0)
 
-        async def snapshots() -> AsyncIterator[dict[str, Any]]:
+        async def snapshots() -> AsyncIterator[StatsSnapshot]:
             while True:
-                yield telemetry.snapshot()
+                yield self.telemetry.snapshot()
                 await asyncio.sleep(period)
 
         return sse_events(snapshots())
 
+    async def metrics(self) -> Response:
+        return PlainTextResponse(
+            prometheus_text(self.telemetry.snapshot()), media_type="text/plain; version=0.0.4"
+        )
+
     # -- models ------------------------------------------------------------------------------
-    @api.get("/models")
-    async def list_models() -> dict[str, Any]:
-        def read() -> list[dict[str, Any]]:
-            memory = sample_memory()
-            states = {status.model_id: status.state.value for status in pool.status()}
-            default = pool.default.model_id
-            offload = pool.gpu_offload
-            return [model_json(r, memory, states, default, offload) for r in pool.library.records()]
+    def library_models(self) -> list[LibraryModel]:
+        memory = sample_memory()
+        states = {status.model_id: status.state for status in self.pool.status()}
+        default, offload = self.pool.default.model_id, self.pool.gpu_offload
+        return [
+            library_model(record, memory, states, default, offload)
+            for record in self.pool.library.records()
+        ]
 
-        return {"object": "list", "data": await asyncio.to_thread(read)}
+    async def list_models(self) -> ModelList:
+        return ModelList(data=await asyncio.to_thread(self.library_models))
 
-    @api.delete("/models/{name}")
-    async def remove_model(name: str) -> dict[str, Any]:
-        return {"removed": (await pool.remove(name)).name}
+    async def remove_model(self, name: str) -> RemovedModel:
+        return RemovedModel(removed=(await self.pool.remove(name)).name)
 
-    @api.post("/models/{name}/load")
-    async def load_model(name: str, wait: bool = True) -> dict[str, Any]:
-        supervisor = await pool.load(name)
+    async def load_model(self, name: str, wait: bool = True) -> ModelStatus:
+        runner = await self.pool.load(name)
         if wait:
-            await supervisor.ready(pool.start_timeout)
-        return asdict(supervisor.status())
+            await runner.ready(self.pool.start_timeout)
+        return model_status(runner.status())
 
-    @api.post("/models/{name}/unload")
-    async def unload_model(name: str) -> dict[str, Any]:
-        if pool.resolve(name) is None:
-            raise ModelNotFoundError(name, pool.model_ids())
-        return {"model": name, "unloaded": await pool.unload(name)}
+    async def unload_model(self, name: str) -> UnloadResult:
+        if self.pool.resolve(name) is None:
+            raise ModelNotFoundError(name, self.pool.model_ids())
+        return UnloadResult(model=name, unloaded=await self.pool.unload(name))
 
     # -- the Hub -----------------------------------------------------------------------------
-    @api.get("/hub/search")
-    async def hub_search(q: str, limit: int = 20) -> dict[str, Any]:
-        found = await asyncio.to_thread(
-            search_repos, q, max(1, min(limit, 100)), pulls.hub.timeout_s
-        )
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "repo_id": repo.repo_id,
-                    "downloads": repo.downloads,
-                    "likes": repo.likes,
-                    "updated": repo.updated.isoformat() if repo.updated else None,
-                }
-                for repo in found
-            ],
-        }
+    async def hub_search(self, q: str, limit: int = 20) -> HubRepoList:
+        timeout = self.pulls.hub.timeout_s
+        found = await asyncio.to_thread(search_repos, q, max(1, min(limit, 100)), timeout)
+        return HubRepoList(data=[hub_repo(repo) for repo in found])
 
-    @api.get("/hub/files")
-    async def hub_files(repo: str, ctx: int | None = None) -> dict[str, Any]:
+    async def hub_files(self, repo: str, ctx: int | None = None) -> HubQuantList:
         def read() -> list[QuantChoice]:
-            memory, offload = sample_memory(), pool.gpu_offload
-            return quant_choices(repo, memory, offload, ctx, pulls.hub.timeout_s)
+            memory, offload = sample_memory(), self.pool.gpu_offload
+            return quant_choices(repo, memory, offload, ctx, self.pulls.hub.timeout_s)
 
-        return {"object": "list", "data": [quant_json(c) for c in await asyncio.to_thread(read)]}
+        return HubQuantList(data=[hub_quant(c) for c in await asyncio.to_thread(read)])
 
     # -- pulls -------------------------------------------------------------------------------
-    @api.post("/pulls", status_code=202)
-    async def start_pull(body: PullRequest) -> dict[str, Any]:
-        job, joined = await pulls.start(body.model, body.name)
-        return {**job.to_json(), "joined": joined}
+    async def start_pull(self, body: PullRequest) -> StartedPull:
+        job, joined = await self.pulls.start(body.model, body.name)
+        return StartedPull(**job.snapshot().model_dump(), joined=joined)
 
-    @api.get("/pulls")
-    async def list_pulls() -> dict[str, Any]:
-        return {"object": "list", "data": [job.to_json() for job in pulls.jobs()]}
+    async def list_pulls(self) -> PullList:
+        return PullList(data=[job.snapshot() for job in self.pulls.jobs()])
 
-    @api.get("/pulls/{pull_id}")
-    async def get_pull(pull_id: str) -> dict[str, Any]:
-        return find_pull(pull_id).to_json()
+    async def get_pull(self, pull_id: str) -> PullSnapshot:
+        return self.find_pull(pull_id).snapshot()
 
-    @api.get("/pulls/{pull_id}/events")
-    async def watch_pull(pull_id: str) -> Response:
-        return sse_events(pulls.watch(find_pull(pull_id)))
+    async def watch_pull(self, pull_id: str) -> Response:
+        return sse_events(self.pulls.follow(self.find_pull(pull_id)))
 
-    @api.delete("/pulls/{pull_id}")
-    async def cancel_pull(pull_id: str) -> dict[str, Any]:
-        job = find_pull(pull_id)
-        pulls.cancel(job)
-        return job.to_json()
+    async def cancel_pull(self, pull_id: str) -> PullSnapshot:
+        job = self.find_pull(pull_id)
+        self.pulls.cancel(job)
+        return job.snapshot()
 
-    routes = APIRouter()
-    routes.include_router(api)
 
-    @routes.get("/metrics")
-    async def metrics() -> Response:
-        return PlainTextResponse(
-            prometheus_text(telemetry.snapshot()), media_type="text/plain; version=0.0.4"
-        )
-
-    return routes
+def control_routes(
+    pool: ModelControl,
+    pulls: PullControl[JobT],
+    telemetry: StatsSource,
+    policy: ForwardingPolicy,
+    status: StatusProvider,
+    remote: RemoteSwitch,
+) -> APIRouter:
+    return ControlAPI(pool, pulls, telemetry, policy, status, remote).routes()
