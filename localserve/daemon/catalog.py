@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullManager
 from localserve.hub.library import ModelRecord
-from localserve.server.catalog import LoadedModel, PullPhase, PullUpdate
+from localserve.server.catalog import LoadedModel, PullUpdate
 
 
 class PoolCatalog:
@@ -54,14 +54,13 @@ class ManagerPulls:
 
     async def pull(self, spec: str) -> AsyncIterator[PullUpdate]:
         job, _ = await self._pulls.start(spec)
-        async for snapshot in self._pulls.watch(job):
-            phase: PullPhase = snapshot["state"]
+        async for snapshot in self._pulls.follow(job):
             yield PullUpdate(
-                phase=phase,
-                file=job.files[0],
-                total_bytes=job.total_bytes,
-                done_bytes=snapshot["done_bytes"],
-                waiting_reason=snapshot["waiting_reason"],
-                error=snapshot["error"],
+                state=snapshot.state,
+                file=snapshot.files[0],
+                total_bytes=snapshot.total_bytes,
+                done_bytes=snapshot.done_bytes,
+                waiting_reason=snapshot.waiting_reason,
+                error=snapshot.error,
                 failure=job.failure if job.finished else None,
             )

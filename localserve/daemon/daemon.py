@@ -11,26 +11,26 @@ import socket
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
-from typing import Any
 
 import httpx
 import uvicorn
 
 from localserve import __version__, logs
+from localserve.api.control import DaemonStatus, EngineBuild
 from localserve.asgi.serving import bind_socket, deadline_http_protocol, run_async
 from localserve.cloud.ledger import UsageLedger
 from localserve.cloud.providers import ProviderStore
 from localserve.config import Settings
+from localserve.daemon.catalog import ManagerPulls, PoolCatalog
 from localserve.daemon.orphans import stop_orphan_runners
-from localserve.daemon.pool import ModelPool
+from localserve.daemon.pool import ModelPool, PoolLimits
 from localserve.daemon.pulls import PullManager
 from localserve.daemon.remote import RemoteAccess
 from localserve.daemon.state import DaemonState, new_state, read_state, remove_state, write_state
 from localserve.daemon.supervisor import CrashPolicy, RunnerSpec
 from localserve.daemon.telemetry import Telemetry
 from localserve.errors import ConfigError, LocalserveError
-from localserve.hardware.devices import physical_cores
+from localserve.hardware.devices import resolve_engine
 from localserve.hub.client import HubOptions
 from localserve.hub.library import Library
 from localserve.hub.resolve import ResolvedModel
@@ -42,7 +42,7 @@ from localserve.runner.llama_backends import build_summary, gpu_offload_supporte
 from localserve.security.keys import KeyStore
 from localserve.server.app import create_app
 from localserve.server.auth import KeyVerifier
-from localserve.server.routes.control import ForwardingPolicy, control_routes
+from localserve.server.routes.control import ForwardingPolicy, control_routes, model_status
 from localserve.server.routes.ollama import ollama_routes
 
 log = logging.getLogger(__name__)
@@ -119,27 +119,24 @@ class Daemon:
         self.settings = settings
         self.paths = paths
         self.model = model
+        # "auto" decided once, for every runner and for the CPU-thread split.
+        self.engine = resolve_engine(settings.engine, gpu_offload_supported())
         self._on_listening = on_listening
 
     def runner_spec(self, model: ResolvedModel) -> RunnerSpec:
         return RunnerSpec(
             model_id=model.model_id,
             model_path=model.path,
-            n_ctx=self.settings.ctx,
-            gpu_layers=self.settings.gpu_layers,
-            threads=self.settings.threads or physical_cores(),
+            engine=self.engine,
             log_file=self.paths.runner_log(model.model_id),
             log_level=self.settings.log_level,
-            parallel=self.settings.parallel,
-            prefix_reuse=self.settings.prefix_reuse,
             pid_dir=self.paths.runner_pid_dir,
-            weight_repack=self.settings.weight_repack,
-            cpu_variant=self.settings.cpu_variant,
             engine_checks_file=self.paths.engine_checks_file,
         )
 
     async def run(self) -> None:
         settings, paths = self.settings, self.paths
+        section = settings.limits
         host = check_loopback_host(settings.host)
         running = read_state(paths.state_file)
         if running is not None:
@@ -153,46 +150,51 @@ class Daemon:
         verifier = KeyVerifier(KeyStore(paths))
         library = Library(paths.models_dir)
         telemetry = Telemetry(lambda: pool.in_flight(), lambda: pool.runner_pids())
+        limits = PoolLimits(
+            max_loaded=section.max_loaded_models,
+            start_timeout=section.runner_start_timeout,
+            keep_alive=section.keep_alive,
+            max_queue=section.max_queue,
+            cpu_threads=self.engine.threads if section.share_cpu_threads else 0,
+        )
         pool = ModelPool(
             library,
             self.runner_spec,
-            start_timeout=settings.runner_start_timeout,
-            max_loaded=settings.max_loaded_models,
+            limits,
             default=self.model,
             gpu_offload=gpu_offload_supported(),
             on_event=telemetry.on_runner_event,
-            keep_alive=settings.keep_alive,
-            max_queue=settings.max_queue,
-            crash_policy=CrashPolicy(settings.crash_limit, settings.crash_window),
-            cpu_threads=(settings.threads or physical_cores()) if settings.share_cpu_threads else 0,
+            crash_policy=CrashPolicy(section.crash_limit, section.crash_window),
         )
-        pulls = PullManager(library, HubOptions(settings.hub_timeout, settings.pull_network_wait))
-        timeout = httpx.Timeout(settings.request_timeout, connect=5.0)
+        pulls = PullManager(library, HubOptions(section.hub_timeout, section.pull_network_wait))
+        timeout = httpx.Timeout(section.request_timeout, connect=5.0)
         client = backend_client(timeout)
-        backend = LocalBackend(pool, client, ready_timeout=settings.runner_start_timeout)
-        cloud_http = cloud_client(httpx.Timeout(settings.request_timeout, connect=10.0))
+        backend = LocalBackend(pool, client, ready_timeout=section.runner_start_timeout)
+        cloud_http = cloud_client(httpx.Timeout(section.request_timeout, connect=10.0))
         cloud = CloudBackends(
             ProviderStore(paths), cloud_http, UsageLedger(paths.cloud_usage_file), own_port=port
         )
         policy = ForwardingPolicy(local_only=settings.local_only)
         router = Router(backend, cloud, lambda: policy.local_only)
-        ollama = ollama_routes(router, pool, pulls)
+        ollama = ollama_routes(router, PoolCatalog(pool), ManagerPulls(pulls))
         remote = RemoteAccess(settings, paths, router, verifier, extra=[ollama])
         state = new_state(host, port, self.model.model_id, __version__)
 
-        async def status() -> dict[str, Any]:
-            return {
-                "version": __version__,
-                "pid": state.pid,
-                "url": state.url,
-                "default_model": self.model.model_id,
-                "max_loaded_models": settings.max_loaded_models,
-                "local_only": policy.local_only,
-                "providers": sorted(cloud.backends),
-                "remote": remote.to_json(),
-                "engine": {**build_summary(), "gpu_offload": gpu_offload_supported()},
-                "models": [asdict(model) for model in pool.status()],
-            }
+        async def status() -> DaemonStatus:
+            return DaemonStatus(
+                version=__version__,
+                pid=state.pid,
+                url=state.url,
+                default_model=self.model.model_id,
+                max_loaded_models=section.max_loaded_models,
+                local_only=policy.local_only,
+                providers=sorted(cloud.backends),
+                remote=remote.status(),
+                engine=EngineBuild.model_validate(
+                    {**build_summary(), "gpu_offload": gpu_offload_supported()}
+                ),
+                models=[model_status(model) for model in pool.status()],
+            )
 
         control = control_routes(pool, pulls, telemetry, policy, status, remote)
         app = create_app(settings, router, verifier, control, extra=[ollama])
@@ -203,7 +205,7 @@ class Daemon:
                 access_log=False,
                 timeout_graceful_shutdown=3,
                 server_header=False,
-                http=deadline_http_protocol(settings.header_timeout),
+                http=deadline_http_protocol(section.header_timeout),
             )
         )
         await pool.load(self.model.model_id)
@@ -219,7 +221,7 @@ class Daemon:
                 log.info("Gateway listening on %s", state.url)
                 if self._on_listening:
                     self._on_listening(state)
-                if settings.remote_enabled:
+                if settings.remote.remote_enabled:
                     try:
                         await remote.enable(None, None)
                     except LocalserveError as exc:  # serving locally matters more

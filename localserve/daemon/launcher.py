@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -16,13 +15,7 @@ import psutil
 from localserve.daemon.state import DaemonState, is_alive, read_state
 from localserve.errors import LocalserveError
 from localserve.paths import AppPaths
-
-
-def localserve_command() -> list[str]:
-    """How to run this program's CLI again (a frozen app is its own executable)."""
-    if getattr(sys, "frozen", False):
-        return [sys.executable]
-    return [sys.executable, "-m", "localserve"]
+from localserve.program import localserve_command
 
 
 @dataclass

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from localserve.daemon.launcher import localserve_command
 from localserve.errors import LocalserveError
+from localserve.program import localserve_command
 
 APP_ID = "io.github.localserve.LocalServe"
 RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"

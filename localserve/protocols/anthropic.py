@@ -86,15 +86,16 @@ def text_of(content: str | list[dict[str, Any]], where: str) -> str:
         return content
     parts = []
     for block in content:
-        if block.get("type") in SKIPPED_BLOCKS:
+        kind = block.get("type")
+        if isinstance(kind, str) and kind in SKIPPED_BLOCKS:  # a list or an object is no type
             continue
-        if block.get("type") != "text":
+        if kind != "text":
             raise APIError(
                 400,
-                f"{where}: content blocks of type '{block.get('type')}' are not supported; "
+                f"{where}: content blocks of type '{kind}' are not supported; "
                 "send text, tool_use and tool_result blocks.",
             )
-        parts.append(TextBlock.model_validate(block).text)
+        parts.append(validate(TextBlock, block).text)
     return "".join(parts)
 
 

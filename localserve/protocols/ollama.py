@@ -135,6 +135,8 @@ def openai_chat_messages(messages: list[Any]) -> list[dict[str, Any]]:
         role = message.get("role")
         converted: dict[str, Any] = {"role": role, "content": message.get("content") or ""}
         if role == "assistant" and message.get("tool_calls"):
+            if not isinstance(message["tool_calls"], list):
+                raise APIError(400, f"messages.{index}.tool_calls must be a list")
             converted["tool_calls"] = [openai_tool_call(call) for call in message["tool_calls"]]
             unanswered = [(c["id"], c["function"]["name"]) for c in converted["tool_calls"]]
         elif role == "tool":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from localserve.errors import (
     ForwardingRefusedError,
@@ -23,7 +22,6 @@ from localserve.errors import (
 )
 from localserve.router.backend import Backend, ModelCard, Payload
 from localserve.router.cloud import CloudBackends
-from localserve.router.local import LocalBackend
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ class Route:
 class Router:
     def __init__(
         self,
-        local: LocalBackend[Any],
+        local: Backend,
         cloud: CloudBackends | None = None,
         local_only: Callable[[], bool] = lambda: False,
     ) -> None:

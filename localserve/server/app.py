@@ -64,7 +64,8 @@ def create_app(
     Ollama's) for any key, ``control`` for the admin key."""
     app = FastAPI(title="localserve", version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    app.state.body_timeout = settings.body_timeout
+    limits = settings.limits
+    app.state.body_timeout = limits.body_timeout
     require_key = key_dependency(verifier)
 
     @app.get("/health", include_in_schema=False)
@@ -80,7 +81,7 @@ def create_app(
     include_inference_routes(app, router, require_key, extra)
 
     asgi: Any = with_cors(app, settings.cors_origins)
-    asgi = BodySizeLimit(asgi, settings.max_body_bytes)
-    asgi = PerKeyConcurrency(asgi, settings.max_concurrent_per_key)
-    asgi = PerKeyRateLimit(asgi, settings.rate_limit_per_key)
+    asgi = BodySizeLimit(asgi, limits.max_body_bytes)
+    asgi = PerKeyConcurrency(asgi, limits.max_concurrent_per_key)
+    asgi = PerKeyRateLimit(asgi, limits.rate_limit_per_key)
     return LoopbackHostGuard(asgi)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
+from localserve.api.control import PullState
 from localserve.errors import LocalserveError
 from localserve.hub.library import ModelRecord
 
@@ -52,14 +53,11 @@ class ModelCatalog(Protocol):
         ...
 
 
-PullPhase = Literal["waiting", "running", "done", "failed", "cancelled"]
-
-
 @dataclass(frozen=True)
 class PullUpdate:
     """Where a download stands; the last update of a pull is done, failed or cancelled."""
 
-    phase: PullPhase
+    state: PullState
     file: str
     total_bytes: int
     done_bytes: int

@@ -253,7 +253,8 @@ def create_remote_app(
         title="localserve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
     )
     install_error_handlers(app)
-    app.state.body_timeout = settings.body_timeout
+    limits, remote = settings.limits, settings.remote
+    app.state.body_timeout = limits.body_timeout
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
@@ -262,9 +263,9 @@ def create_remote_app(
     require_key = client_key_dependency(verifier, throttle)
     include_inference_routes(app, router, require_key, extra)
     asgi: Any = with_cors(app, settings.cors_origins)
-    asgi = BodySizeLimit(asgi, settings.remote_max_body_bytes)
-    asgi = RequestTimeout(asgi, settings.remote_request_timeout)
-    asgi = PerKeyConcurrency(asgi, settings.remote_max_concurrent_per_key)
-    asgi = PerKeyRateLimit(asgi, settings.rate_limit_per_key)
+    asgi = BodySizeLimit(asgi, remote.remote_max_body_bytes)
+    asgi = RequestTimeout(asgi, remote.remote_request_timeout)
+    asgi = PerKeyConcurrency(asgi, remote.remote_max_concurrent_per_key)
+    asgi = PerKeyRateLimit(asgi, limits.rate_limit_per_key)
     asgi = AllowedHostGuard(asgi, allowed_hosts)
     return AuditLog(asgi)

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from localserve.api.control import PullState
 from localserve.api.errors import APIError, api_error_from
 from localserve.errors import ModelNotFoundError
 from localserve.hub.library import ModelRecord
@@ -83,9 +84,9 @@ def require_admin(request: Request) -> None:
 
 def progress_event(update: PullUpdate) -> dict[str, Any] | None:
     """Ollama's status for a pull under way (None once it has ended)."""
-    if update.phase == "waiting":
+    if update.state is PullState.WAITING:
         return {"status": f"waiting for network: {update.waiting_reason}"}
-    if update.phase == "running":
+    if update.state is PullState.RUNNING:
         return {
             "status": f"pulling {update.file}",
             "digest": update.file,
@@ -97,7 +98,7 @@ def progress_event(update: PullUpdate) -> dict[str, Any] | None:
 
 def closing_events(last: PullUpdate) -> list[dict[str, Any]]:
     """Ollama's last statuses of a pull: "success", or the error."""
-    if last.phase != "done":
+    if last.state is not PullState.DONE:
         return [{"error": last.error or "the download did not finish"}]
     return [
         {
@@ -114,11 +115,11 @@ def closing_events(last: PullUpdate) -> list[dict[str, Any]]:
 
 def pull_status(last: PullUpdate) -> int:
     """The HTTP status of a finished pull, for ``"stream": false``."""
-    if last.phase == "done":
+    if last.state is PullState.DONE:
         return 200
     if last.failure is not None:
         return api_error_from(last.failure).status_code
-    return 409 if last.phase == "cancelled" else 500  # a bug, logged by the pull
+    return 409 if last.state is PullState.CANCELLED else 500  # a bug, logged by the pull
 
 
 class OllamaAPI:
