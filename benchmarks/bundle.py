@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.single_stream import machine_description, require_starter_model
 from localserve import __version__
-from tests.daemon_process import DaemonProcess
+from tests.helpers.daemon_process import DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dist" / "localserve" / "localserve"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.single_stream import http_client, machine_description, require_starter_model
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 FILLER = (
     "The committee reviewed the quarterly garden report, the watering schedule, the compost "

@@ -30,7 +30,7 @@ from benchmarks.single_stream import (
     require_starter_model,
 )
 from localserve.hardware.devices import physical_cores
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -32,7 +32,7 @@ from benchmarks.single_stream import (
 )
 from localserve.hardware.devices import physical_cores
 from localserve.runner import llama_backends
-from tests.daemon_process import DaemonProcess
+from tests.helpers.daemon_process import DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_BUILD = ROOT / "build" / "llama-server" / "cmake" / "bin"

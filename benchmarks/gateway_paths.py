@@ -3,7 +3,7 @@
     python -m benchmarks.gateway_paths [--rounds 20]
 
 - **cloud relay**: time to the first streamed piece from a fake OpenAI-compatible provider on
-  loopback (tests/fake_cloud.py), through localserve against straight from the provider.
+  loopback (tests/helpers/fake_cloud.py), through localserve against straight from the provider.
 - **remote TLS**: an 8-token chat on the starter model through the remote listener (TLS, client
   key) against the same request on the loopback listener (plain HTTP).
 
@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks.single_stream import machine_description, require_starter_model
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.fake_cloud import FakeCloud
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.fake_cloud import FakeCloud
 
 CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "temperature": 0}
 

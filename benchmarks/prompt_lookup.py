@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.single_stream import http_client, machine_description, require_starter_model
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -36,7 +36,7 @@ from benchmarks.engine import engine_path, load_in_process, python_module_comman
 from localserve.hardware.devices import physical_cores
 from localserve.hub.starter import starter_model_path
 from localserve.runner import llama_backends
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 PROMPT = "1, 2, 3, 4, 5,"  # the starter model keeps counting: no early end of sequence
 CTX = 4096

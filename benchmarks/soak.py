@@ -24,7 +24,7 @@ import httpx
 import psutil
 
 from benchmarks.single_stream import machine_description, require_starter_model
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 PROMPTS = ["Hi", "Name three colours.", "Write a haiku about rain.", "Count to ten."]
 
@@ -135,7 +135,7 @@ def main() -> None:
                 statistics.median(latencies) if latencies else float("nan"),
                 percentile(latencies, 0.99),
                 rss(daemon.process.pid),
-                rss(status.get("pid")),
+                rss(status.pid),
             )
             rows.append(row)
             others = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()) if k != "ok")

@@ -28,7 +28,7 @@ from benchmarks.single_stream import (
     require_starter_model,
 )
 from localserve.hardware.devices import physical_cores
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 MODELS = (STARTER_MODEL, "other")
 

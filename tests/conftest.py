@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import DaemonProcess
+from tests.helpers.daemon_process import DaemonProcess
 
 # Never touch the developer's real keyring: the fail backend makes the admin key fall back to
 # its 0600 file, as on a headless box. Set before keyring picks a backend.

@@ -6,8 +6,8 @@ Run under a real X server (the images in this folder were taken under Xvfb):
     xvfb-run -s "-screen 0 1280x860x24" .venv/bin/python docs/screenshots/capture.py
 
 It uses a throwaway LOCALSERVE_HOME, starts the daemon on the starter model, sends a few
-requests so the charts have something to show, and serves a small fake Hub (tests/fake_hub.py)
-so the models window lists a repo without internet access.
+requests so the charts have something to show, and serves a small fake Hub
+(tests/helpers/fake_hub.py) so the models window lists a repo without internet access.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from localserve.daemon.state import read_state  # noqa: E402
 from localserve.gui.app import create_tray  # noqa: E402
 from localserve.paths import app_paths  # noqa: E402
 from localserve.security.keys import KeyStore  # noqa: E402
-from tests.fake_hub import FakeHub  # noqa: E402
-from tests.model_files import starter_path  # noqa: E402
+from tests.helpers.fake_hub import FakeHub  # noqa: E402
+from tests.helpers.model_files import starter_path  # noqa: E402
 
 
 def wait_for(app: QApplication, condition: object, timeout: float = 90.0) -> None:

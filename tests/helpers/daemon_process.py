@@ -11,9 +11,14 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
+
+from localserve.api.control import DaemonStatus, ModelStatus, StatsSnapshot
+
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
 STARTER_MODEL = "smollm2-135m-instruct"
 LOCALSERVE = [sys.executable, "-m", "localserve"]
@@ -185,35 +190,44 @@ class DaemonProcess:
         path = self.home / "logs" / f"runner-{model}.log"
         return path.read_text() if path.exists() else ""
 
-    def model_status(self, model: str | None = None) -> dict[str, Any]:
-        """The status of ``model`` (default: the model it serves by default)."""
-        response = self.control("GET", "/status", timeout=5)
+    def answer(self, model: type[AnswerT], method: str, path: str, **kwargs: Any) -> AnswerT:
+        """A control API call's answer read as its ``api/control.py`` model, as the CLI and
+        the tray read it (an error status raises)."""
+        response = self.control(method, path, **kwargs)
         response.raise_for_status()
-        details = response.json()
-        wanted = model or details["default_model"]
-        for status in details["models"]:
-            if status["model_id"] == wanted:
-                return dict(status)
-        return {"model_id": wanted, "state": "unloaded"}
+        return model.model_validate_json(response.content)
 
-    def stats_after(self, requests: int, timeout: float = 10.0) -> dict[str, Any]:
+    def status(self) -> DaemonStatus:
+        return self.answer(DaemonStatus, "GET", "/status", timeout=5)
+
+    def stats(self, history: bool = False) -> StatsSnapshot:
+        return self.answer(StatsSnapshot, "GET", "/stats", params={"history": history})
+
+    def model_status(self, model: str | None = None) -> ModelStatus:
+        """The status of ``model`` (default: the model it serves by default); state
+        "unloaded" when it has no runner."""
+        details = self.status()
+        wanted = model or details.default_model
+        return details.model(wanted) or ModelStatus(model_id=wanted, state="unloaded")
+
+    def stats_after(self, requests: int, timeout: float = 10.0) -> StatsSnapshot:
         """The /stats snapshot once the daemon has recorded ``requests`` finished requests: a
         runner reports a request as it ends, which can reach the daemon after the answer."""
         deadline = time.monotonic() + timeout
         while True:
-            stats: dict[str, Any] = self.control("GET", "/stats").json()
-            if stats["totals"]["requests"] >= requests or time.monotonic() > deadline:
+            stats = self.stats()
+            if stats.totals.requests >= requests or time.monotonic() > deadline:
                 return stats
             time.sleep(0.05)
 
     def wait_until_model(
         self, *states: str, model: str | None = None, timeout: float = 60.0
-    ) -> dict[str, Any]:
+    ) -> ModelStatus:
         deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
+        status: ModelStatus | None = None
         while time.monotonic() < deadline:
             status = self.model_status(model)
-            if status["state"] in states:
+            if status.state in states:
                 return status
             time.sleep(0.1)
         raise TimeoutError(f"model never reached {states}: {status}\n{self.output()}")

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tests.fake_http import JsonHandler, LoopbackServer
+from tests.helpers.fake_http import JsonHandler, LoopbackServer
 
 if TYPE_CHECKING:
-    from tests.daemon_process import DaemonProcess
+    from tests.helpers.daemon_process import DaemonProcess
 
 CHUNKS = ["Hello", " from", " the", " cloud", "."]
 USAGE = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}

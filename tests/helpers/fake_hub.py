@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from tests.daemon_process import DaemonProcess
-from tests.fake_http import JsonHandler, LoopbackServer
+from tests.helpers.daemon_process import DaemonProcess
+from tests.helpers.fake_http import JsonHandler, LoopbackServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -48,7 +48,7 @@ def starter_copy(dest: Path, *metadata_args: str) -> Path:
     return dest
 
 
-TEMPLATES = Path(__file__).parent / "data" / "templates"
+TEMPLATES = Path(__file__).parents[1] / "data" / "templates"
 
 
 def templated_starter(folder: Path, name: str, template_file: str) -> Path:

@@ -10,7 +10,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 
 @pytest.fixture(scope="module")

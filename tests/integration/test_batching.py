@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 PROMPTS = [
     "Once upon a time in a small village,",
@@ -68,7 +68,8 @@ def run_together(daemon: DaemonProcess, bodies: list[dict[str, Any]]) -> list[di
 
 
 def test_runner_reports_its_slots(batching: DaemonProcess) -> None:
-    assert batching.model_status()["info"]["parallel"] == 4
+    info = batching.model_status().info
+    assert info is not None and info.parallel == 4
 
 
 def test_concurrent_streams_match_the_same_requests_one_at_a_time(batching: DaemonProcess) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.daemon_process import DaemonProcess
-from tests.model_files import starter_copy
+from tests.helpers.daemon_process import DaemonProcess
+from tests.helpers.model_files import starter_copy
 
 # A classic template-injection payload: walk from a string to every class in the interpreter.
 HOSTILE_TEMPLATE = (

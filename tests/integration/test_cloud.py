@@ -16,9 +16,9 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess, run_cli
-from tests.fake_cloud import CHUNKS, FakeCloud
-from tests.model_files import starter_path, unknown_architecture_copy
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess, run_cli
+from tests.helpers.fake_cloud import CHUNKS, FakeCloud
+from tests.helpers.model_files import starter_path, unknown_architecture_copy
 
 
 @pytest.fixture(scope="module")

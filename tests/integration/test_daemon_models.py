@@ -1,7 +1,8 @@
 """The daemon's models: loaded on first use within max_loaded_models, and the control API for
 the library (pull with SSE progress, join, cancel, resume; list; remove) against a fake Hub.
 
-Real daemon subprocesses, real runners, the real ``openai`` SDK; the Hub is tests/fake_hub.py.
+Real daemon subprocesses, real runners, the real ``openai`` SDK; the Hub is
+tests/helpers/fake_hub.py.
 """
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ import psutil
 import pytest
 from openai import OpenAI
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.fake_hub import FakeHub
-from tests.model_files import starter_path
+from localserve.api.control import (
+    HubQuantList,
+    HubRepoList,
+    ModelList,
+    ModelStatus,
+    PullList,
+    PullSnapshot,
+    PullState,
+    StartedPull,
+)
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.fake_hub import FakeHub
+from tests.helpers.model_files import starter_path
 
 
 def repo_file(repo: str) -> str:
@@ -50,14 +61,18 @@ def daemon(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
         yield running
 
 
-def events(daemon: DaemonProcess, path: str) -> Iterator[dict[str, Any]]:
-    url = f"{daemon.url}/localserve/v1{path}"
+def events(daemon: DaemonProcess, pull_id: str) -> Iterator[PullSnapshot]:
+    url = f"{daemon.url}/localserve/v1/pulls/{pull_id}/events"
     with httpx.stream("GET", url, headers=daemon.headers(), timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
             if line.startswith("data: "):
-                yield json.loads(line[len("data: ") :])
+                yield PullSnapshot.model_validate_json(line[len("data: ") :])
+
+
+def start_pull(daemon: DaemonProcess, spec: str) -> StartedPull:
+    return daemon.answer(StartedPull, "POST", "/pulls", json={"model": spec})
 
 
 def openai_client(daemon: DaemonProcess) -> OpenAI:
@@ -78,27 +93,26 @@ def test_a_pull_streams_progress_and_the_model_serves_on_first_request(
     repo = "example/Pulled-GGUF"
     started = daemon.control("POST", "/pulls", json={"model": repo})
     assert started.status_code == 202, started.text
-    job = started.json()
-    assert job["state"] == "running" and job["joined"] is False
-    assert job["files"] == [repo_file(repo)] and job["total_bytes"] == 98_362_432
-    seen = list(events(daemon, f"/pulls/{job['id']}/events"))
-    assert seen[-1]["state"] == "done" and seen[-1]["model"] == repo_model(repo)
-    done = [event["done_bytes"] for event in seen]
-    assert done == sorted(done) and done[-1] == job["total_bytes"]
+    job = StartedPull.model_validate_json(started.content)
+    assert job.state is PullState.RUNNING and job.joined is False
+    assert job.files == [repo_file(repo)] and job.total_bytes == 98_362_432
+    seen = list(events(daemon, job.id))
+    assert seen[-1].state is PullState.DONE and seen[-1].model == repo_model(repo)
+    done = [event.done_bytes for event in seen]
+    assert done == sorted(done) and done[-1] == job.total_bytes
 
-    listed = {m["name"]: m for m in daemon.control("GET", "/models").json()["data"]}
+    listed = {m.name: m for m in daemon.answer(ModelList, "GET", "/models").data}
     pulled = listed[repo_model(repo)]
-    assert pulled["state"] == "unloaded" and pulled["source_repo"] == repo
-    assert pulled["fit"]["verdict"] == "cpu" and pulled["quant_type"] == "Q4_1"
-    assert listed[STARTER_MODEL]["state"] == "ready" and listed[STARTER_MODEL]["default"]
+    assert pulled.state == "unloaded" and pulled.source_repo == repo
+    assert pulled.fit.verdict == "cpu" and pulled.quant_type == "Q4_1"
+    assert listed[STARTER_MODEL].state == "ready" and listed[STARTER_MODEL].default
     assert repo_model(repo) in [m.id for m in openai_client(daemon).models.list()]
 
     # Naming it in a request loads it; the default model stays loaded (max_loaded_models = 2).
     assert say_hi(daemon, repo_model(repo).upper()) == repo_model(repo)
-    assert daemon.model_status(repo_model(repo))["state"] == "ready"
-    assert daemon.model_status(STARTER_MODEL)["state"] == "ready"
-    finished = daemon.control("GET", f"/pulls/{job['id']}").json()
-    assert finished["state"] == "done"
+    assert daemon.model_status(repo_model(repo)).state == "ready"
+    assert daemon.model_status(STARTER_MODEL).state == "ready"
+    assert daemon.answer(PullSnapshot, "GET", f"/pulls/{job.id}").state is PullState.DONE
 
 
 def test_a_second_pull_of_the_same_file_joins_and_cancel_keeps_the_part(
@@ -108,18 +122,18 @@ def test_a_second_pull_of_the_same_file_joins_and_cancel_keeps_the_part(
     hub.bytes_per_second = 20_000_000
     hub.requests.clear()
     try:
-        first = daemon.control("POST", "/pulls", json={"model": repo}).json()
-        second = daemon.control("POST", "/pulls", json={"model": f"{repo}:Q4_1"}).json()
-        assert second["id"] == first["id"] and second["joined"] is True
-        listed = daemon.control("GET", "/pulls").json()["data"]
-        assert [job["id"] for job in listed].count(first["id"]) == 1
-        for event in events(daemon, f"/pulls/{first['id']}/events"):
-            if event["done_bytes"] > 10_000_000:
+        first = start_pull(daemon, repo)
+        second = start_pull(daemon, f"{repo}:Q4_1")
+        assert second.id == first.id and second.joined is True
+        listed = daemon.answer(PullList, "GET", "/pulls").data
+        assert [job.id for job in listed].count(first.id) == 1
+        for event in events(daemon, first.id):
+            if event.done_bytes > 10_000_000:
                 break
-        cancelled = daemon.control("DELETE", f"/pulls/{first['id']}")
+        cancelled = daemon.control("DELETE", f"/pulls/{first.id}")
         assert cancelled.status_code == 200
-        final = list(events(daemon, f"/pulls/{first['id']}/events"))[-1]
-        assert final["state"] == "cancelled" and "resumes" in final["error"]
+        final = list(events(daemon, first.id))[-1]
+        assert final.state is PullState.CANCELLED and "resumes" in (final.error or "")
     finally:
         hub.bytes_per_second = None
     downloads = [r for m, p, r in hub.requests if m == "GET" and repo_file(repo) in p]
@@ -129,9 +143,9 @@ def test_a_second_pull_of_the_same_file_joins_and_cancel_keeps_the_part(
     assert 10_000_000 < kept < 98_362_432
     assert repo_model(repo) not in [m.id for m in openai_client(daemon).models.list()]
 
-    resumed = daemon.control("POST", "/pulls", json={"model": repo}).json()
-    assert resumed["id"] != first["id"]
-    assert list(events(daemon, f"/pulls/{resumed['id']}/events"))[-1]["state"] == "done"
+    resumed = start_pull(daemon, repo)
+    assert resumed.id != first.id
+    assert list(events(daemon, resumed.id))[-1].state is PullState.DONE
     downloads = [r for m, p, r in hub.requests if m == "GET" and repo_file(repo) in p]
     assert downloads == [None, f"bytes={kept}-"]
     installed = part.with_name(repo_file(repo))
@@ -140,16 +154,16 @@ def test_a_second_pull_of_the_same_file_joins_and_cancel_keeps_the_part(
 
 def test_remove_unloads_a_loaded_model_first(daemon: DaemonProcess, hub: FakeHub) -> None:
     repo = "example/Removed-GGUF"
-    job = daemon.control("POST", "/pulls", json={"model": repo}).json()
-    assert list(events(daemon, f"/pulls/{job['id']}/events"))[-1]["state"] == "done"
+    job = start_pull(daemon, repo)
+    assert list(events(daemon, job.id))[-1].state is PullState.DONE
     name = repo_model(repo)
-    loaded = daemon.control("POST", f"/models/{name}/load")
-    assert loaded.status_code == 200 and loaded.json()["state"] == "ready"
-    runner = psutil.Process(loaded.json()["pid"])
+    loaded = daemon.answer(ModelStatus, "POST", f"/models/{name}/load")
+    assert loaded.state == "ready"
+    runner = psutil.Process(loaded.pid)
     removed = daemon.control("DELETE", f"/models/{name}")
     assert removed.status_code == 200, removed.text
     assert not runner.is_running() or runner.status() == psutil.STATUS_ZOMBIE
-    assert daemon.model_status(name)["state"] == "unloaded"
+    assert daemon.model_status(name).state == "unloaded"
     assert not (daemon.home / "data" / "models" / name).exists()
     assert name not in [m.id for m in openai_client(daemon).models.list()]
 
@@ -193,12 +207,13 @@ def test_the_control_api_needs_the_admin_key(daemon: DaemonProcess) -> None:
 
 
 def test_hub_search_and_files_through_the_daemon(daemon: DaemonProcess) -> None:
-    found = daemon.control("GET", "/hub/search", params={"q": "pulled"}).json()["data"]
-    assert [repo["repo_id"] for repo in found] == ["example/Pulled-GGUF"]
-    files = daemon.control("GET", "/hub/files", params={"repo": "example/Pulled-GGUF"})
-    (quant,) = files.json()["data"]
-    assert quant["quant"] == "Q4_1" and quant["size_bytes"] == 98_362_432
-    assert quant["fit"]["verdict"] == "cpu" and quant["fit"]["total_bytes"] > 98_362_432
+    found = daemon.answer(HubRepoList, "GET", "/hub/search", params={"q": "pulled"}).data
+    assert [repo.repo_id for repo in found] == ["example/Pulled-GGUF"]
+    files = daemon.answer(HubQuantList, "GET", "/hub/files", params={"repo": "example/Pulled-GGUF"})
+    (quant,) = files.data
+    assert quant.quant == "Q4_1" and quant.size_bytes == 98_362_432
+    assert quant.fit is not None
+    assert quant.fit.verdict == "cpu" and quant.fit.total_bytes > 98_362_432
     missing = daemon.control("GET", "/hub/files", params={"repo": "nobody/missing-GGUF"})
     assert missing.status_code == 404
 
@@ -207,8 +222,8 @@ def test_cli_pull_runs_in_the_daemon(daemon: DaemonProcess) -> None:
     result = daemon.cli("models", "pull", "example/Cli-GGUF")
     assert result.returncode == 0, result.stderr
     assert "in the daemon" in result.stdout and "Installed cli-q4_1" in result.stdout
-    jobs = daemon.control("GET", "/pulls").json()["data"]
-    assert any(job["repo_id"] == "example/Cli-GGUF" and job["state"] == "done" for job in jobs)
+    jobs = daemon.answer(PullList, "GET", "/pulls").data
+    assert any(job.repo_id == "example/Cli-GGUF" and job.state is PullState.DONE for job in jobs)
 
 
 # -- max_loaded_models ------------------------------------------------------------------------
@@ -224,15 +239,12 @@ def one_model_daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
 
 def test_the_least_recently_used_model_makes_room(one_model_daemon: DaemonProcess) -> None:
     daemon = one_model_daemon
-    first_runner = psutil.Process(daemon.model_status()["pid"])
+    first_runner = psutil.Process(daemon.model_status().pid)
     assert say_hi(daemon, "other") == "other"
-    statuses = daemon.control("GET", "/status").json()["models"]
-    assert [s["model_id"] for s in statuses] == ["other"]
+    assert [s.model_id for s in daemon.status().models] == ["other"]
     first_runner.wait(timeout=10)  # the default model's runner was stopped to make room
     assert say_hi(daemon, STARTER_MODEL) == STARTER_MODEL
-    assert [s["model_id"] for s in daemon.control("GET", "/status").json()["models"]] == [
-        STARTER_MODEL
-    ]
+    assert [s.model_id for s in daemon.status().models] == [STARTER_MODEL]
 
 
 def test_a_busy_model_is_not_evicted(one_model_daemon: DaemonProcess) -> None:
@@ -271,7 +283,7 @@ def test_a_busy_model_is_not_evicted(one_model_daemon: DaemonProcess) -> None:
 
 def test_a_model_too_large_for_free_memory_is_refused(one_model_daemon: DaemonProcess) -> None:
     daemon = one_model_daemon
-    runner_pid = daemon.model_status(STARTER_MODEL)["pid"]
+    runner_pid = daemon.model_status(STARTER_MODEL).pid
     assert (
         daemon.cli("models", "import", str(starter_path()), "--link", "--name", "huge").returncode
         == 0
@@ -290,5 +302,5 @@ def test_a_model_too_large_for_free_memory_is_refused(one_model_daemon: DaemonPr
     error = response.json()["error"]
     assert error["code"] == "model_too_large" and "free" in error["message"]
     # Refused before anything was unloaded to make room for it.
-    assert daemon.model_status(STARTER_MODEL)["pid"] == runner_pid
+    assert daemon.model_status(STARTER_MODEL).pid == runner_pid
     assert say_hi(daemon, STARTER_MODEL) == STARTER_MODEL

@@ -20,8 +20,8 @@ from localserve.daemon.engine_path import EngineChoice, VerdictStore, choose_eng
 from localserve.errors import ModelLoadError
 from localserve.runner import llama_backends
 from localserve.runner.engine_check import CRASH_ENV
-from tests.daemon_process import DaemonProcess
-from tests.model_files import starter_path
+from tests.helpers.daemon_process import DaemonProcess
+from tests.helpers.model_files import starter_path
 
 QUANT = "Q4_1"  # the starter model's
 
@@ -119,10 +119,11 @@ def test_a_daemon_serves_on_the_safe_path_and_reports_it(tmp_path: Path) -> None
     env = {CRASH_ENV: "extra_buffers"}
     with DaemonProcess(tmp_path / "home", env=env) as daemon:
         status = daemon.wait_until_model("ready")
-        info = status["info"]
-        assert info["extra_buffers"] is False and info["cpu_variant"] == best_variant()
-        assert "llama.cpp crashes with them on this CPU" in info["engine_note"]
-        assert info["backend"].startswith("CPU")
+        info = status.info
+        assert info is not None
+        assert info.extra_buffers is False and info.cpu_variant == best_variant()
+        assert "llama.cpp crashes with them on this CPU" in info.engine_note
+        assert info.backend.startswith("CPU")
         assert daemon.chat(max_tokens=4).status_code == 200
         engine = daemon.control("GET", "/status").json()["engine"]
         assert engine["build"] == ("portable" if best_variant() else "native")
@@ -138,27 +139,29 @@ def test_a_runner_dying_before_its_first_decode_is_diagnosed_and_avoided(
     home = tmp_path / "home"
     with DaemonProcess(home) as daemon:
         status = daemon.wait_until_model("ready")
-        assert status["info"]["extra_buffers"] is True
+        assert status.info is not None and status.info.extra_buffers is True
         # As llama.cpp's AMX kernels kill a runner on its first request.
-        os.kill(status["pid"], signal.SIGSEGV)
+        assert status.pid is not None
+        os.kill(status.pid, signal.SIGSEGV)
         restarted = daemon.wait_until_model("ready", timeout=60)
-        while restarted["pid"] == status["pid"]:
+        while restarted.pid == status.pid:
             restarted = daemon.wait_until_model("ready", timeout=60)
-        assert "died before its first decode finished" in restarted["last_error"]
-        assert "extra buffer types" in restarted["last_error"]
+        assert "died before its first decode finished" in (restarted.last_error or "")
+        assert "extra buffer types" in (restarted.last_error or "")
         # The path it ran is charged: the restart was checked again without it.
-        assert restarted["info"]["extra_buffers"] is False
+        assert restarted.info is not None and restarted.info.extra_buffers is False
         assert daemon.chat(max_tokens=4).status_code == 200
         stored = json.loads((home / "data" / "engine-checks.json").read_text())
         (entry,) = stored.values()
         assert [best_variant(), True] in entry["crashed"]
         # After a decode, a crash is not blamed on the kernels.
-        os.kill(restarted["pid"], signal.SIGSEGV)
-        psutil.wait_procs([psutil.Process(restarted["pid"])], timeout=10)
+        assert restarted.pid is not None
+        os.kill(restarted.pid, signal.SIGSEGV)
+        psutil.wait_procs([psutil.Process(restarted.pid)], timeout=10)
         later = daemon.wait_until_model("ready", timeout=60)
-        while later["pid"] == restarted["pid"]:
+        while later.pid == restarted.pid:
             later = daemon.wait_until_model("ready", timeout=60)
-        assert "first decode" not in later["last_error"]
+        assert "first decode" not in (later.last_error or "")
 
 
 def test_an_unknown_cpu_variant_is_a_clear_load_error(tmp_path: Path) -> None:
@@ -167,4 +170,4 @@ def test_an_unknown_cpu_variant_is_a_clear_load_error(tmp_path: Path) -> None:
     env = {"LOCALSERVE_CPU_VARIANT": "nehalem"}
     with DaemonProcess(tmp_path / "home", env=env) as daemon:
         status = daemon.wait_until_model("failed")
-        assert "No CPU variant 'nehalem' in this build" in status["last_error"]
+        assert "No CPU variant 'nehalem' in this build" in (status.last_error or "")

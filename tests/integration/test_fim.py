@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.daemon_process import DaemonProcess
-from tests.model_files import starter_copy, starter_path
+from tests.helpers.daemon_process import DaemonProcess
+from tests.helpers.model_files import starter_copy, starter_path
 
 PREFIX = "def add(a, b):\n    return"
 SUFFIX = "\n\nprint(add(1, 2))\n"
@@ -42,7 +42,7 @@ def count_tokens(text: str) -> int:
 
 def test_suffix_builds_a_fim_prompt(fim_daemon: DaemonProcess) -> None:
     status = fim_daemon.model_status()
-    assert status["info"]["supports_fim"] is True
+    assert status.info is not None and status.info.supports_fim is True
     with openai.OpenAI(base_url=fim_daemon.base_url, api_key=fim_daemon.admin_key) as client:
         check_fim(client)
 

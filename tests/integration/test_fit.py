@@ -11,7 +11,7 @@ import pytest
 from localserve.hardware.memory import GpuMemory, MemorySnapshot
 from localserve.hub.fit import Verdict, estimate_fit
 from localserve.hub.library import Library
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 GiB = 2**30
 
@@ -38,8 +38,9 @@ def test_estimate_is_within_25_percent_of_the_runners_memory(
             f"{daemon.base_url}/embeddings", headers=daemon.headers(), json=body, timeout=60
         )
         assert response.status_code == 200, response.text
-        rss = psutil.Process(status["pid"]).memory_info().rss
-        measured = rss - status["info"]["rss_before_load_bytes"]
+        assert status.info is not None
+        rss = psutil.Process(status.pid).memory_info().rss
+        measured = rss - status.info.rss_before_load_bytes
     ratio = estimate.total_bytes / measured
     print(f"estimate {estimate.total_bytes / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB")
     assert 0.75 <= ratio <= 1.25, (estimate, measured, ratio)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 HELLO = [{"role": "user", "content": "hello"}]
 

@@ -7,7 +7,7 @@ import stat
 
 import httpx
 
-from tests.daemon_process import DaemonProcess
+from tests.helpers.daemon_process import DaemonProcess
 
 
 def models_status(daemon: DaemonProcess, key: str) -> int:

@@ -14,8 +14,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.daemon_process import ENDLESS, STARTER_MODEL, DaemonProcess
-from tests.model_files import starter_path, unknown_architecture_copy
+from tests.helpers.daemon_process import ENDLESS, STARTER_MODEL, DaemonProcess
+from tests.helpers.model_files import starter_path, unknown_architecture_copy
 
 
 def complete(daemon: DaemonProcess, timeout: float = 60, **changes: object) -> httpx.Response:
@@ -130,7 +130,8 @@ def test_client_disconnect_stops_generation(daemon: DaemonProcess) -> None:
 
 
 def kill_runner_soon(daemon: DaemonProcess, delay: float) -> int:
-    pid = daemon.model_status()["pid"]
+    pid = daemon.model_status().pid
+    assert pid is not None
 
     def kill() -> None:
         time.sleep(delay)
@@ -141,7 +142,7 @@ def kill_runner_soon(daemon: DaemonProcess, delay: float) -> int:
 
 
 def test_runner_killed_mid_request_gives_503_then_recovers(daemon: DaemonProcess) -> None:
-    before = daemon.model_status()["restarts"]
+    before = daemon.model_status().restarts
     old_pid = kill_runner_soon(daemon, 0.8)
     response = complete(daemon, timeout=60)
     assert response.status_code == 503, response.text
@@ -149,9 +150,9 @@ def test_runner_killed_mid_request_gives_503_then_recovers(daemon: DaemonProcess
     after = complete(daemon, max_tokens=4)
     assert after.status_code == 200, after.text
     status = daemon.model_status()
-    assert status["state"] == "ready"
-    assert status["restarts"] == before + 1
-    assert status["pid"] != old_pid
+    assert status.state == "ready"
+    assert status.restarts == before + 1
+    assert status.pid != old_pid
 
 
 def test_runner_killed_mid_stream_ends_stream_with_error_event(daemon: DaemonProcess) -> None:
@@ -194,7 +195,7 @@ def test_bad_model_file_fails_to_load_cleanly(
     with DaemonProcess(tmp_path / "home", "--model", str(bad)) as daemon:
         assert httpx.get(f"{daemon.url}/health").status_code == 200
         status = daemon.wait_until_model("failed")
-        assert expected in status["last_error"]
+        assert expected in (status.last_error or "")
         response = httpx.post(
             f"{daemon.base_url}/chat/completions",
             headers=daemon.headers(),
@@ -285,11 +286,12 @@ def test_runner_listens_on_loopback_and_demands_its_token(daemon: DaemonProcess)
     from localserve.hardware.devices import physical_cores
 
     status = daemon.model_status()
-    assert status["info"]["threads"] == physical_cores()
-    assert status["info"]["gpu_layers"] == 0  # this CPU-only build offloads nothing
+    assert status.info is not None
+    assert status.info.threads == physical_cores()
+    assert status.info.gpu_layers == 0  # this CPU-only build offloads nothing
     listening = [
         conn.laddr
-        for conn in psutil.Process(status["pid"]).net_connections(kind="tcp")
+        for conn in psutil.Process(status.pid).net_connections(kind="tcp")
         if conn.status == psutil.CONN_LISTEN
     ]
     assert len(listening) == 1

@@ -1,6 +1,6 @@
 """The model library from the CLI and the core, against a fake Hub on loopback.
 
-The fake speaks the Hub's HTTP protocol (tests/fake_hub.py); the client side is our real Hub
+The fake speaks the Hub's HTTP protocol (tests/helpers/fake_hub.py); the client side is our real Hub
 client and downloader, in a real ``localserve`` subprocess where it can be.
 """
 
@@ -24,9 +24,9 @@ from localserve.hub.fit import estimate_fit
 from localserve.hub.gguf_header import read_gguf_header
 from localserve.hub.library import Library
 from localserve.hub.quants import FIRST_FETCH, fetch_remote_header, quant_choices
-from tests.daemon_process import DaemonProcess, run_cli
-from tests.fake_hub import FakeHub
-from tests.model_files import starter_path
+from tests.helpers.daemon_process import DaemonProcess, run_cli
+from tests.helpers.fake_hub import FakeHub
+from tests.helpers.model_files import starter_path
 
 REPO = "example/SmolLM2-135M-Instruct-GGUF"
 FILE = "SmolLM2-135M-Instruct-Q4_1.gguf"
@@ -156,7 +156,7 @@ def test_pull_installs_a_verified_model_that_serves(
     listing = cli("models", "list")
     assert NAME in listing.stdout and "smollm2-135m-instruct" in listing.stdout
     with DaemonProcess(isolated_home, "--model", NAME) as daemon:
-        assert daemon.wait_until_model("ready")["model_id"] == NAME
+        assert daemon.wait_until_model("ready").model_id == NAME
 
 
 def test_a_dropped_connection_resumes_and_ends_byte_identical(

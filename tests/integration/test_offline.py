@@ -23,11 +23,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from localserve.api.control import PullSnapshot, PullState, StartedPull
 from localserve.security.tls import make_self_signed
-from tests.daemon_process import LOCALSERVE, STARTER_MODEL, DaemonProcess, run_cli
-from tests.fake_cloud import FakeCloud
-from tests.fake_hub import FakeHub
-from tests.model_files import starter_path
+from tests.helpers.daemon_process import LOCALSERVE, STARTER_MODEL, DaemonProcess, run_cli
+from tests.helpers.fake_cloud import FakeCloud
+from tests.helpers.fake_hub import FakeHub
+from tests.helpers.model_files import starter_path
 
 REPO = "example/SmolLM2-135M-Instruct-GGUF"
 FILE = "SmolLM2-135M-Instruct-Q4_1.gguf"
@@ -352,7 +353,7 @@ def test_a_pull_in_the_daemon_shows_waiting_for_network(tmp_path: Path, hub: Fak
     hub.bytes_per_second = 40 * 2**20
     with hub.daemon(tmp_path / "home") as daemon:
         daemon.wait_until_model("ready")
-        started = daemon.control("POST", "/pulls", json={"model": REPO}).json()
+        started = daemon.answer(StartedPull, "POST", "/pulls", json={"model": REPO})
         ollama_events: list[dict[str, object]] = []
 
         def follow_with_ollama() -> None:  # Ollama's /api/pull joins the same download
@@ -367,21 +368,21 @@ def test_a_pull_in_the_daemon_shows_waiting_for_network(tmp_path: Path, hub: Fak
 
         follower = threading.Thread(target=follow_with_ollama)
         follower.start()
-        while daemon.control("GET", f"/pulls/{started['id']}").json()["done_bytes"] == 0:
+        while daemon.answer(PullSnapshot, "GET", f"/pulls/{started.id}").done_bytes == 0:
             time.sleep(0.05)
         hub.outage_until = time.monotonic() + 3
         states: list[tuple[str, str | None]] = []
         deadline = time.monotonic() + 60
-        job = started
+        job: PullSnapshot = started
         while time.monotonic() < deadline:
-            job = daemon.control("GET", f"/pulls/{started['id']}").json()
-            states.append((job["state"], job["waiting_reason"]))
-            if job["state"] in ("done", "failed", "cancelled"):
+            job = daemon.answer(PullSnapshot, "GET", f"/pulls/{started.id}")
+            states.append((job.state.value, job.waiting_reason))
+            if not job.active:
                 break
             time.sleep(0.1)
         follower.join(timeout=30)
     lost = "The connection to the Hugging Face Hub was lost before its answer was complete."
-    assert job["state"] == "done", job
+    assert job.state is PullState.DONE, job
     assert ("waiting", lost) in states
     assert {"status": f"waiting for network: {lost}"} in ollama_events
     assert ollama_events[-1] == {"status": "success"}

@@ -11,9 +11,9 @@ import httpx
 import ollama
 import pytest
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.fake_hub import FakeHub
-from tests.model_files import starter_path
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.fake_hub import FakeHub
+from tests.helpers.model_files import starter_path
 
 REPO = "example/Ollamapull-GGUF"
 

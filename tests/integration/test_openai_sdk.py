@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.model_files import templated_starter
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.model_files import templated_starter
 
 OLLAMA_CHAT_CHUNK = {
     "model": "llama3.2",

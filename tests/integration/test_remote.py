@@ -15,8 +15,9 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from localserve.api.control import RemoteStatus
 from localserve.security.tls import fingerprint_of
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 REMOTE_ADDRESS = "127.0.0.2"
 CHAT = {"model": STARTER_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
@@ -39,9 +40,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
 
 
 @pytest.fixture(scope="module")
-def remote(daemon: DaemonProcess) -> dict[str, Any]:
-    status: dict[str, Any] = daemon.control("GET", "/remote").json()
-    assert status["enabled"] and status["address"] == REMOTE_ADDRESS
+def remote(daemon: DaemonProcess) -> RemoteStatus:
+    status = daemon.answer(RemoteStatus, "GET", "/remote")
+    assert status.enabled and status.address == REMOTE_ADDRESS
     return status
 
 
@@ -50,17 +51,18 @@ def phone_key(daemon: DaemonProcess) -> str:
     return daemon.cli("key", "add", "phone").stdout.strip()
 
 
-def pinned_context(remote: dict[str, Any]) -> ssl.SSLContext:
+def pinned_context(remote: RemoteStatus) -> ssl.SSLContext:
     """What a careful client does: fetch the certificate, compare its fingerprint with the one
     `remote status` showed, then trust exactly that certificate."""
-    pem = ssl.get_server_certificate((remote["address"], remote["port"]))
-    assert fingerprint_of(ssl.PEM_cert_to_DER_cert(pem)) == remote["fingerprint"]
+    assert remote.address is not None and remote.port is not None
+    pem = ssl.get_server_certificate((remote.address, remote.port))
+    assert fingerprint_of(ssl.PEM_cert_to_DER_cert(pem)) == remote.fingerprint
     return ssl.create_default_context(cadata=pem)
 
 
-def client_from(remote: dict[str, Any], source: str, **kwargs: Any) -> httpx.Client:
+def client_from(remote: RemoteStatus, source: str, **kwargs: Any) -> httpx.Client:
     transport = httpx.HTTPTransport(local_address=source, verify=pinned_context(remote))
-    url = f"https://{remote['address']}:{remote['port']}"
+    url = f"https://{remote.address}:{remote.port}"
     return httpx.Client(base_url=url, transport=transport, timeout=30, **kwargs)
 
 
@@ -82,10 +84,10 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def test_a_pinned_client_with_a_device_key_is_served(
-    daemon: DaemonProcess, remote: dict[str, Any], phone_key: str
+    daemon: DaemonProcess, remote: RemoteStatus, phone_key: str
 ) -> None:
     with client_from(remote, "127.0.0.3") as http:
-        sdk = OpenAI(base_url=remote["url"], api_key=phone_key, http_client=http)
+        sdk = OpenAI(base_url=remote.url, api_key=phone_key, http_client=http)
         reply = sdk.chat.completions.create(**CHAT)  # type: ignore[call-overload]
     assert reply.choices[0].message.content
     audit = read_audit(daemon, lambda lines: any('"/v1/chat/completions"' in x for x in lines))
@@ -97,7 +99,7 @@ def test_a_pinned_client_with_a_device_key_is_served(
 
 
 def test_ollama_and_anthropic_clients_are_served_remotely(
-    remote: dict[str, Any], phone_key: str
+    remote: RemoteStatus, phone_key: str
 ) -> None:
     """Phone apps often speak Ollama's API: it is served remotely too, but pulling and deleting
     models (admin work) are not."""
@@ -129,23 +131,24 @@ def test_ollama_and_anthropic_clients_are_served_remotely(
 
 
 def test_the_certificate_names_the_address_and_its_key_is_private(
-    daemon: DaemonProcess, remote: dict[str, Any]
+    daemon: DaemonProcess, remote: RemoteStatus
 ) -> None:
     assert (daemon.home / "config" / "remote-key.pem").stat().st_mode & 0o777 == 0o600
     status = daemon.cli("remote", "status")
-    assert remote["fingerprint"] in status.stdout and "self-signed" in status.stdout
+    assert remote.fingerprint is not None
+    assert remote.fingerprint in status.stdout and "self-signed" in status.stdout
     with pytest.raises(httpx.ConnectError):  # an unpinned client refuses the self-signed cert
-        httpx.get(f"https://{REMOTE_ADDRESS}:{remote['port']}/health", timeout=5)
+        httpx.get(f"https://{REMOTE_ADDRESS}:{remote.port}/health", timeout=5)
 
 
-def test_plain_http_to_the_remote_port_gets_nothing(remote: dict[str, Any]) -> None:
+def test_plain_http_to_the_remote_port_gets_nothing(remote: RemoteStatus) -> None:
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://{REMOTE_ADDRESS}:{remote['port']}/v1/models", timeout=5)
+        httpx.get(f"http://{REMOTE_ADDRESS}:{remote.port}/v1/models", timeout=5)
 
 
 @pytest.mark.parametrize("who", ["no key", "admin key", "revoked key"])
 def test_remote_requests_need_a_valid_client_key(
-    daemon: DaemonProcess, remote: dict[str, Any], who: str
+    daemon: DaemonProcess, remote: RemoteStatus, who: str
 ) -> None:
     headers: dict[str, str] = {}
     if who == "admin key":
@@ -167,7 +170,7 @@ def test_remote_requests_need_a_valid_client_key(
 
 
 def test_repeated_bad_keys_lock_the_address_out_for_a_while(
-    remote: dict[str, Any], phone_key: str
+    remote: RemoteStatus, phone_key: str
 ) -> None:
     with client_from(remote, "127.0.0.4") as attacker, client_from(remote, "127.0.0.5") as other:
         statuses = [
@@ -182,7 +185,7 @@ def test_repeated_bad_keys_lock_the_address_out_for_a_while(
         assert attacker.get("/v1/models", headers=bearer(phone_key)).status_code == 200
 
 
-def test_a_foreign_host_header_is_refused(remote: dict[str, Any], phone_key: str) -> None:
+def test_a_foreign_host_header_is_refused(remote: RemoteStatus, phone_key: str) -> None:
     with client_from(remote, "127.0.0.7") as http:
         response = http.get("/v1/models", headers={**bearer(phone_key), "host": "evil.example"})
     assert response.status_code == 403 and response.json()["error"]["code"] == "host_not_allowed"
@@ -190,14 +193,14 @@ def test_a_foreign_host_header_is_refused(remote: dict[str, Any], phone_key: str
 
 @pytest.mark.parametrize("path", ["/localserve/v1/status", "/localserve/v1/models", "/metrics"])
 def test_the_control_api_is_not_reachable_remotely(
-    daemon: DaemonProcess, remote: dict[str, Any], path: str
+    daemon: DaemonProcess, remote: RemoteStatus, path: str
 ) -> None:
     with client_from(remote, "127.0.0.8") as http:
         assert http.get(path, headers=bearer(daemon.admin_key)).status_code == 404
 
 
 def test_remote_limits_body_size_and_concurrency_per_key(
-    remote: dict[str, Any], phone_key: str
+    remote: RemoteStatus, phone_key: str
 ) -> None:
     with client_from(remote, "127.0.0.9") as http:
         big = {**CHAT, "messages": [{"role": "user", "content": "x" * 8000}]}
@@ -223,12 +226,12 @@ def test_remote_limits_body_size_and_concurrency_per_key(
 
 
 def test_turning_remote_off_closes_the_listener(
-    daemon: DaemonProcess, remote: dict[str, Any], phone_key: str
+    daemon: DaemonProcess, remote: RemoteStatus, phone_key: str
 ) -> None:
     off = daemon.cli("remote", "off")
     assert off.returncode == 0, off.stderr
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"https://{REMOTE_ADDRESS}:{remote['port']}/health", verify=False, timeout=5)
+        httpx.get(f"https://{REMOTE_ADDRESS}:{remote.port}/health", verify=False, timeout=5)
     assert "off" in daemon.cli("remote", "status").stdout
     assert daemon.control("GET", "/remote").json()["enabled"] is False
     # Local serving is untouched.
@@ -243,11 +246,12 @@ def test_remote_access_over_ipv6(tmp_path_factory: pytest.TempPathFactory) -> No
         daemon.wait_until_model("ready")
         on = daemon.cli("remote", "on", "--interface", "::1", "--port", "0")
         assert on.returncode == 0, on.stderr
-        status = daemon.control("GET", "/remote").json()
-        assert status["url"].startswith("https://[::1]:")
+        status = daemon.answer(RemoteStatus, "GET", "/remote")
+        assert status.url is not None and status.port is not None
+        assert status.url.startswith("https://[::1]:")
         key = daemon.cli("key", "add", "v6").stdout.strip()
-        pem = ssl.get_server_certificate(("::1", status["port"]))
-        assert fingerprint_of(ssl.PEM_cert_to_DER_cert(pem)) == status["fingerprint"]
+        pem = ssl.get_server_certificate(("::1", status.port))
+        assert fingerprint_of(ssl.PEM_cert_to_DER_cert(pem)) == status.fingerprint
         context = ssl.create_default_context(cadata=pem)
-        response = httpx.get(f"{status['url']}/models", headers=bearer(key), verify=context)
+        response = httpx.get(f"{status.url}/models", headers=bearer(key), verify=context)
         assert response.status_code == 200 and response.json()["data"]

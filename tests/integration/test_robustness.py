@@ -19,8 +19,8 @@ import httpx
 import psutil
 
 from localserve.daemon.orphans import record_runner
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.model_files import starter_path
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.model_files import starter_path
 
 
 def stream_once(daemon: DaemonProcess, max_tokens: int) -> dict[str, Any]:
@@ -85,10 +85,10 @@ def test_fifty_streams_against_four_slots(tmp_path: Path) -> None:
 def test_idle_models_are_unloaded_and_their_memory_returned(tmp_path: Path) -> None:
     with DaemonProcess(tmp_path / "home", env={"LOCALSERVE_KEEP_ALIVE": "3"}) as daemon:
         status = daemon.wait_until_model("ready")
-        runner = psutil.Process(status["pid"])
+        runner = psutil.Process(status.pid)
         assert runner.memory_info().rss > 50 * 2**20  # the model's weights and cache
         unloaded = daemon.wait_until_model("unloaded", timeout=15)
-        assert unloaded["state"] == "unloaded"
+        assert unloaded.state == "unloaded"
         assert memory_returned(runner)
 
         def chat(keep_alive: Any) -> httpx.Response:
@@ -96,7 +96,7 @@ def test_idle_models_are_unloaded_and_their_memory_returned(tmp_path: Path) -> N
 
         assert chat("-1").status_code == 200  # loads it again, and keeps it
         time.sleep(4.5)
-        assert daemon.model_status()["state"] == "ready"
+        assert daemon.model_status().state == "ready"
         assert chat("0s").status_code == 200  # unload after this request
         daemon.wait_until_model("unloaded", timeout=5)
         bad = chat("soon")
@@ -112,12 +112,13 @@ def test_a_crash_loop_is_given_up_and_other_models_keep_serving(tmp_path: Path) 
     assert daemon.cli("models", "import", str(copy), "--name", "other").returncode == 0
     with daemon:
         for _crash in range(3):
-            pid = daemon.wait_until_model("ready", timeout=60)["pid"]
+            pid = daemon.wait_until_model("ready", timeout=60).pid
+            assert pid is not None
             os.kill(pid, signal.SIGKILL)
             daemon.wait_until_model("restarting", "failed", timeout=10)
         failed = daemon.wait_until_model("failed", timeout=30)
-        assert "died 3 times" in failed["last_error"]
-        assert "not restarted again" in failed["last_error"]
+        assert "died 3 times" in (failed.last_error or "")
+        assert "not restarted again" in (failed.last_error or "")
         refused = daemon.chat()
         assert refused.status_code == 503 and "died 3 times" in refused.json()["error"]["message"]
         other = daemon.chat("other")
@@ -131,7 +132,8 @@ def test_a_daemon_killed_with_sigkill_starts_again_cleanly(tmp_path: Path) -> No
     home = tmp_path / "home"
     first = DaemonProcess(home).start()
     first.wait_until_model("ready")
-    runner_pid = first.model_status()["pid"]
+    runner_pid = first.model_status().pid
+    assert runner_pid is not None
     pid_dir = home / "run" / "runners"
     assert json.loads((pid_dir / f"{runner_pid}.json").read_text())["model"] == STARTER_MODEL
     first.stop(signal.SIGKILL)
@@ -149,7 +151,7 @@ def test_a_daemon_killed_with_sigkill_starts_again_cleanly(tmp_path: Path) -> No
             assert stray.wait(timeout=10) is not None
             assert unrelated.poll() is None
             assert second.chat().status_code == 200
-            live = second.model_status()["pid"]
+            live = second.model_status().pid
             assert sorted(pid_dir.iterdir()) == [pid_dir / f"{live}.json"]
         assert list(pid_dir.iterdir()) == []  # a clean stop leaves no pid files
         assert stray.stdin is not None

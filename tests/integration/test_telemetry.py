@@ -3,7 +3,6 @@ JSON snapshot, SSE stream, Prometheus text and `localserve status` expose them."
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Iterator
@@ -14,13 +13,14 @@ import pytest
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
+from localserve.api.control import StatsSnapshot
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 
 @pytest.fixture(scope="module")
 def measured(daemon: DaemonProcess) -> dict[str, Any]:
     """One streamed request, timed by the client, and the daemon's stats after it."""
-    before = daemon.control("GET", "/stats").json()
+    before = daemon.stats()
     client: OpenAI = daemon.openai()
     # A long, never-seen prompt: its prefill dominates the time to first token, so the few
     # milliseconds of HTTP between client and runner stay small beside it.
@@ -44,7 +44,7 @@ def measured(daemon: DaemonProcess) -> dict[str, Any]:
         if chunk.usage:
             usage = chunk.usage
     assert first is not None and last is not None and usage is not None
-    after = daemon.stats_after(before["totals"]["requests"] + 1)
+    after = daemon.stats_after(before.totals.requests + 1)
     return {
         "before": before,
         "after": after,
@@ -55,45 +55,45 @@ def measured(daemon: DaemonProcess) -> dict[str, Any]:
 
 
 def test_request_figures_match_the_clients_within_20_percent(measured: dict[str, Any]) -> None:
-    record = measured["after"]["last_request"]
+    record = measured["after"].last_request
     usage = measured["usage"]
     assert usage.completion_tokens >= 32
-    assert record["model"] == STARTER_MODEL
-    assert record["completion_tokens"] == usage.completion_tokens
-    assert record["prompt_tokens"] == usage.prompt_tokens
-    assert record["ttft_s"] == pytest.approx(measured["ttft"], rel=0.2)
-    assert record["generation_tps"] == pytest.approx(measured["generation_tps"], rel=0.2)
-    assert record["prompt_tps"] > 0
+    assert record.model == STARTER_MODEL
+    assert record.completion_tokens == usage.completion_tokens
+    assert record.prompt_tokens == usage.prompt_tokens
+    assert record.ttft_s == pytest.approx(measured["ttft"], rel=0.2)
+    assert record.generation_tps == pytest.approx(measured["generation_tps"], rel=0.2)
+    assert record.prompt_tps > 0
 
 
 def test_totals_and_live_rates_follow_the_request(measured: dict[str, Any]) -> None:
-    before, after = measured["before"]["totals"], measured["after"]["totals"]
+    before, after = measured["before"].totals, measured["after"].totals
     usage = measured["usage"]
-    assert after["requests"] == before["requests"] + 1
-    assert after["completion_tokens"] - before["completion_tokens"] == usage.completion_tokens
-    assert after["prompt_tokens"] - before["prompt_tokens"] == usage.prompt_tokens
-    live = measured["after"]["live"]
+    assert after.requests == before.requests + 1
+    assert after.completion_tokens - before.completion_tokens == usage.completion_tokens
+    assert after.prompt_tokens - before.prompt_tokens == usage.prompt_tokens
+    live = measured["after"].live
     # The batch loop's own rate just after the request: the same order as the client's.
     client_rate = measured["generation_tps"]
-    assert 0.5 * client_rate < live["generation_tps"] < 2 * client_rate
-    assert live["prompt_tps"] > 0 and live["active_requests"] == 0
+    assert 0.5 * client_rate < live.generation_tps < 2 * client_rate
+    assert live.prompt_tps > 0 and live.active_requests == 0
 
 
 def test_memory_is_sampled(daemon: DaemonProcess) -> None:
     time.sleep(2.5)  # one sampling period
-    memory = daemon.control("GET", "/stats").json()["memory"]
-    assert memory["runner_rss_bytes"][STARTER_MODEL] > 100 * 2**20
-    assert 0 < memory["ram_used_bytes"] < memory["ram_total_bytes"]
-    assert memory["gpus"] == []  # no NVIDIA GPU here
+    memory = daemon.stats().memory
+    assert memory.runner_rss_bytes[STARTER_MODEL] > 100 * 2**20
+    assert 0 < memory.ram_used_bytes < memory.ram_total_bytes
+    assert memory.gpus == []  # no NVIDIA GPU here
 
 
-def stats_events(daemon: DaemonProcess, count: int) -> Iterator[dict[str, Any]]:
+def stats_events(daemon: DaemonProcess, count: int) -> Iterator[StatsSnapshot]:
     url = f"{daemon.url}/localserve/v1/stats/events?interval=0.2"
     with httpx.stream("GET", url, headers=daemon.headers(), timeout=10) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
             if line.startswith("data: "):
-                yield json.loads(line[len("data: ") :])
+                yield StatsSnapshot.model_validate_json(line[len("data: ") :])
                 count -= 1
                 if count == 0:
                     return
@@ -101,9 +101,9 @@ def stats_events(daemon: DaemonProcess, count: int) -> Iterator[dict[str, Any]]:
 
 def test_the_sse_stream_sends_snapshots(daemon: DaemonProcess, measured: dict[str, Any]) -> None:
     snapshots = list(stats_events(daemon, 3))
-    times = [s["time"] for s in snapshots]
+    times = [s.time for s in snapshots]
     assert times == sorted(times) and times[-1] - times[0] >= 0.3
-    assert snapshots[-1]["totals"]["requests"] >= 1
+    assert snapshots[-1].totals.requests >= 1
 
 
 def test_prometheus_metrics(daemon: DaemonProcess, measured: dict[str, Any]) -> None:
@@ -112,10 +112,10 @@ def test_prometheus_metrics(daemon: DaemonProcess, measured: dict[str, Any]) -> 
     response = httpx.get(url, headers=daemon.headers(), timeout=5)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
-    totals = daemon.control("GET", "/stats").json()["totals"]["by_model"][STARTER_MODEL]
+    totals = daemon.stats().totals.by_model[STARTER_MODEL]
     (sample,) = families["localserve_completion_tokens"].samples
     assert sample.labels == {"model": STARTER_MODEL}
-    assert sample.value == totals["completion_tokens"]
+    assert sample.value == totals.completion_tokens
     assert families["localserve_runner_rss_bytes"].samples[0].value > 100 * 2**20
     assert "localserve_generation_tokens_per_second" in families
 

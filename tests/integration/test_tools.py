@@ -19,8 +19,8 @@ import ollama
 import openai
 import pytest
 
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.model_files import templated_starter
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.model_files import templated_starter
 
 HERMES_MODEL = "qwen-tools"
 JSON_MODEL = "llama-tools"

@@ -18,8 +18,8 @@ from openai import AuthenticationError, OpenAI
 
 from localserve import __version__
 from localserve.runner.engine_check import CheckPlan
-from tests.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.model_files import starter_path
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.model_files import starter_path
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "dist" / "localserve" / "localserve"
@@ -68,7 +68,7 @@ def test_the_bundle_serves_the_starter_model_and_exits_cleanly(
     daemon = DaemonProcess(tmp_path / "home", command=[str(bundle)])
     with daemon:
         status = daemon.wait_until_model("ready")
-        runner = psutil.Process(status["pid"])
+        runner = psutil.Process(status.pid)
         # The runner is the bundle too, started through its `-m localserve.runner` form.
         assert runner.exe() == str(bundle)
         assert runner.cmdline()[1:3] == ["-m", "localserve.runner"]

@@ -11,7 +11,7 @@ import pytest
 from localserve.errors import InvalidModelFileError
 from localserve.hub import gguf_check
 from localserve.hub.gguf_check import check_model_file
-from tests.model_files import starter_path
+from tests.helpers.model_files import starter_path
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is enforced on Linux")
 

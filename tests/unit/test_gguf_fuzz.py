@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from localserve.errors import InvalidModelFileError
 from localserve.hub.gguf_header import HeaderIncomplete, read_gguf_header_prefix
 from localserve.hub.library import ModelRecord
-from tests.model_files import starter_path
+from tests.helpers.model_files import starter_path
 
 UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64 = 4, 5, 6, 7, 8, 9, 10
 

@@ -15,7 +15,7 @@ from localserve.hub.templates import (
     tool_syntax,
 )
 from localserve.runner.tools import ToolCallReader, forced_call_schema, parse_tool_calls
-from tests.model_files import TEMPLATES
+from tests.helpers.model_files import TEMPLATES
 
 NAMES = {"get_weather", "get_time"}
 WEATHER = {"city": "Paris", "unit": "celsius"}
