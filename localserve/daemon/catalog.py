@@ -1,4 +1,4 @@
-"""The daemon's models and pulls behind the gateway's narrow interfaces (``server/catalog.py``)."""
+"""The daemon's models and pulls behind the gateway's narrow interfaces (``server/ports.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullManager
 from localserve.hub.library import ModelRecord
-from localserve.server.catalog import LoadedModel, PullUpdate
+from localserve.server.ports import LoadedModel, PullUpdate
 
 
 class PoolCatalog:

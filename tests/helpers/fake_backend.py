@@ -8,7 +8,7 @@ bytes; ``fail_after`` makes a stream die after that many events, as a crashed ru
 Every request is recorded (path, payload), so tests can check what a protocol translated to.
 
 ``FakeCatalog`` and ``FakePulls`` are what Ollama's model-management routes need of the daemon
-(``server/catalog.py``): one installed model, ``tiny``, and a Hub that has nothing.
+(``server/ports.py``): one installed model, ``tiny``, and a Hub that has nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from localserve.hub.catalog import parse_pull_spec
 from localserve.hub.library import ModelRecord
 from localserve.router.backend import ModelCard, Payload
 from localserve.router.local import LOCAL_BACKEND
-from localserve.server.catalog import LoadedModel, PullUpdate
+from localserve.server.ports import LoadedModel, PullUpdate
 
 MODEL = "tiny"
 CONTENT = ["Hel", "lo", " world"]

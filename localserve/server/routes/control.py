@@ -4,7 +4,7 @@ them; plus ``/metrics`` for Prometheus (admin key too).
 
 The tray and the CLI are both thin clients of these routes, so there is one implementation of
 each operation. Every answer is a model of ``api/control.py``. The routes need little of the
-daemon and say so in the protocols below (``ModelControl``, ``PullControl``, ``StatsSource``,
+daemon and say so in ``server/ports.py`` (``ModelControl``, ``PullControl``, ``StatsSource``,
 ``RemoteSwitch``), which the daemon's pool, pull manager, telemetry and remote access meet as
 they are: the server never imports the daemon.
 """
@@ -12,9 +12,9 @@ they are: the server never imports the daemon.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -40,121 +40,25 @@ from localserve.api.control import (
     UnloadResult,
 )
 from localserve.api.errors import APIError
-from localserve.api.runner import RunnerEndpoint
 from localserve.api.sse import sse_data
 from localserve.errors import ModelNotFoundError
 from localserve.hardware.memory import MemorySnapshot, sample_memory
 from localserve.hub.catalog import RepoSummary, search_repos
-from localserve.hub.client import HubOptions
 from localserve.hub.fit import FitEstimate, estimate_fit
-from localserve.hub.library import Library, ModelRecord
+from localserve.hub.library import ModelRecord
 from localserve.hub.quants import QuantChoice, quant_choices
-from localserve.hub.resolve import ResolvedModel
 from localserve.server.metrics import prometheus_text
+from localserve.server.ports import (
+    JobT,
+    ModelControl,
+    PullControl,
+    RemoteSwitch,
+    RunnerStatus,
+    StatsSource,
+    StatusProvider,
+)
 
 PREFIX = "/localserve/v1"
-
-
-# -- what the routes need of the daemon ------------------------------------------------------
-class RunnerStatus(Protocol):
-    """A loaded model's state as its supervisor reports it (the daemon's ``SupervisorStatus``)."""
-
-    @property
-    def model_id(self) -> str: ...
-
-    @property
-    def state(self) -> str: ...
-
-    @property
-    def restarts(self) -> int: ...
-
-    @property
-    def last_error(self) -> str | None: ...
-
-    @property
-    def pid(self) -> int | None: ...
-
-    @property
-    def info(self) -> Mapping[str, Any]: ...
-
-
-class ModelRunner(Protocol):
-    """One model's runner (the daemon's ``Supervisor``)."""
-
-    async def ready(self, timeout: float) -> RunnerEndpoint: ...
-
-    def status(self) -> RunnerStatus: ...
-
-
-class ModelControl(Protocol):
-    """The model library and the runners of the loaded models (the daemon's ``ModelPool``)."""
-
-    @property
-    def library(self) -> Library: ...
-
-    @property
-    def default(self) -> ResolvedModel: ...
-
-    @property
-    def gpu_offload(self) -> bool: ...
-
-    @property
-    def start_timeout(self) -> float: ...
-
-    def model_ids(self) -> list[str]: ...
-
-    def resolve(self, model_id: str) -> ResolvedModel | None: ...
-
-    def status(self) -> Sequence[RunnerStatus]: ...
-
-    async def load(self, model_id: str) -> ModelRunner: ...
-
-    async def unload(self, model_id: str) -> bool: ...
-
-    async def remove(self, model_id: str) -> ModelRecord: ...
-
-
-class PullJob(Protocol):
-    def snapshot(self) -> PullSnapshot: ...
-
-
-JobT = TypeVar("JobT", bound=PullJob)
-
-
-class PullControl(Protocol[JobT]):
-    """Downloads run by the daemon (its ``PullManager``)."""
-
-    @property
-    def hub(self) -> HubOptions: ...
-
-    async def start(self, spec: str, name: str | None = None) -> tuple[JobT, bool]: ...
-
-    def jobs(self) -> list[JobT]: ...
-
-    def get(self, job_id: str) -> JobT | None: ...
-
-    def cancel(self, job: JobT) -> None: ...
-
-    def follow(self, job: JobT) -> AsyncIterator[PullSnapshot]: ...
-
-
-class StatsSource(Protocol):
-    """Live figures (the daemon's ``Telemetry``)."""
-
-    def snapshot(self, history: bool = False) -> StatsSnapshot: ...
-
-
-class RemoteSwitch(Protocol):
-    """The TLS listener for other devices (the daemon's ``RemoteAccess``)."""
-
-    def status(self) -> RemoteStatus: ...
-
-    async def enable(self, interface: str | None, port: int | None) -> RemoteStatus: ...
-
-    async def disable(self) -> RemoteStatus: ...
-
-
-StatusProvider = Callable[[], Awaitable[DaemonStatus]]
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Chat, generate and embed are translated by ``protocols/ollama.py`` and answered by the one
 inference route (``server/inference.py``): Ollama's NDJSON stream, or one object with
 ``"stream": false``. Tags, show, ps, pull and delete read and change the installed models
-through the narrow ``ModelCatalog`` and ``ModelPulls`` interfaces (``server/catalog.py``). Pull
+through the narrow ``ModelCatalog`` and ``ModelPulls`` interfaces (``server/ports.py``). Pull
 and delete change the library, so they need the admin key.
 
 Ollama's ``options.num_ctx`` is ignored (the context is a daemon setting). ``keep_alive`` sets
@@ -42,8 +42,8 @@ from localserve.protocols.ollama import (
 )
 from localserve.router.router import Router
 from localserve.server.auth import Principal
-from localserve.server.catalog import ModelCatalog, ModelPulls, PullUpdate
 from localserve.server.inference import serve_inference
+from localserve.server.ports import ModelCatalog, ModelPulls, PullUpdate
 from localserve.server.request_body import read_json
 
 
