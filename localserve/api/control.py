@@ -22,6 +22,9 @@ from pydantic import (
     field_validator,
 )
 
+# Status shows each loaded model's runner info, as the runner's ready line carries it.
+from localserve.api.runner import RunnerInfo as RunnerInfo
+
 # A loaded model's runner: starting -> ready (-> restarting -> ready ...), or failed; stopped
 # once unloaded. "unloaded" is a library model with no runner (the models list only).
 RunnerStateName = Literal["stopped", "starting", "ready", "restarting", "failed"]
@@ -44,29 +47,6 @@ class ListAnswer(ControlAnswer, Generic[ItemT]):
 
 
 # -- status ----------------------------------------------------------------------------------
-class RunnerInfo(ControlAnswer):
-    """What a runner said about its model in its ``ready`` line (the runner's ``ModelInfo``)."""
-
-    model_id: str
-    n_ctx: int
-    n_ctx_train: int
-    n_params: int
-    size_bytes: int
-    description: str
-    supports_fim: bool
-    has_chat_template: bool
-    tool_syntax: str | None  # how the model writes tool calls; None: its template takes no tools
-    gpu_layers: int
-    gpu_offload_supported: bool
-    threads: int
-    parallel: int
-    rss_before_load_bytes: int
-    backend: str  # the devices llama.cpp runs it on, e.g. "CUDA0 (NVIDIA H100) + CPU"
-    cpu_variant: str | None  # a portable build's CPU kernels; None: native
-    extra_buffers: bool
-    engine_note: str  # why this engine path, in a sentence
-
-
 class ModelStatus(ControlAnswer):
     """A model in the pool: its runner's state (``POST /models/{name}/load``, status' models)."""
 

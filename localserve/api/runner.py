@@ -20,6 +20,33 @@ from pydantic import BaseModel, ConfigDict
 
 from localserve.api.engine import EngineSettings
 
+
+class RunnerInfo(BaseModel):
+    """What a runner says about its model in its ``ready`` line; the control API's status shows
+    it as each loaded model's ``info``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_id: str
+    n_ctx: int
+    n_ctx_train: int
+    n_params: int
+    size_bytes: int
+    description: str
+    supports_fim: bool
+    has_chat_template: bool
+    tool_syntax: str | None  # how the model writes tool calls; None: its template takes no tools
+    gpu_layers: int
+    gpu_offload_supported: bool
+    threads: int
+    parallel: int
+    rss_before_load_bytes: int  # the runner's RSS before the model: the base of memory figures
+    backend: str  # the devices llama.cpp runs this model on, e.g. "CUDA0 (NVIDIA H100) + CPU"
+    cpu_variant: str | None  # a portable build's CPU kernels (haswell, zen4...); None: native
+    extra_buffers: bool  # AMX / repacked-weight layouts on the CPU
+    engine_note: str  # why this path (the engine check's verdict), in a sentence
+
+
 EVENT_READY = "ready"
 EVENT_LOAD_FAILED = "load_failed"
 EXIT_LOAD_FAILED = 3

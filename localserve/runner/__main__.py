@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import asdict
 from pathlib import Path
 
 import uvicorn
@@ -90,7 +89,7 @@ def main() -> int:
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if server.started:
-            channel.send({"event": EVENT_READY, "port": port, "info": asdict(engine.info)})
+            channel.send({"event": EVENT_READY, "port": port, "info": engine.info.model_dump()})
         await task
 
     run_async(serve())

@@ -17,7 +17,6 @@ import struct
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from typing import Any, TypeVar
 
 from llama_cpp.llama_grammar import LlamaGrammar
@@ -167,7 +166,7 @@ class RunnerAPI:
         return JSONResponse(payload)
 
     async def info(self, request: Request) -> Response:
-        return JSONResponse(asdict(self.engine.info))
+        return JSONResponse(self.engine.info.model_dump())
 
     async def _generate(
         self,

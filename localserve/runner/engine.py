@@ -22,7 +22,7 @@ import psutil
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from localserve.api.engine import EngineSettings
-from localserve.api.runner import EMBEDDING_CTX, LLAMA_DEFAULTS, EnginePath
+from localserve.api.runner import EMBEDDING_CTX, LLAMA_DEFAULTS, EnginePath, RunnerInfo
 from localserve.api.sampling import SamplingParams
 from localserve.errors import (
     ContextOverflowError,
@@ -46,28 +46,6 @@ class EngineConfig:
     model_id: str
     settings: EngineSettings  # as the runner's config line carries it; on to the scheduler
     engine_path: EnginePath = LLAMA_DEFAULTS
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    model_id: str
-    n_ctx: int
-    n_ctx_train: int
-    n_params: int
-    size_bytes: int
-    description: str
-    supports_fim: bool
-    has_chat_template: bool
-    tool_syntax: str | None  # how the model writes tool calls; None: its template takes no tools
-    gpu_layers: int
-    gpu_offload_supported: bool
-    threads: int
-    parallel: int
-    rss_before_load_bytes: int  # the runner's RSS before the model: the base of memory figures
-    backend: str  # the devices llama.cpp runs this model on, e.g. "CUDA0 (NVIDIA H100) + CPU"
-    cpu_variant: str | None  # a portable build's CPU kernels (haswell, zen4...); None: native
-    extra_buffers: bool  # AMX / repacked-weight layouts on the CPU
-    engine_note: str  # why this path (the engine check's verdict), in a sentence
 
 
 def check_gguf_magic(path: Path) -> None:
@@ -176,7 +154,7 @@ class Engine:
         n_ctx = settings.ctx or model.n_ctx_train()
         parallel = settings.parallel or auto_parallel(model, n_ctx)
         self._scheduler = Scheduler(model, settings, self._share, n_ctx, parallel)
-        self.info = ModelInfo(
+        self.info = RunnerInfo(
             model_id=config.model_id,
             n_ctx=n_ctx,
             n_ctx_train=model.n_ctx_train(),

@@ -13,6 +13,7 @@ Every request is recorded (path, payload), so tests can check what a protocol tr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -229,8 +230,9 @@ class FakeBackend:
         }
 
 
-def library_record(name: str = MODEL) -> ModelRecord:
-    return ModelRecord(
+def library_record(name: str = MODEL, **changes: Any) -> ModelRecord:
+    """A library record of a small llama model (SmolLM2-135M's shape), with ``changes``."""
+    record = ModelRecord(
         name=name,
         files=[f"{name}.gguf"],
         size_bytes=100_000_000,
@@ -250,6 +252,7 @@ def library_record(name: str = MODEL) -> ModelRecord:
         sha256={f"{name}.gguf": "ab" * 32},
         added_at=CREATED,
     )
+    return dataclasses.replace(record, **changes)
 
 
 @dataclass

@@ -254,8 +254,14 @@ def test_model_silent_past_request_timeout_is_504(tmp_path: Path) -> None:
         response = complete(daemon, timeout=60)
         assert response.status_code == 504, response.text
         assert response.json()["error"]["code"] == "backend_timeout"
-        again = complete(daemon, max_tokens=2)
-        assert again.status_code == 200
+        # The runner still serves. A 2-token answer takes ~0.1 s here, but on a loaded machine it
+        # can pass the 1 s limit too: then it must be the same clean 504, and a retry answers.
+        for _ in range(5):
+            again = complete(daemon, max_tokens=2)
+            if again.status_code != 504:
+                break
+            assert again.json()["error"]["code"] == "backend_timeout"
+        assert again.status_code == 200, again.text
 
 
 @pytest.mark.parametrize(

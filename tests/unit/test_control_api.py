@@ -4,7 +4,6 @@ access (they meet the routes' protocols as the daemon's objects do), the JSON th
 
 from __future__ import annotations
 
-import ast
 import time
 import typing
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +40,7 @@ from localserve.hub.library import ModelRecord
 from localserve.hub.resolve import ResolvedModel
 from localserve.server.errors import install_error_handlers
 from localserve.server.routes.control import ForwardingPolicy, control_routes, model_status
+from tests.helpers.fake_backend import library_record
 
 STARTER = "starter"
 INFO: dict[str, Any] = {
@@ -66,24 +66,8 @@ INFO: dict[str, Any] = {
 
 
 def record(name: str) -> ModelRecord:
-    return ModelRecord(
-        name=name,
-        files=[f"{name}.gguf"],
-        size_bytes=100_000_000,
-        architecture="llama",
-        parameter_count=135_000_000,
-        context_length=8192,
-        quant_type="Q4_0",
-        layers=30,
-        embedding_length=576,
-        head_count=9,
-        head_count_kv=3,
-        key_length=64,
-        value_length=64,
-        vocab_size=49152,
-        has_chat_template=True,
-        supports_fim=False,
-        source_repo="example/Starter-GGUF",
+    return library_record(
+        name, context_length=8192, quant_type="Q4_0", source_repo="example/Starter-GGUF"
     )
 
 
@@ -362,25 +346,8 @@ def test_an_answer_of_another_shape_is_one_readable_error() -> None:
         parse(DaemonStatus, b'{"version": "1", "pid": "not a number"}')
 
 
-def runner_model_info_fields() -> list[str]:
-    """The fields of the runner's ``ModelInfo``, read from its source: importing the engine
-    loads llama.cpp, too slow (and noisy) for this tier."""
-    source = (Path(__file__).parents[2] / "localserve" / "runner" / "engine.py").read_text()
-    (info,) = [
-        node
-        for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.ClassDef) and node.name == "ModelInfo"
-    ]
-    return [
-        node.target.id
-        for node in info.body
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-    ]
-
-
 def test_the_models_follow_the_types_they_describe() -> None:
     """Drift between the answers and what fills them fails here, not in a client."""
-    assert list(RunnerInfo.model_fields) == runner_model_info_fields()
     assert set(typing.get_args(control.FitVerdictName)) == {v.value for v in Verdict}
     job = PullJob("id", "example/Repo-GGUF", ["m.gguf"], None, 10)
     assert job.snapshot().model_dump(mode="json")["state"] == "running"
