@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import signal
@@ -11,9 +12,11 @@ import socket
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import httpx
 import uvicorn
+from fastapi import APIRouter
 
 from localserve import __version__, logs
 from localserve.api.control import DaemonStatus, EngineBuild
@@ -135,110 +138,163 @@ class Daemon:
         )
 
     async def run(self) -> None:
-        settings, paths = self.settings, self.paths
-        section = settings.limits
-        host = check_loopback_host(settings.host)
-        running = read_state(paths.state_file)
+        """Serve until SIGINT/SIGTERM, then stop the runners and remove the state file."""
+        host = check_loopback_host(self.settings.host)
+        self._refuse_a_second_daemon()
+        sock = bind_socket(host, self.settings.port)
+        state = new_state(host, sock.getsockname()[1], self.model.model_id, __version__)
+        services = self._services(state)
+        await services.pool.load(self.model.model_id)
+        services.start_background_work()
+        try:
+            await self._serve(self._gateway(services), sock, state, services)
+        finally:
+            await services.close()
+            remove_state(self.paths.state_file)
+            sock.close()
+            log.info("Stopped.")
+
+    def _refuse_a_second_daemon(self) -> None:
+        running = read_state(self.paths.state_file)
         if running is not None:
             raise ConfigError(
                 f"localserve is already running at {running.url} (pid {running.pid})."
             )
-        stop_orphan_runners(paths.runner_pid_dir)  # no daemon runs: any runner listed is stray
-        paths.runner_pid_dir.mkdir(mode=0o700, exist_ok=True)
-        sock = bind_socket(host, settings.port)
-        port = sock.getsockname()[1]
-        verifier = KeyVerifier(KeyStore(paths))
+        stop_orphan_runners(self.paths.runner_pid_dir)  # no daemon runs: any runner is stray
+        self.paths.runner_pid_dir.mkdir(mode=0o700, exist_ok=True)
+
+    def _services(self, state: DaemonState) -> Services:
+        """The pool, pulls, telemetry, routing and remote access of one run."""
+        settings, paths, limits = self.settings, self.paths, self.settings.limits
         library = Library(paths.models_dir)
         telemetry = Telemetry(lambda: pool.in_flight(), lambda: pool.runner_pids())
-        limits = PoolLimits(
-            max_loaded=section.max_loaded_models,
-            start_timeout=section.runner_start_timeout,
-            keep_alive=section.keep_alive,
-            max_queue=section.max_queue,
-            cpu_threads=self.engine.threads if section.share_cpu_threads else 0,
-        )
         pool = ModelPool(
             library,
             self.runner_spec,
-            limits,
+            PoolLimits(
+                max_loaded=limits.max_loaded_models,
+                start_timeout=limits.runner_start_timeout,
+                keep_alive=limits.keep_alive,
+                max_queue=limits.max_queue,
+                cpu_threads=self.engine.threads if limits.share_cpu_threads else 0,
+            ),
             default=self.model,
             gpu_offload=gpu_offload_supported(),
             on_event=telemetry.on_runner_event,
-            crash_policy=CrashPolicy(section.crash_limit, section.crash_window),
+            crash_policy=CrashPolicy(limits.crash_limit, limits.crash_window),
         )
-        pulls = PullManager(library, HubOptions(section.hub_timeout, section.pull_network_wait))
-        timeout = httpx.Timeout(section.request_timeout, connect=5.0)
-        client = backend_client(timeout)
-        backend = LocalBackend(pool, client, ready_timeout=section.runner_start_timeout)
-        cloud_http = cloud_client(httpx.Timeout(section.request_timeout, connect=10.0))
+        pulls = PullManager(library, HubOptions(limits.hub_timeout, limits.pull_network_wait))
+        runner_http = backend_client(httpx.Timeout(limits.request_timeout, connect=5.0))
+        cloud_http = cloud_client(httpx.Timeout(limits.request_timeout, connect=10.0))
         cloud = CloudBackends(
-            ProviderStore(paths), cloud_http, UsageLedger(paths.cloud_usage_file), own_port=port
+            ProviderStore(paths),
+            cloud_http,
+            UsageLedger(paths.cloud_usage_file),
+            own_port=state.port,
         )
         policy = ForwardingPolicy(local_only=settings.local_only)
-        router = Router(backend, cloud, lambda: policy.local_only)
+        local = LocalBackend(pool, runner_http, ready_timeout=limits.runner_start_timeout)
+        router = Router(local, cloud, lambda: policy.local_only)
+        verifier = KeyVerifier(KeyStore(paths))
         ollama = ollama_routes(router, PoolCatalog(pool), ManagerPulls(pulls))
         remote = RemoteAccess(settings, paths, router, verifier, extra=[ollama])
-        state = new_state(host, port, self.model.model_id, __version__)
+        return Services(
+            pool, pulls, telemetry, cloud, policy, router, verifier, ollama, remote, state,
+            [runner_http, cloud_http],
+        )  # fmt: skip
 
-        async def status() -> DaemonStatus:
-            return DaemonStatus(
-                version=__version__,
-                pid=state.pid,
-                url=state.url,
-                default_model=self.model.model_id,
-                max_loaded_models=section.max_loaded_models,
-                local_only=policy.local_only,
-                providers=sorted(cloud.backends),
-                remote=remote.status(),
-                engine=EngineBuild.model_validate(
-                    {**build_summary(), "gpu_offload": gpu_offload_supported()}
-                ),
-                models=[model_status(model) for model in pool.status()],
-            )
+    async def _status(self, services: Services) -> DaemonStatus:
+        return DaemonStatus(
+            version=__version__,
+            pid=services.state.pid,
+            url=services.state.url,
+            default_model=self.model.model_id,
+            max_loaded_models=self.settings.limits.max_loaded_models,
+            local_only=services.policy.local_only,
+            providers=sorted(services.cloud.backends),
+            remote=services.remote.status(),
+            engine=EngineBuild.model_validate(
+                {**build_summary(), "gpu_offload": gpu_offload_supported()}
+            ),
+            models=[model_status(model) for model in services.pool.status()],
+        )
 
-        control = control_routes(pool, pulls, telemetry, policy, status, remote)
-        app = create_app(settings, router, verifier, control, extra=[ollama])
-        server = GatewayServer(
+    def _gateway(self, services: Services) -> GatewayServer:
+        """uvicorn serving the gateway app: the inference APIs and the control API."""
+        control = control_routes(
+            services.pool,
+            services.pulls,
+            services.telemetry,
+            services.policy,
+            functools.partial(self._status, services),
+            services.remote,
+        )
+        app = create_app(
+            self.settings, services.router, services.verifier, control, extra=[services.ollama]
+        )
+        return GatewayServer(
             uvicorn.Config(
                 app,
                 log_level="warning",
                 access_log=False,
                 timeout_graceful_shutdown=3,
                 server_header=False,
-                http=deadline_http_protocol(section.header_timeout),
+                http=deadline_http_protocol(self.settings.limits.header_timeout),
             )
         )
-        await pool.load(self.model.model_id)
-        sampler = asyncio.create_task(telemetry.run_sampler())
-        idle_unloader = asyncio.create_task(pool.run_idle_unloader())
-        model_lists = asyncio.create_task(cloud.keep_model_lists_fresh())
-        try:
-            serving = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started and not serving.done():
-                await asyncio.sleep(0.01)
-            if server.started:
-                write_state(paths.state_file, state)
-                log.info("Gateway listening on %s", state.url)
-                if self._on_listening:
-                    self._on_listening(state)
-                if settings.remote.remote_enabled:
-                    try:
-                        await remote.enable(None, None)
-                    except LocalserveError as exc:  # serving locally matters more
-                        log.error("Remote access could not start: %s", exc)
-            await serving
-        finally:
-            await remote.disable()
-            sampler.cancel()
-            idle_unloader.cancel()
-            model_lists.cancel()
-            pulls.cancel_all()
-            await pool.stop_all()
+
+    async def _serve(
+        self, server: GatewayServer, sock: socket.socket, state: DaemonState, services: Services
+    ) -> None:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            write_state(self.paths.state_file, state)
+            log.info("Gateway listening on %s", state.url)
+            if self._on_listening:
+                self._on_listening(state)
+            if self.settings.remote.remote_enabled:
+                try:
+                    await services.remote.enable(None, None)
+                except LocalserveError as exc:  # serving locally matters more
+                    log.error("Remote access could not start: %s", exc)
+        await serving
+
+
+@dataclass
+class Services:
+    """What one run of the daemon builds around its gateway, and how it is taken down."""
+
+    pool: ModelPool
+    pulls: PullManager
+    telemetry: Telemetry
+    cloud: CloudBackends
+    policy: ForwardingPolicy
+    router: Router
+    verifier: KeyVerifier
+    ollama: APIRouter
+    remote: RemoteAccess
+    state: DaemonState
+    http_clients: list[httpx.AsyncClient]
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_background_work(self) -> None:
+        """Memory samples, idle unloading, fresh cloud model lists: until ``close``."""
+        self.background = [
+            asyncio.create_task(self.telemetry.run_sampler()),
+            asyncio.create_task(self.pool.run_idle_unloader()),
+            asyncio.create_task(self.cloud.keep_model_lists_fresh()),
+        ]
+
+    async def close(self) -> None:
+        await self.remote.disable()
+        for task in self.background:
+            task.cancel()
+        self.pulls.cancel_all()
+        await self.pool.stop_all()
+        for client in self.http_clients:
             await client.aclose()
-            await cloud_http.aclose()
-            remove_state(paths.state_file)
-            sock.close()
-            log.info("Stopped.")
 
 
 def configure_logging(settings: Settings, paths: AppPaths) -> None:
