@@ -216,3 +216,24 @@ def test_concurrent_requests_all_complete(client: openai.OpenAI) -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(pool.map(ask, range(4)))
     assert all(answers)
+
+
+def test_responses_api_with_the_real_model_whole_and_streamed(client: openai.OpenAI) -> None:
+    """``client.responses`` over the starter model: the streamed text is the whole one's (greedy),
+    and the usage counts the tokens the model wrote."""
+    asked = {
+        "model": STARTER_MODEL,
+        "input": "What is the capital of France?",
+        "max_output_tokens": 12,
+        "temperature": 0,
+    }
+    whole = client.responses.create(**asked)  # type: ignore[call-overload]
+    assert whole.status in {"completed", "incomplete"}
+    assert whole.output_text.strip()
+    assert whole.usage is not None and 0 < whole.usage.output_tokens <= 12
+    with client.responses.stream(**asked) as stream:
+        events = list(stream)
+    deltas = [event.delta for event in events if event.type == "response.output_text.delta"]
+    last = events[-1]  # response.incomplete when max_output_tokens ran out, as OpenAI's API does
+    assert last.type == f"response.{whole.status}"
+    assert "".join(deltas) == last.response.output_text == whole.output_text  # type: ignore[union-attr]

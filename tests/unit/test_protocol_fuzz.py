@@ -358,6 +358,53 @@ def answer_ok(response: Any) -> None:
         json.loads(response.content)
 
 
+# OpenAI Responses
+input_part = obj(
+    {"type": field(st.sampled_from(["input_text", "output_text", "input_image"]))}, text=text
+)
+response_item = field(
+    obj(
+        {"role": field(st.sampled_from(["user", "assistant", "system", "developer", "tool"]))},
+        type=field(st.just("message")),
+        content=field(st.text(max_size=20), st.lists(input_part, max_size=3)),
+    ),
+    obj(
+        {"type": field(st.just("function_call"))},
+        call_id=text,
+        name=text,
+        arguments=field(st.just('{"a": 1}'), st.text(max_size=8)),
+    ),
+    obj({"type": field(st.just("function_call_output"))}, call_id=text, output=text),
+    obj({"type": field(st.sampled_from(["reasoning", "web_search_call", "item_reference"]))}),
+)
+responses_tool = obj(
+    {"type": field(st.just("function")), "name": field(st.sampled_from(["get_weather", ""]))},
+    description=text,
+    parameters=json_schema,
+)
+openai_responses = obj(
+    {"model": model, "input": field(st.text(max_size=20), st.lists(response_item, max_size=4))},
+    instructions=text,
+    tools=listing(responses_tool),
+    tool_choice=field(st.sampled_from(["none", "auto", "required"]), obj(type=text, name=text)),
+    max_output_tokens=count,
+    temperature=number,
+    top_p=number,
+    stream=flag,
+    text=field(
+        obj(
+            format=obj(
+                {"type": field(st.sampled_from(["text", "json_object", "json_schema"]))},
+                name=text,
+                schema=json_schema,
+            )
+        )
+    ),
+    previous_response_id=field(st.none(), text),
+    store=flag,
+)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
@@ -369,6 +416,7 @@ ENDPOINTS = {
     "/v1/chat/completions": Endpoint("POST", openai_chat, openai_error),
     "/v1/completions": Endpoint("POST", openai_completion, openai_error),
     "/v1/embeddings": Endpoint("POST", openai_embedding, openai_error),
+    "/v1/responses": Endpoint("POST", openai_responses, openai_error),
     "/v1/messages": Endpoint("POST", anthropic_messages, anthropic_error),
     "/v1/messages/count_tokens": Endpoint("POST", anthropic_count, anthropic_error),
     "/api/chat": Endpoint("POST", ollama_chat, ollama_error),

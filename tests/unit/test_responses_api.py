@@ -1,0 +1,172 @@
+"""The Responses API (``POST /v1/responses``) through the whole gateway in-process, read by the
+real ``openai`` SDK (``client.responses.create`` and ``.stream``) over ``httpx.ASGITransport``;
+the backend is the fake of ``tests/helpers/fake_backend.py``, so each answer is known."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import openai
+import pytest
+
+from tests.helpers.fake_backend import CONTENT, TOOL_CALL, USAGE, FakeBackend
+from tests.helpers.gateway import Gateway, build_gateway, sse_events
+
+T = TypeVar("T")
+TEXT = "".join(CONTENT)
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+def with_sdk(gateway: Gateway, use: Callable[[openai.AsyncOpenAI], Awaitable[T]]) -> T:
+    async def run() -> T:
+        transport = httpx.ASGITransport(app=gateway.app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport) as http:
+            client = openai.AsyncOpenAI(
+                api_key=gateway.client_key, base_url="http://127.0.0.1/v1", http_client=http
+            )
+            return await asyncio.wait_for(use(client), 10)
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Gateway:
+    return build_gateway(tmp_path / "gateway")
+
+
+def test_a_string_input_gets_a_message_and_usage(gateway: Gateway) -> None:
+    async def ask(client: openai.AsyncOpenAI) -> Any:
+        return await client.responses.create(
+            model="tiny", input="Hello?", instructions="Be brief.", max_output_tokens=16
+        )
+
+    response = with_sdk(gateway, ask)
+    assert response.status == "completed"
+    assert response.output_text == TEXT
+    assert response.id.startswith("resp_")
+    assert response.usage is not None
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (
+        USAGE["prompt_tokens"],
+        USAGE["completion_tokens"],
+    )
+    sent = gateway.backend.sent[-1]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.payload["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello?"},
+    ]
+    assert sent.payload["max_tokens"] == 16
+
+
+def test_the_stream_follows_the_documented_event_sequence(gateway: Gateway) -> None:
+    async def ask(client: openai.AsyncOpenAI) -> tuple[list[str], Any]:
+        async with client.responses.stream(model="tiny", input="Hello?") as stream:
+            kinds = [event.type async for event in stream]
+            return kinds, await stream.get_final_response()
+
+    kinds, final = with_sdk(gateway, ask)
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * len(CONTENT),
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert final.output_text == TEXT
+    assert final.usage is not None and final.usage.total_tokens == USAGE["total_tokens"]
+
+
+def test_a_function_call_and_its_output_make_the_next_turn(tmp_path: Path) -> None:
+    gateway = build_gateway(tmp_path / "gateway", FakeBackend(tool_call=True))
+
+    async def ask(client: openai.AsyncOpenAI) -> Any:
+        return await client.responses.create(
+            model="tiny",
+            input="Weather in Paris?",
+            tools=[WEATHER],  # type: ignore[list-item]
+            tool_choice={"type": "function", "name": "get_weather"},
+        )
+
+    response = with_sdk(gateway, ask)
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert [(call.name, json.loads(call.arguments)) for call in calls] == [
+        (TOOL_CALL["name"], {"city": "Paris"})
+    ]
+    sent = gateway.backend.sent[-1].payload
+    assert sent["tools"][0]["function"]["name"] == "get_weather"
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+
+    async def follow_up(client: openai.AsyncOpenAI) -> Any:
+        return await client.responses.create(
+            model="tiny",
+            input=[
+                {"role": "user", "content": "Weather in Paris?"},
+                {
+                    "type": "function_call",
+                    "call_id": calls[0].call_id,
+                    "name": calls[0].name,
+                    "arguments": calls[0].arguments,
+                },
+                {"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"},
+            ],
+        )
+
+    with_sdk(gateway, follow_up)
+    messages = gateway.backend.sent[-1].payload["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[1]["tool_calls"][0]["id"] == calls[0].call_id
+    assert messages[2] == {"role": "tool", "tool_call_id": calls[0].call_id, "content": "sunny"}
+
+
+def test_streamed_function_calls_have_their_argument_events(tmp_path: Path) -> None:
+    gateway = build_gateway(tmp_path / "gateway", FakeBackend(tool_call=True))
+    body = {"model": "tiny", "input": "Weather?", "tools": [WEATHER], "stream": True}
+    events = [data for _, data in sse_events(gateway.post("/v1/responses", body).content)]
+    kinds = [event["type"] for event in events]
+    assert kinds[-5:] == [
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    done = events[-3]
+    assert json.loads(done["arguments"]) == {"city": "Paris"}
+
+
+def test_what_is_not_served_yet_is_a_clear_openai_error(gateway: Gateway) -> None:
+    for body, words in [
+        ({"model": "tiny", "input": "x", "previous_response_id": "resp_1"}, "not supported yet"),
+        ({"model": "tiny", "input": [{"type": "web_search_call"}]}, "not supported"),
+        ({"model": "tiny", "input": "x", "tools": [{"type": "web_search"}]}, "function tools"),
+        ({"model": "tiny", "input": []}, "must not be empty"),
+        ({"model": "tiny"}, "input"),
+        ({"model": "nope", "input": "x"}, "does not exist"),
+    ]:
+        answer = gateway.post("/v1/responses", body)
+        assert 400 <= answer.status_code < 500, (body, answer.text)
+        error = answer.json()["error"]
+        assert words in error["message"], (body, error)
+
+
+def test_a_backend_lost_midway_ends_the_stream_with_an_error_event(tmp_path: Path) -> None:
+    gateway = build_gateway(tmp_path / "gateway", FakeBackend(fail_after=2))
+    body = {"model": "tiny", "input": "Hello?", "stream": True}
+    events = [data for _, data in sse_events(gateway.post("/v1/responses", body).content)]
+    assert events[-1]["type"] == "error"
+    assert events[-1]["message"]
