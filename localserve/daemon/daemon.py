@@ -45,8 +45,10 @@ from localserve.runner.llama_backends import build_summary, gpu_offload_supporte
 from localserve.security.keys import KeyStore
 from localserve.server.app import create_app
 from localserve.server.auth import KeyVerifier
+from localserve.server.response_store import ResponseStore
 from localserve.server.routes.control import ForwardingPolicy, control_routes, model_status
 from localserve.server.routes.ollama import ollama_routes
+from localserve.server.routes.responses import responses_routes
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +198,14 @@ class Daemon:
         local = LocalBackend(pool, runner_http, ready_timeout=limits.runner_start_timeout)
         router = Router(local, cloud, lambda: policy.local_only)
         verifier = KeyVerifier(KeyStore(paths))
-        ollama = ollama_routes(router, PoolCatalog(pool), ManagerPulls(pulls))
-        remote = RemoteAccess(settings, paths, router, verifier, extra=[ollama])
+        # Served by the loopback gateway and the remote listener alike (one store of responses).
+        extra = [
+            responses_routes(router, ResponseStore()),
+            ollama_routes(router, PoolCatalog(pool), ManagerPulls(pulls)),
+        ]
+        remote = RemoteAccess(settings, paths, router, verifier, extra=extra)
         return Services(
-            pool, pulls, telemetry, cloud, policy, router, verifier, ollama, remote, state,
+            pool, pulls, telemetry, cloud, policy, router, verifier, extra, remote, state,
             [runner_http, cloud_http],
         )  # fmt: skip
 
@@ -230,7 +236,7 @@ class Daemon:
             services.remote,
         )
         app = create_app(
-            self.settings, services.router, services.verifier, control, extra=[services.ollama]
+            self.settings, services.router, services.verifier, control, extra=services.routes
         )
         return GatewayServer(
             uvicorn.Config(
@@ -273,7 +279,7 @@ class Services:
     policy: ForwardingPolicy
     router: Router
     verifier: KeyVerifier
-    ollama: APIRouter
+    routes: list[APIRouter]  # the Responses and Ollama APIs
     remote: RemoteAccess
     state: DaemonState
     http_clients: list[httpx.AsyncClient]

@@ -3,15 +3,16 @@
 answer back into a response object or the Responses event stream (``response.created`` ...
 ``response.completed``). Pure: no HTTP, no FastAPI (the route is in ``server/routes/openai.py``).
 
-Served so far: text and function-call turns, whole and streamed. Not yet: stored responses
-(``store``, ``previous_response_id``), reasoning items, built-in tools (issue 20).
+Served so far: text and function-call turns, whole and streamed, and stored responses for
+``previous_response_id`` (``server/response_store.py``). Not yet: reasoning items, built-in
+tools (issue 20).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,14 +70,12 @@ def text_of(content: Any, where: str) -> str:
     return "".join(pieces)
 
 
-def chat_messages(body: ResponsesRequest) -> list[dict[str, Any]]:
-    """``instructions`` and ``input`` as chat messages: consecutive ``function_call`` items
-    become one assistant turn's tool calls, ``function_call_output`` items tool messages."""
-    messages: list[dict[str, Any]] = []
-    if body.instructions:
-        messages.append({"role": "system", "content": body.instructions})
+def input_messages(body: ResponsesRequest) -> list[dict[str, Any]]:
+    """``input`` as chat messages: consecutive ``function_call`` items become one assistant
+    turn's tool calls, ``function_call_output`` items tool messages."""
     if isinstance(body.input, str):
-        return [*messages, {"role": "user", "content": body.input}]
+        return [{"role": "user", "content": body.input}]
+    messages: list[dict[str, Any]] = []
     for index, item in enumerate(body.input):
         where = f"input.{index}"
         kind = item.get("type", "message")
@@ -104,6 +103,27 @@ def chat_messages(body: ResponsesRequest) -> list[dict[str, Any]]:
     if not messages:
         raise APIError(400, "input must not be empty", param="input")
     return messages
+
+
+def output_messages(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """A response's output as the chat messages a follow-up's prompt holds."""
+    text = "".join(
+        part.get("text", "")
+        for item in response["output"]
+        if item["type"] == "message"
+        for part in item["content"]
+    )
+    calls = [
+        {
+            "id": item["call_id"],
+            "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]},
+        }
+        for item in response["output"]
+        if item["type"] == "function_call"
+    ]
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    return [{**message, "tool_calls": calls} if calls else message]
 
 
 def function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
@@ -147,16 +167,14 @@ def response_format(text: dict[str, Any] | None) -> dict[str, Any]:
     raise APIError(400, "text.format must be text, json_object or json_schema", "text.format")
 
 
-def responses_call(body: ResponsesRequest) -> InferenceCall:
-    if body.previous_response_id:
-        raise APIError(
-            400,
-            "previous_response_id is not supported yet: send the whole conversation as input.",
-            param="previous_response_id",
-        )
+def responses_call(body: ResponsesRequest, conversation: list[dict[str, Any]]) -> InferenceCall:
+    """The chat request for ``body``; ``conversation`` is what came before (its
+    ``previous_response_id``'s, with that response's output last) followed by the new input.
+    Instructions are not carried over from a previous response, as in OpenAI's API."""
+    system = [{"role": "system", "content": body.instructions}] if body.instructions else []
     payload: dict[str, Any] = {
         "model": body.model,
-        "messages": chat_messages(body),
+        "messages": system + conversation,
         "stream": body.stream,
         **chat_tools(body),
         **response_format(body.text),
@@ -213,8 +231,12 @@ class ResponsesReply:
 
     media_type = "text/event-stream"
 
-    def __init__(self, body: ResponsesRequest) -> None:
+    def __init__(
+        self, body: ResponsesRequest, keep: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        """``keep`` is called with the finished response, to store it."""
         self.body = body
+        self.keep = keep
         self.id = new_id("resp")
         self.created_at = int(time.time())
         self.sequence = 0
@@ -236,9 +258,9 @@ class ResponsesReply:
             "model": body.model,
             "output": output,
             "parallel_tool_calls": True,
-            "previous_response_id": None,
+            "previous_response_id": body.previous_response_id,
             "reasoning": {"effort": None, "summary": None},
-            "store": False,
+            "store": self.keep is not None,
             "temperature": body.temperature,
             "text": body.text or {"format": {"type": "text"}},
             "tool_choice": body.tool_choice or "auto",
@@ -257,7 +279,12 @@ class ResponsesReply:
             output.append(message_item(new_id("msg"), message["content"]))
         output += [call_item(call) for call in message.get("tool_calls") or []]
         status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
-        return self.response(status, output, reply.get("usage"))
+        return self.finished(self.response(status, output, reply.get("usage")))
+
+    def finished(self, response: dict[str, Any]) -> dict[str, Any]:
+        if self.keep is not None:
+            self.keep(response)
+        return response
 
     def event(self, kind: str, **fields: Any) -> bytes:
         self.sequence += 1
@@ -318,7 +345,7 @@ class ResponsesReply:
             output.append(item)
         status = "incomplete" if reason == "length" else "completed"
         final = "response.incomplete" if status == "incomplete" else "response.completed"
-        yield self.event(final, response=self.response(status, output, usage))
+        yield self.event(final, response=self.finished(self.response(status, output, usage)))
 
     def text_opens(self, message_id: str) -> list[bytes]:
         return [

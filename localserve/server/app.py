@@ -47,8 +47,9 @@ def include_inference_routes(
     require_key: Callable[..., Any],
     extra: Sequence[APIRouter] = (),
 ) -> None:
-    """The OpenAI and Anthropic APIs, and ``extra`` (Ollama's), behind ``require_key``: the
-    same on the loopback gateway and the remote listener."""
+    """The OpenAI and Anthropic APIs, and ``extra`` (the Responses and Ollama APIs, built once
+    by the daemon), behind ``require_key``: the same on the loopback gateway and the remote
+    listener."""
     for routes in (openai_routes(router), anthropic_routes(router), *extra):
         app.include_router(routes, dependencies=[Depends(require_key)])
 

@@ -20,7 +20,9 @@ from localserve.router.router import Router
 from localserve.security.keys import KeyStore
 from localserve.server.app import create_app
 from localserve.server.auth import KeyVerifier
+from localserve.server.response_store import ResponseStore
 from localserve.server.routes.ollama import ollama_routes
+from localserve.server.routes.responses import responses_routes
 from tests.helpers.fake_backend import FakeBackend, FakeCatalog, FakePulls
 
 REQUEST_TIMEOUT_S = 10.0  # an answer slower than this is a hang
@@ -81,7 +83,8 @@ def build_gateway(home: Path, backend: FakeBackend | None = None) -> Gateway:
     router = Router(backend)
     catalog = FakeCatalog()
     ollama = ollama_routes(router, catalog, FakePulls())
-    app = create_app(settings, router, KeyVerifier(keys), APIRouter(), extra=[ollama])
+    responses = responses_routes(router, ResponseStore())
+    app = create_app(settings, router, KeyVerifier(keys), APIRouter(), extra=[responses, ollama])
     return Gateway(app, backend, catalog, admin_key, client_key)
 
 

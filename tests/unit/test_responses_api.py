@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from localserve.server.response_store import ResponseStore
 from tests.helpers.fake_backend import CONTENT, TOOL_CALL, USAGE, FakeBackend
 from tests.helpers.gateway import Gateway, build_gateway, sse_events
 
@@ -151,7 +152,7 @@ def test_streamed_function_calls_have_their_argument_events(tmp_path: Path) -> N
 
 def test_what_is_not_served_yet_is_a_clear_openai_error(gateway: Gateway) -> None:
     for body, words in [
-        ({"model": "tiny", "input": "x", "previous_response_id": "resp_1"}, "not supported yet"),
+        ({"model": "tiny", "input": "x", "previous_response_id": "resp_1"}, "not found"),
         ({"model": "tiny", "input": [{"type": "web_search_call"}]}, "not supported"),
         ({"model": "tiny", "input": "x", "tools": [{"type": "web_search"}]}, "function tools"),
         ({"model": "tiny", "input": []}, "must not be empty"),
@@ -170,3 +171,57 @@ def test_a_backend_lost_midway_ends_the_stream_with_an_error_event(tmp_path: Pat
     events = [data for _, data in sse_events(gateway.post("/v1/responses", body).content)]
     assert events[-1]["type"] == "error"
     assert events[-1]["message"]
+
+
+def test_a_follow_up_names_the_previous_response_and_sends_only_what_is_new(
+    gateway: Gateway,
+) -> None:
+    async def converse(client: openai.AsyncOpenAI) -> tuple[Any, Any, Any]:
+        first = await client.responses.create(
+            model="tiny", input="My name is Ada.", instructions="Be brief."
+        )
+        second = await client.responses.create(
+            model="tiny", input="What is my name?", previous_response_id=first.id
+        )
+        kept = await client.responses.retrieve(second.id)
+        return first, second, kept
+
+    first, second, kept = with_sdk(gateway, converse)
+    assert second.previous_response_id == first.id and second.store is True
+    assert kept.id == second.id and kept.output_text == TEXT
+    # The earlier turns come from the store; instructions are not carried over (as OpenAI does).
+    assert gateway.backend.sent[-1].payload["messages"] == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": TEXT},
+        {"role": "user", "content": "What is my name?"},
+    ]
+
+
+def test_stored_responses_are_per_key_deletable_and_optional(gateway: Gateway) -> None:
+    made = gateway.post("/v1/responses", {"model": "tiny", "input": "Hi"}).json()
+    path = f"/v1/responses/{made['id']}"
+    assert gateway.post(path, method="GET", content=b"").json()["id"] == made["id"]
+    other = gateway.auth(gateway.admin_key)  # another key cannot read it, nor build on it
+    assert gateway.post(path, method="GET", content=b"", headers=other).status_code == 404
+    follow = {"model": "tiny", "input": "and?", "previous_response_id": made["id"]}
+    assert gateway.post("/v1/responses", follow, headers=other).status_code == 400
+    deleted = gateway.post(path, method="DELETE", content=b"").json()
+    assert deleted == {"id": made["id"], "object": "response", "deleted": True}
+    assert gateway.post(path, method="GET", content=b"").status_code == 404
+
+    unstored = gateway.post("/v1/responses", {"model": "tiny", "input": "Hi", "store": False})
+    assert unstored.json()["store"] is False
+    lookup = f"/v1/responses/{unstored.json()['id']}"
+    assert gateway.post(lookup, method="GET", content=b"").status_code == 404
+
+
+def test_the_store_is_bounded_in_count_and_age() -> None:
+    store = ResponseStore(max_count=2, max_age_s=60)
+    for index in range(3):
+        store.put("app", {"id": f"resp_{index}"}, [])
+    assert store.get("app", "resp_0") is None  # the oldest went first
+    assert store.get("app", "resp_2") is not None
+    assert store.get("other", "resp_2") is None
+    aged = ResponseStore(max_age_s=-1)  # every response is already too old
+    aged.put("app", {"id": "resp_x"}, [])
+    assert aged.get("app", "resp_x") is None

@@ -1,5 +1,5 @@
-"""The OpenAI-compatible API: ``/v1/models``, chat, completions, embeddings, and the Responses
-API (translated by ``protocols/responses.py``)."""
+"""The OpenAI-compatible API: ``/v1/models``, chat, completions, embeddings (the Responses API
+is ``routes/responses.py``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from localserve.api.requests import (
     EmbeddingRequest,
     validate,
 )
-from localserve.protocols.responses import ResponsesReply, ResponsesRequest, responses_call
 from localserve.router.backend import ModelCard
 from localserve.router.router import Router
 from localserve.server.inference import serve_inference
@@ -52,11 +51,6 @@ def openai_routes(router: Router) -> APIRouter:
     @api.post("/completions")
     async def completions(request: Request) -> Response:
         return await forward(request, "/v1/completions", CompletionRequest)
-
-    @api.post("/responses")
-    async def responses(request: Request) -> Response:
-        body = validate(ResponsesRequest, await read_json(request))
-        return await serve_inference(request, router, responses_call(body), ResponsesReply(body))
 
     @api.post("/embeddings")
     async def embeddings(request: Request) -> Response:
