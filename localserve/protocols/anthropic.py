@@ -17,7 +17,7 @@ from localserve.api.inference import InferenceCall
 from localserve.api.requests import validate
 from localserve.api.sse import sse_event
 from localserve.errors import BackendUnavailableError
-from localserve.protocols.openai import call_arguments
+from localserve.protocols.openai import call_arguments, openai_body
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
@@ -185,23 +185,17 @@ def openai_messages(body: CountTokensRequest) -> list[dict[str, Any]]:
 
 
 def openai_request(body: MessagesRequest) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "model": body.model,
-        "messages": openai_messages(body),
-        "max_tokens": body.max_tokens,
-        "stream": body.stream,
+    return openai_body(
+        body.model,
+        body.stream,
+        messages=openai_messages(body),
+        max_tokens=body.max_tokens,
         **openai_tools(body),
-    }
-    if body.stream:
-        payload["stream_options"] = {"include_usage": True}
-    optional = {
-        "stop": body.stop_sequences,
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "top_k": body.top_k,
-    }
-    payload.update({key: value for key, value in optional.items() if value is not None})
-    return payload
+        stop=body.stop_sequences,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+    )
 
 
 def messages_call(body: MessagesRequest) -> InferenceCall:

@@ -15,7 +15,7 @@ from localserve.api.ids import new_call_id
 from localserve.api.inference import InferenceCall
 from localserve.api.keep_alive import parse_keep_alive
 from localserve.errors import BackendUnavailableError
-from localserve.protocols.openai import StreamedToolCalls, call_arguments
+from localserve.protocols.openai import StreamedToolCalls, call_arguments, openai_body
 
 OLLAMA_API_VERSION = "0.12.0"  # the Ollama API level these routes follow
 NDJSON = "application/x-ndjson"
@@ -185,11 +185,9 @@ def inference_call(
     """The OpenAI request for ``fields``, with the model, stream and keep_alive of ``payload``;
     ``unload`` runs after the answer when keep_alive is 0."""
     stream = streams(payload) and path != "/v1/embeddings"
-    openai: dict[str, Any] = {**fields, "model": model_name(payload), "stream": stream}
-    if payload.get("keep_alive") is not None:
-        openai["keep_alive"] = payload["keep_alive"]
-    if stream:
-        openai["stream_options"] = {"include_usage": True}
+    openai = openai_body(
+        model_name(payload), stream, **fields, keep_alive=payload.get("keep_alive")
+    )
     after = unload if unload is not None and unloads_now(payload) else None
     return InferenceCall(path, openai, stream, after)
 

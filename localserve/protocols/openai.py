@@ -11,6 +11,17 @@ from typing import Any
 from localserve.api.errors import APIError, error_body
 
 
+def openai_body(model: str, stream: bool, **fields: Any) -> dict[str, Any]:
+    """The OpenAI request another protocol's request becomes: ``fields`` that are set (None
+    ones left out) and, when it streams, usage in the last chunk, since Anthropic, Ollama and
+    the Responses API all report token counts at the end of a stream."""
+    body = {"model": model, "stream": stream}
+    body.update({name: value for name, value in fields.items() if value is not None})
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
 def error_object(err: APIError) -> dict[str, Any]:
     """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
     return error_body(err.message, err.error_type, err.code, err.param)

@@ -22,7 +22,7 @@ from localserve.api.ids import new_call_id
 from localserve.api.inference import InferenceCall
 from localserve.api.sse import sse_event
 from localserve.errors import BackendUnavailableError
-from localserve.protocols.openai import StreamedToolCalls, error_object
+from localserve.protocols.openai import StreamedToolCalls, error_object, openai_body
 
 TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -172,21 +172,16 @@ def responses_call(body: ResponsesRequest, conversation: list[dict[str, Any]]) -
     ``previous_response_id``'s, with that response's output last) followed by the new input.
     Instructions are not carried over from a previous response, as in OpenAI's API."""
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
-    payload: dict[str, Any] = {
-        "model": body.model,
-        "messages": system + conversation,
-        "stream": body.stream,
+    payload = openai_body(
+        body.model,
+        body.stream,
+        messages=system + conversation,
         **chat_tools(body),
         **response_format(body.text),
-    }
-    if body.stream:
-        payload["stream_options"] = {"include_usage": True}
-    optional = {
-        "max_tokens": body.max_output_tokens,
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-    }
-    payload.update({key: value for key, value in optional.items() if value is not None})
+        max_tokens=body.max_output_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+    )
     return InferenceCall("/v1/chat/completions", payload, body.stream)
 
 
