@@ -62,6 +62,15 @@ class EngineSettings(BaseModel):
         "them). Native builds have one, built in, and ignore this.",
     )
 
+    thinking_budget: int = Field(
+        0,
+        ge=0,
+        description="Tokens a thinking model (Qwen3, DeepSeek-R1, gpt-oss...) may spend on its "
+        "thoughts before the engine closes them and the answer follows; 0 = no limit. A "
+        "request's own budget (Anthropic's thinking.budget_tokens, the OpenAI extension "
+        "thinking_budget_tokens) takes its place.",
+    )
+
     @field_validator("gpu_layers", mode="before")
     @classmethod
     def _parse_gpu_layers(cls, value: object) -> object:

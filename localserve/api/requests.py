@@ -138,6 +138,7 @@ class ChatMessage(BaseModel):
     name: str | None = None
     tool_calls: list[AssistantToolCall] | None = None
     tool_call_id: str | None = None
+    reasoning_content: str | None = None  # an earlier answer's thoughts (llama-server, DeepSeek)
 
     def as_template_input(self) -> dict[str, Any]:
         """The message as chat templates expect it: content is one string."""
@@ -153,6 +154,10 @@ class ChatMessage(BaseModel):
             message["tool_calls"] = [call.as_template_input() for call in self.tool_calls]
         if self.tool_call_id:
             message["tool_call_id"] = self.tool_call_id
+        if self.reasoning_content:
+            # Under both names templates read: Qwen3's and most others', and gpt-oss's. The
+            # template keeps or drops earlier thoughts as its model expects.
+            message["reasoning_content"] = message["thinking"] = self.reasoning_content
         return message
 
 
@@ -178,11 +183,35 @@ class NamedToolChoice(BaseModel):
     function: NamedFunction
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
+
+
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     tools: list[ToolDefinition] | None = Field(None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
+    reasoning_effort: ReasoningEffort | None = Field(
+        None,
+        description="How much a thinking model thinks: 'none' (and 'minimal') asks it not to, "
+        "where its template can switch thinking off; 'low', 'medium' and 'high' reach templates "
+        "that take a level (gpt-oss). Empty = the model's default.",
+    )
+    reasoning_format: Literal["none", "auto", "deepseek"] | None = Field(
+        None,
+        description="'none' leaves a thinking model's thoughts inline in the content, as the "
+        "model wrote them (as llama-server's option); otherwise they come apart, in "
+        "reasoning_content.",
+    )
+    thinking_budget_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="localserve extension: tokens the model may think before the engine closes "
+        "its thought and the answer follows. Empty = the thinking_budget setting.",
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="Extra variables for the model's chat template (enable_thinking...)."
+    )
 
     @model_validator(mode="after")
     def _check_tool_choice(self) -> ChatCompletionRequest:

@@ -36,6 +36,7 @@ class RunnerInfo(BaseModel):
     supports_fim: bool
     has_chat_template: bool
     tool_syntax: str | None  # how the model writes tool calls; None: its template takes no tools
+    thinking_syntax: str | None = None  # how the model marks its thoughts; None: it does not think
     gpu_layers: int
     gpu_offload_supported: bool
     threads: int

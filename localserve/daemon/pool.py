@@ -95,6 +95,13 @@ class ModelPool:
         names += [r.name for r in self.library.records() if r.name != self.default.model_id]
         return names
 
+    def capabilities(self, model_id: str) -> list[str]:
+        """What the model can do (``ModelRecord.capabilities``); [] for an unknown model."""
+        record = self.library.find(model_id)
+        if record is None and model_id == self.default.model_id:
+            record = self.library.starter_record()
+        return record.capabilities() if record else []
+
     def serves(self, model_id: str) -> bool:
         return self.resolve(model_id) is not None
 

@@ -26,7 +26,7 @@ from typing import Any
 from localserve.errors import DiskSpaceError, InvalidModelFileError, ModelNotFoundError
 from localserve.hub.gguf_header import GgufHeader, read_gguf_header
 from localserve.hub.starter import STARTER_MODEL_ID, starter_model_path
-from localserve.hub.templates import template_supports_tools
+from localserve.hub.templates import template_supports_tools, thinking_syntax
 
 RECORD_NAME = "model.json"
 SHARD_PATTERN = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.gguf$", re.I)
@@ -74,6 +74,7 @@ class ModelRecord:
     has_chat_template: bool
     supports_fim: bool
     supports_tools: bool = False
+    thinks: bool = False  # its template marks thoughts apart (Qwen3, DeepSeek-R1, gpt-oss...)
     sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest
     source_repo: str | None = None
     source_revision: str | None = None
@@ -107,10 +108,17 @@ class ModelRecord:
             ),
             has_chat_template=bool(template),
             supports_fim=any(all(key in header.metadata for key in keys) for keys in FIM_KEYS),
-            supports_tools=template_supports_tools(
-                str(header.get("tokenizer.chat_template") or "")
-            ),
+            supports_tools=template_supports_tools(template),
+            thinks=thinking_syntax(template) is not None,
         )
+
+    def capabilities(self) -> list[str]:
+        """What the model can do, in Ollama's words (``/api/show``, ``/v1/models``)."""
+        found = ["completion"]
+        found += ["insert"] if self.supports_fim else []
+        found += ["tools"] if self.supports_tools else []
+        found += ["thinking"] if self.thinks else []
+        return found
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,6 +18,7 @@ class ModelCard:
     id: str
     owned_by: str
     created: int
+    capabilities: tuple[str, ...] = ()  # a local model's, in Ollama's words ("thinking"...)
 
 
 class UpstreamResponse(Protocol):

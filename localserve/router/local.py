@@ -37,6 +37,8 @@ class RunnerPool(Protocol[RunnerT]):
 
     def model_ids(self) -> list[str]: ...
 
+    def capabilities(self, model_id: str) -> list[str]: ...
+
     def serves(self, model_id: str) -> bool: ...
 
     async def acquire(self, model_id: str, keep_alive: float | None = None) -> RunnerT: ...
@@ -105,7 +107,12 @@ class LocalBackend(Generic[RunnerT]):
 
     def models(self) -> list[ModelCard]:
         return [
-            ModelCard(id=model_id, owned_by="local", created=self._created)
+            ModelCard(
+                id=model_id,
+                owned_by="local",
+                created=self._created,
+                capabilities=tuple(self._pool.capabilities(model_id)),
+            )
             for model_id in self._pool.model_ids()
         ]
 

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from llama_cpp.llama_grammar import LlamaGrammar
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,14 +35,16 @@ from localserve.api.requests import (
 from localserve.api.sse import DONE, sse_data
 from localserve.asgi.disconnect import ClientDisconnected, cancel_on_disconnect
 from localserve.errors import InvalidRequestError, LocalserveError
+from localserve.runner.chat_turn import ChatTurn, chat_turn
 from localserve.runner.engine import Engine
 from localserve.runner.openai_format import (
     ResponseShape,
     embeddings_response,
 )
+from localserve.runner.reasoning import OutputReader, Split
 from localserve.runner.reporting import Report, request_event
 from localserve.runner.text import GenerationStats
-from localserve.runner.tools import ToolCall, ToolCallReader, reader_for
+from localserve.runner.tools import ToolCall
 
 log = logging.getLogger("localserve.runner")
 T = TypeVar("T")
@@ -128,25 +129,14 @@ class RunnerAPI:
 
     async def chat(self, request: Request) -> Response:
         body = await parse(request, ChatCompletionRequest)
-        messages = [message.as_template_input() for message in body.messages]
-        tools = body.active_tools()
-        prompt = self.engine.chat_prompt(messages, tools=tools)
+        turn = chat_turn(self.engine, body)
         shape = ResponseShape(self.engine.info.model_id, chat=True)
-        if not tools or self.engine.tool_syntax is None:
-            return await self._generate(request, body, prompt, shape)
-        forced = body.forced_tool()
-        grammar = None if forced is None else self.engine.tool_call_grammar(tools, forced or None)
-        reader = reader_for(
-            self.engine.tool_syntax, tools, forced is not None, body.parallel_tool_calls
-        )
-        return await self._generate(request, body, prompt, shape, grammar, reader)
+        return await self._generate(request, body, turn.prompt, shape, turn)
 
     async def tokenize_chat(self, request: Request) -> Response:
         """How many prompt tokens a chat request renders to (Anthropic's count_tokens)."""
         body = await parse(request, ChatCompletionRequest)
-        messages = [message.as_template_input() for message in body.messages]
-        prompt = self.engine.chat_prompt(messages, tools=body.active_tools())
-        return JSONResponse({"input_tokens": len(prompt)})
+        return JSONResponse({"input_tokens": len(chat_turn(self.engine, body).prompt)})
 
     async def completions(self, request: Request) -> Response:
         body = await parse(request, CompletionRequest)
@@ -174,30 +164,30 @@ class RunnerAPI:
         body: GenerationRequest,
         prompt: list[int],
         shape: ResponseShape,
-        grammar: LlamaGrammar | None = None,
-        reader: ToolCallReader | None = None,
+        turn: ChatTurn | None = None,
     ) -> Response:
-        """Generate and answer; ``reader`` (requests with tools) splits out the tool calls."""
-        generation = self.engine.prepare(prompt, body.sampling(), grammar)
+        """Generate and answer; a chat ``turn``'s reader splits out thoughts and tool calls."""
+        turn = turn or ChatTurn(prompt)
+        generation = self.engine.prepare(prompt, body.sampling(), turn.grammar, turn.thought)
         job = GenerationJob(len(prompt), self.report)
         self.engine.submit(generation, job)
-        if not body.stream:
+        if body.stream:
+            events = stream_events(job, shape, body.include_usage, turn.reader)
+            return StreamingResponse(events, media_type="text/event-stream")
 
-            async def collect() -> str:
-                return "".join([piece async for piece in job.pieces()])
+        async def collect() -> str:
+            return "".join([piece async for piece in job.pieces()])
 
-            try:
-                text = await cancel_on_disconnect(request, collect())
-            finally:
-                job.cancelled.set()
-            if reader is None:
-                return JSONResponse(shape.whole(text, job.stats))
-            content = reader.feed(text)
-            rest, calls = reader.finish()
-            return JSONResponse(shape.whole(content + rest, job.stats, calls))
-        return StreamingResponse(
-            stream_events(job, shape, body.include_usage, reader), media_type="text/event-stream"
-        )
+        try:
+            text = await cancel_on_disconnect(request, collect())
+        finally:
+            job.cancelled.set()
+        if turn.reader is None:
+            return JSONResponse(shape.whole(text, job.stats))
+        split = turn.reader.feed(text)
+        rest, calls = turn.reader.finish()
+        split += rest
+        return JSONResponse(shape.whole(split.content, job.stats, calls, split.reasoning))
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -207,21 +197,23 @@ async def stream_events(
     job: GenerationJob,
     shape: ResponseShape,
     include_usage: bool,
-    reader: ToolCallReader | None = None,
+    reader: OutputReader | None = None,
 ) -> AsyncIterator[bytes]:
     try:
         first = shape.first_chunk()
         if first is not None:
             yield first
         async for piece in job.pieces():
-            content = reader.feed(piece) if reader else piece
-            if content:
-                yield shape.text_chunk(content)
+            if reader is None:
+                yield shape.text_chunk(piece)
+                continue
+            for chunk in split_chunks(shape, reader.feed(piece)):
+                yield chunk
         calls: list[ToolCall] = []
         if reader is not None:
             rest, calls = reader.finish()
-            if rest:
-                yield shape.text_chunk(rest)
+            for chunk in split_chunks(shape, rest):
+                yield chunk
             for index, call in enumerate(calls):
                 yield shape.tool_call_chunk(index, call)
         yield shape.final_chunk(job.stats, calls)
@@ -237,6 +229,12 @@ async def stream_events(
         # either way the scheduler drops the sequence at its next step.
         job.cancelled.set()
     yield DONE
+
+
+def split_chunks(shape: ResponseShape, split: Split) -> list[bytes]:
+    """A piece's thought (first) and answer, each in its own chunk."""
+    chunks = [shape.reasoning_chunk(split.reasoning)] if split.reasoning else []
+    return chunks + ([shape.text_chunk(split.content)] if split.content else [])
 
 
 def error_dict(exc: LocalserveError) -> dict[str, Any]:

@@ -28,9 +28,25 @@ import jinja2.ext
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from localserve.hub.templates import TEMPLATE_EXTENSIONS
+
 MAX_OUTPUT_CHARS = 8 * 2**20  # far beyond any context window: 8 MiB of prompt text
 MAX_RENDER_SECONDS = 2.0
 MAX_EXPONENT = 64
+
+
+# Set by the renderer itself; a request's chat_template_kwargs cannot replace them.
+RESERVED_VARIABLES = frozenset(
+    {
+        "messages",
+        "tools",
+        "eos_token",
+        "bos_token",
+        "add_generation_prompt",
+        "raise_exception",
+        "strftime_now",
+    }
+)
 
 
 class TemplateLimitError(Exception):
@@ -48,16 +64,6 @@ def _tojson(
     return json.dumps(
         value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
     )
-
-
-class _GenerationTag(jinja2.ext.Extension):
-    """Hugging Face's ``{% generation %}`` tag (marks assistant text for training): ignored."""
-
-    tags = {"generation"}  # noqa: RUF012 (Jinja's own declaration)
-
-    def parse(self, parser: Any) -> Any:
-        parser.stream.skip(1)
-        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
 # A width or precision of 8 digits or more in a conversion ("%100000000s", "{:>100000000}")
@@ -162,7 +168,7 @@ class ChatTemplate:
             loader=jinja2.BaseLoader(),
             trim_blocks=True,
             lstrip_blocks=True,
-            extensions=[_GenerationTag, jinja2.ext.loopcontrols],
+            extensions=TEMPLATE_EXTENSIONS,
             # Jinja's optimizer evaluates constant expressions while compiling, before any
             # limit applies: {{ 'x'|center(300000000) }} cost 1.1 GiB and 6 s at load.
             optimized=False,
@@ -175,12 +181,19 @@ class ChatTemplate:
         self._bos_token = bos_token
 
     def render(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> str:
+        """``extra`` are further variables (``enable_thinking``, a request's
+        ``chat_template_kwargs``); they cannot replace the ones set here."""
+
         def raise_exception(message: str) -> None:
             raise ValueError(message)
 
         variables = {
+            **(extra or {}),
             "messages": messages,
             "tools": tools,
             "eos_token": self._eos_token,
@@ -189,6 +202,9 @@ class ChatTemplate:
             "raise_exception": raise_exception,
             "strftime_now": lambda fmt: datetime.now().strftime(fmt),
         }
+        clash = sorted(set(extra or {}) & RESERVED_VARIABLES)
+        if clash:
+            raise ValueError(f"chat_template_kwargs cannot set '{clash[0]}'")
         return _render_with_limits(self._template, variables)
 
 

@@ -31,10 +31,18 @@ from localserve.errors import (
     UnsupportedFeatureError,
 )
 from localserve.hardware.devices import resolve_engine
-from localserve.hub.templates import ToolSyntax, tool_syntax
+from localserve.hub.templates import (
+    HARMONY,
+    HARMONY_MARKERS,
+    ThinkingSyntax,
+    ToolSyntax,
+    thinking_syntax,
+    tool_syntax,
+)
 from localserve.runner.chat_template import ChatTemplate, TemplateLimitError
 from localserve.runner.commands import ThreadShare
 from localserve.runner.llama_backends import devices, extra_buffer_types
+from localserve.runner.reasoning import ThoughtPlan
 from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.scheduler import GenerationRequest, Scheduler, Sink
 from localserve.runner.tools import forced_call_schema
@@ -151,9 +159,13 @@ class Engine:
             except jinja2.TemplateError as exc:  # a broken template: serve completions only
                 self._template_error = str(exc)
         self.tool_syntax: ToolSyntax | None = tool_syntax(template) if template else None
+        self.thinking: ThinkingSyntax | None = thinking_syntax(template) if template else None
+        self.settings = settings
         n_ctx = settings.ctx or model.n_ctx_train()
         parallel = settings.parallel or auto_parallel(model, n_ctx)
-        self._scheduler = Scheduler(model, settings, self._share, n_ctx, parallel)
+        self._scheduler = Scheduler(
+            model, settings, self._share, n_ctx, parallel, self._visible_markers()
+        )
         self.info = RunnerInfo(
             model_id=config.model_id,
             n_ctx=n_ctx,
@@ -164,6 +176,7 @@ class Engine:
             supports_fim=all(token >= 0 for token in self._fim_tokens),
             has_chat_template=self._formatter is not None,
             tool_syntax=self.tool_syntax.name if self.tool_syntax else None,
+            thinking_syntax=self.thinking.name if self.thinking else None,
             gpu_layers=gpu_layers,
             gpu_offload_supported=supports_offload,
             threads=settings.threads,
@@ -186,6 +199,21 @@ class Engine:
     def close(self) -> None:
         self._scheduler.close()
 
+    def _visible_markers(self) -> frozenset[int]:
+        """The special tokens that mark thoughts and tool calls in this model's output, which
+        must reach the readers as text (gpt-oss's ``<|channel|>``...); the model's other
+        special tokens stay hidden."""
+        markers: list[str] = list(self.tool_syntax.markers) if self.tool_syntax else []
+        if self.thinking is not None:
+            markers += self.thinking.markers
+            markers += HARMONY_MARKERS if self.thinking is HARMONY else ()
+        visible = set()
+        for marker in markers:
+            tokens = self._tokenize(marker, add_bos=False, special=True)
+            if len(tokens) == 1:
+                visible.add(tokens[0])
+        return frozenset(visible)
+
     def _token_text(self, token: int) -> str:
         return self._llama._model.token_get_text(token) if token >= 0 else ""
 
@@ -193,9 +221,13 @@ class Engine:
         return list(self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
     # -- prompts ----------------------------------------------------------------------------
-    def chat_prompt(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
-    ) -> list[int]:
+    def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        """The chat as the model's template writes it, ``extra`` variables included."""
         if self._formatter is None:
             problem = (
                 f"a chat template that does not compile ({self._template_error})"
@@ -215,7 +247,7 @@ class Engine:
                 code="tools_not_supported",
             )
         try:
-            prompt = self._formatter.render(messages, tools)
+            return self._formatter.render(messages, tools, extra)
         except TemplateLimitError as exc:
             raise InvalidRequestError(
                 f"The model's chat template was stopped: {exc}.", param="messages"
@@ -224,7 +256,10 @@ class Engine:
             raise InvalidRequestError(
                 f"The model's chat template rejected these messages: {exc}", param="messages"
             ) from exc
-        # The template writes the BOS token itself where the model wants one.
+
+    def chat_tokens(self, prompt: str) -> list[int]:
+        """A rendered chat's tokens; the template writes the BOS token itself where the model
+        wants one, and its markers are special tokens."""
         return self._tokenize(prompt, add_bos=False, special=True)
 
     def completion_prompt(self, prompt: str, suffix: str | None = None) -> list[int]:
@@ -265,9 +300,11 @@ class Engine:
         prompt_tokens: list[int],
         params: SamplingParams,
         grammar: LlamaGrammar | None = None,
+        thought: ThoughtPlan | None = None,
     ) -> GenerationRequest:
         """Everything that can reject a request, done before a stream starts. ``grammar``
-        (a forced tool call) takes the place of one from ``response_format``."""
+        (a forced tool call) takes the place of one from ``response_format``; ``thought``
+        says how a thinking model's thought is watched and kept to its budget."""
         if not prompt_tokens:
             raise InvalidRequestError("The prompt is empty.", param="prompt")
         return GenerationRequest(
@@ -276,6 +313,7 @@ class Engine:
             grammar=grammar or self._grammar(params.response_format),
             params=params,
             prompt_lookup=params.prompt_lookup,
+            thought=thought,
         )
 
     @staticmethod

@@ -23,6 +23,7 @@ def usage(stats: GenerationStats) -> dict[str, Any]:
         "completion_tokens_details": {
             "accepted_prediction_tokens": stats.accepted_draft_tokens,
             "rejected_prediction_tokens": stats.rejected_draft_tokens,
+            "reasoning_tokens": stats.reasoning_tokens,
         },
     }
 
@@ -75,6 +76,10 @@ class ResponseShape:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
         return sse_data(self._envelope("text_completion", [choice]))
 
+    def reasoning_chunk(self, text: str) -> bytes:
+        """A piece of a thinking model's thought (llama-server's and DeepSeek's field)."""
+        return self.delta_chunk({"reasoning_content": text})
+
     def tool_call_chunk(self, index: int, call: ToolCall) -> bytes:
         """A whole call in one delta (calls are read when generation ends)."""
         return self.delta_chunk({"tool_calls": [{"index": index, **call.openai()}]})
@@ -89,11 +94,17 @@ class ResponseShape:
 
     # -- whole responses --------------------------------------------------------------------
     def whole(
-        self, text: str, stats: GenerationStats, calls: Sequence[ToolCall] = ()
+        self,
+        text: str,
+        stats: GenerationStats,
+        calls: Sequence[ToolCall] = (),
+        reasoning: str = "",
     ) -> dict[str, Any]:
         reason = finish_reason(stats, calls)
         if self.chat:
             message: dict[str, Any] = {"role": "assistant", "content": text}
+            if reasoning:
+                message["reasoning_content"] = reasoning
             if calls:
                 message["content"] = text or None
                 message["tool_calls"] = [call.openai() for call in calls]

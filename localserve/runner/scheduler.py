@@ -32,6 +32,7 @@ from localserve.api.runner import BATCH_TOKENS
 from localserve.api.sampling import SamplingParams
 from localserve.runner.commands import ThreadShare
 from localserve.runner.lookup import DraftControl, PromptLookup
+from localserve.runner.reasoning import ThoughtPlan, ThoughtWatch
 from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.text import GenerationStats, TextAssembler
 
@@ -50,6 +51,7 @@ class GenerationRequest:
     grammar: Any  # llama_cpp.llama_grammar.LlamaGrammar | None
     params: SamplingParams
     prompt_lookup: bool = False
+    thought: ThoughtPlan | None = None  # a thinking model's thought: watched, kept to budget
 
 
 class Sink(Protocol):
@@ -84,6 +86,8 @@ class Sequence:
     drafts: list[int] = field(default_factory=list)  # this step's drafted tokens
     lookup: PromptLookup | None = None  # set when the request speculates
     control: DraftControl = field(default_factory=DraftControl)
+    watch: ThoughtWatch | None = None  # set when the model may think
+    forced: deque[int] = field(default_factory=deque)  # written in place of samples
 
     @property
     def prompt(self) -> list[int]:
@@ -107,11 +111,15 @@ class Scheduler:
         share: ThreadShare,
         n_ctx_per_sequence: int,
         parallel: int,
+        visible_special: frozenset[int] = frozenset(),
         n_batch: int = BATCH_TOKENS,
     ) -> None:
         """``settings`` are the runner's engine settings as they came; ``n_ctx_per_sequence``
-        and ``parallel`` are what the engine made of ``ctx`` and ``parallel`` for this model."""
+        and ``parallel`` are what the engine made of ``ctx`` and ``parallel`` for this model;
+        ``visible_special`` are the special tokens written out as text (thought and tool-call
+        markers)."""
         self._model = model
+        self._visible_special = visible_special
         self._settings = settings
         self._vocab = model.vocab
         self.parallel = parallel
@@ -233,8 +241,10 @@ class Scheduler:
         stats.cached_tokens = reuse
         text = TextAssembler(self._detokenize, self._is_eog, params.stop, request.max_tokens, stats)
         lookup = PromptLookup(prompt) if request.prompt_lookup else None
+        watch = ThoughtWatch(request.thought) if request.thought else None
+        sampler = self._sampler(request)
         self._active.append(
-            Sequence(slot, request, sink, self._sampler(request), text, reuse, lookup=lookup)
+            Sequence(slot, request, sink, sampler, text, reuse, lookup=lookup, watch=watch)
         )
         if reuse:
             log.debug("slot %d reuses %d of %d prompt tokens", slot.seq_id, reuse, len(prompt))
@@ -318,7 +328,7 @@ class Scheduler:
         self.meter.add(prefilled, generated, time.perf_counter() - started, active)
 
     def _drafts(self, sequence: Sequence, room: int) -> list[int]:
-        if sequence.lookup is None or room <= 0:
+        if sequence.lookup is None or room <= 0 or sequence.forced:
             return []
         # Never draft past the token budget: those rows could not be used.
         left = sequence.text.tokens_left - 1
@@ -333,12 +343,15 @@ class Scheduler:
         accepted = sampled = 0
         for index, row in enumerate(sequence.sample_rows):
             sampled += 1
-            token = llama_cpp.llama_sampler_sample(sequence.sampler.sampler, self._ctx, row)
+            token = self._next_token(sequence, row)
             if sequence.lookup is not None:
                 sequence.lookup.extend([token])
             piece = sequence.text.feed(token)
             if piece:
                 sequence.sink.emit(piece)
+            if sequence.watch is not None:
+                sequence.forced.extend(sequence.watch.after_token(piece))
+                sequence.sink.stats.reasoning_tokens = sequence.watch.tokens
             confirmed = index < len(drafts) and token == drafts[index]
             accepted += confirmed
             if sequence.text.finished or not confirmed:
@@ -359,6 +372,16 @@ class Scheduler:
         else:
             sequence.next_token = token
         return sampled
+
+    def _next_token(self, sequence: Sequence, row: int) -> int:
+        """The sequence's sample at ``row``, or the next token it must write (a thought's
+        closing marker when its budget ran out), which its sampler then takes as its own."""
+        sampler = sequence.sampler.sampler
+        if sequence.forced:
+            token = sequence.forced.popleft()
+            llama_cpp.llama_sampler_accept(sampler, token)
+            return token
+        return int(llama_cpp.llama_sampler_sample(sampler, self._ctx, row))
 
     def _add(self, row: int, token: int, sequence: Sequence, logits: bool) -> None:
         """Put ``token`` in batch row ``row`` at the next position of the sequence's slot."""
@@ -388,7 +411,7 @@ class Scheduler:
 
     # -- tokens -----------------------------------------------------------------------------
     def _detokenize(self, token: int) -> bytes:
-        return self._model.detokenize([token], special=False)
+        return self._model.detokenize([token], special=token in self._visible_special)
 
     def _is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))

@@ -18,6 +18,7 @@ class GenerationStats:
     cached_tokens: int = 0  # prompt tokens whose KV cells were reused, not recomputed
     accepted_draft_tokens: int = 0  # prompt-lookup guesses the model confirmed
     rejected_draft_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens, those of a thinking model's thought
     finish_reason: str = "stop"
     started_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from localserve.api.ids import new_call_id
-from localserve.hub.templates import BARE_JSON, ToolSyntax
+from localserve.hub.templates import BARE_JSON, DEEPSEEK, GEMMA, PYTHON_TAG, ToolSyntax
 
 _DECODER = json.JSONDecoder()
-_PYTHON_TAG = "<|python_tag|>"  # Llama 3.x writes it before a call
 _FENCES = ("```json", "```")
+_END_OF_SENTENCE = "<｜end▁of▁sentence｜>"  # DeepSeek's, should it be decoded after the calls
 # Newer Mistral templates: [TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}
 _NAMED_ARGS = re.compile(r"([A-Za-z0-9_.\-]+)\s*\[ARGS\]")
 _SEPARATORS = " \t\r\n,;"
@@ -27,6 +28,15 @@ _SEPARATORS = " \t\r\n,;"
 # <function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>
 _XML_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)</function>", re.S)
 _XML_PARAMETER = re.compile(r"<parameter=([^>\s]+)>\n?(.*?)\n?</parameter>", re.S)
+# DeepSeek: <｜tool▁call▁begin｜>HEAD<｜tool▁sep｜>BODY<｜tool▁call▁end｜>, where R1 and V3 write
+# the type as HEAD and NAME\n```json\n{...}\n``` as BODY, V3.1 the name and the arguments.
+_DEEPSEEK_CALL = re.compile("(.*?)".join(map(re.escape, DEEPSEEK.inner)), re.S)
+# Gemma 4: call:get_weather{city:<|"|>Paris<|"|>,days:3} between <|tool_call> and <tool_call|>
+_GEMMA_CALL = re.compile(r"call:([^{}\s]+)\{")
+_GEMMA_KEY = re.compile(r"([^:}]+):")
+(_GEMMA_QUOTE,) = GEMMA.inner
+
+_ItemReader = Callable[[str, int], tuple[Any, int]]
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,9 @@ def forced_call_schema(tools: list[dict[str, Any]], name: str | None) -> dict[st
 
 def _skip_noise(text: str, pos: int, syntax: ToolSyntax) -> int:
     """Past separators, markers and fences between calls."""
-    markers = [m for m in (syntax.opener, syntax.closer, _PYTHON_TAG, *_FENCES) if m]
+    markers = [
+        m for m in (syntax.opener, syntax.closer, PYTHON_TAG, _END_OF_SENTENCE, *_FENCES) if m
+    ]
     while pos < len(text):
         if text[pos] in _SEPARATORS:
             pos += 1
@@ -82,7 +94,7 @@ def _call_from(item: Any, names: set[str]) -> ToolCall | None:
         return None
     if isinstance(item.get("function"), dict):  # OpenAI's own shape, which some models echo
         item = item["function"]
-    name = item.get("name")
+    name = item.get("name", item.get("tool_name"))  # Command R: tool_name and parameters
     arguments = item.get("arguments", item.get("parameters", {}))
     if not isinstance(name, str) or name not in names:
         return None
@@ -107,6 +119,98 @@ def _xml_call(match: re.Match[str]) -> dict[str, Any]:
     return {"name": match.group(1), "arguments": arguments}
 
 
+def _json_item(text: str, pos: int) -> tuple[Any, int]:
+    """A JSON call or list of calls, Mistral's NAME[ARGS]{...}, or Qwen3-Coder's XML."""
+    xml = _XML_FUNCTION.match(text, pos)
+    if xml:
+        return _xml_call(xml), xml.end()
+    named = _NAMED_ARGS.match(text, pos)
+    if named:
+        arguments, end = _DECODER.raw_decode(text, named.end())
+        return {"name": named.group(1), "arguments": arguments}, end
+    return _DECODER.raw_decode(text, pos)
+
+
+def _deepseek_item(text: str, pos: int) -> tuple[Any, int]:
+    call = _DEEPSEEK_CALL.match(text, pos)
+    if call is None:
+        raise ValueError("no DeepSeek call here")
+    name, body = call.group(1), call.group(2).strip()
+    if not body.startswith(("{", "`")):  # R1 and V3: the type came first, the name is here
+        name, _, body = body.partition("\n")
+    body = body.strip().removeprefix("```json").removeprefix("```").removesuffix("```")
+    return {"name": name.strip(), "arguments": json.loads(body)}, call.end()
+
+
+def _gemma_item(text: str, pos: int) -> tuple[Any, int]:
+    call = _GEMMA_CALL.match(text, pos)
+    if call is None:
+        raise ValueError("no Gemma call here")
+    arguments, end = _gemma_object(text, call.end())
+    return {"name": call.group(1), "arguments": arguments}, end
+
+
+def _skip_spaces(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _gemma_value(text: str, pos: int) -> tuple[Any, int]:
+    """One value of Gemma 4's notation: JSON but for <|"|>-quoted strings and bare keys."""
+    pos = _skip_spaces(text, pos)
+    if text.startswith(_GEMMA_QUOTE, pos):
+        start = pos + len(_GEMMA_QUOTE)
+        end = text.index(_GEMMA_QUOTE, start)  # ValueError when the string never ends
+        return text[start:end], end + len(_GEMMA_QUOTE)
+    if text.startswith("{", pos):
+        return _gemma_object(text, pos + 1)
+    if text.startswith("[", pos):
+        return _gemma_sequence(text, pos + 1, "]", _gemma_value)
+    return _DECODER.raw_decode(text, pos)  # numbers, true, false, null
+
+
+def _gemma_object(text: str, pos: int) -> tuple[dict[str, Any], int]:
+    pairs, end = _gemma_sequence(text, pos, "}", _gemma_pair)
+    return dict(pairs), end
+
+
+def _gemma_pair(text: str, pos: int) -> tuple[tuple[str, Any], int]:
+    key = _GEMMA_KEY.match(text, pos)
+    if key is None:
+        raise ValueError("no key here")
+    value, end = _gemma_value(text, key.end())
+    return (key.group(1).replace(_GEMMA_QUOTE, "").strip().strip('"'), value), end
+
+
+def _gemma_sequence(text: str, pos: int, close: str, read: _ItemReader) -> tuple[list[Any], int]:
+    """The items of a list or an object, from after its opening bracket to ``close``."""
+    items: list[Any] = []
+    pos = _skip_spaces(text, pos)
+    if text.startswith(close, pos):
+        return items, pos + 1
+    while True:
+        item, pos = read(text, pos)
+        items.append(item)
+        pos = _skip_spaces(text, pos)
+        if text.startswith(close, pos):
+            return items, pos + 1
+        if not text.startswith(",", pos):
+            raise ValueError(f"neither ',' nor {close!r} at {pos}")
+        pos += 1
+
+
+_ITEM_READERS: dict[ToolSyntax, _ItemReader] = {DEEPSEEK: _deepseek_item, GEMMA: _gemma_item}
+
+
+def _read_item(text: str, pos: int, syntax: ToolSyntax) -> tuple[Any, int] | None:
+    """The call (or list of calls) at ``pos`` and where it ends; None when there is none."""
+    try:
+        return _ITEM_READERS.get(syntax, _json_item)(text, pos)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python goes
+        return None
+
+
 def parse_tool_calls(
     text: str, syntax: ToolSyntax, names: set[str]
 ) -> tuple[list[ToolCall], str] | None:
@@ -115,19 +219,10 @@ def parse_tool_calls(
     calls: list[ToolCall] = []
     pos = _skip_noise(text, 0, syntax)
     while pos < len(text):
-        named = _NAMED_ARGS.match(text, pos)
-        xml = _XML_FUNCTION.match(text, pos)
-        value: Any
-        try:
-            if xml:
-                value, end = _xml_call(xml), xml.end()
-            elif named:
-                arguments, end = _DECODER.raw_decode(text, named.end())
-                value = {"name": named.group(1), "arguments": arguments}
-            else:
-                value, end = _DECODER.raw_decode(text, pos)
-        except ValueError:
+        read = _read_item(text, pos, syntax)
+        if read is None:
             break
+        value, end = read
         items = value if isinstance(value, list) else [value]
         found = [_call_from(item, names) for item in items]
         if not found or any(call is None for call in found):
@@ -186,7 +281,7 @@ class ToolCallReader:
         start = self._pending.lstrip()
         if not start:
             return ""
-        openers = (_PYTHON_TAG, *_FENCES)
+        openers = (PYTHON_TAG, *_FENCES)
         if start[0] in "{[" or start.startswith(openers):
             self._captured, self._pending = [self._pending], ""
             return ""

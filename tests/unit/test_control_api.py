@@ -53,6 +53,7 @@ INFO: dict[str, Any] = {
     "supports_fim": False,
     "has_chat_template": True,
     "tool_syntax": None,
+    "thinking_syntax": None,
     "gpu_layers": 0,
     "gpu_offload_supported": False,
     "threads": 4,

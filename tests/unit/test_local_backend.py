@@ -38,6 +38,9 @@ class FakePool:
     def model_ids(self) -> list[str]:
         return ["tiny", "other"]
 
+    def capabilities(self, model_id: str) -> list[str]:
+        return ["completion", "thinking"] if model_id == "tiny" else ["completion"]
+
     def serves(self, model_id: str) -> bool:
         return model_id in self.model_ids()
 
@@ -109,4 +112,8 @@ def test_a_bad_keep_alive_is_refused_before_any_runner_is_taken() -> None:
 def test_the_models_are_the_pools() -> None:
     local = backend(FakePool(), httpx.MockTransport(lambda request: httpx.Response(500)))
     assert [card.id for card in local.models()] == ["tiny", "other"]
+    assert [card.capabilities for card in local.models()] == [
+        ("completion", "thinking"),
+        ("completion",),
+    ]
     assert local.serves("other") and not local.serves("missing")

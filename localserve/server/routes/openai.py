@@ -23,7 +23,10 @@ from localserve.server.request_body import read_json
 
 
 def model_object(card: ModelCard) -> dict[str, Any]:
-    return {"id": card.id, "object": "model", "created": card.created, "owned_by": card.owned_by}
+    """OpenAI's model object; a local model's also lists what it can do (``capabilities``, as
+    Ollama's /api/show: "tools", "thinking"...), for clients that look."""
+    found = {"id": card.id, "object": "model", "created": card.created, "owned_by": card.owned_by}
+    return {**found, "capabilities": list(card.capabilities)} if card.capabilities else found
 
 
 def openai_routes(router: Router) -> APIRouter:
