@@ -222,6 +222,7 @@ class LibraryModel(ControlAnswer):
     context_length: int
     has_chat_template: bool
     supports_fim: bool
+    capabilities: list[str] = []  # in Ollama's words: completion, insert, tools, thinking
     source_repo: str | None
     default: bool  # the model the daemon serves by default
     state: ModelState

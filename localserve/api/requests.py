@@ -212,6 +212,12 @@ class ChatCompletionRequest(GenerationRequest):
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="Extra variables for the model's chat template (enable_thinking...)."
     )
+    enable_thinking: bool | None = Field(
+        None,
+        description="localserve extension: false asks a thinking model not to think, as "
+        "reasoning_effort 'none' does; the Anthropic and Ollama translators send it, and cloud "
+        "backends drop it.",
+    )
 
     @model_validator(mode="after")
     def _check_tool_choice(self) -> ChatCompletionRequest:

@@ -52,12 +52,19 @@ def cloud() -> None:
     is_flag=True,
     help="Let this provider serve mapped local models that fail to load (e.g. out of memory).",
 )
+@click.option(
+    "--responses-api/--no-responses-api",
+    default=None,
+    help="Whether the provider takes OpenAI's Responses API as it is (default: only "
+    "api.openai.com). Otherwise /v1/responses requests reach it as chat completions.",
+)
 def cloud_add(
     name: str,
     base_url: str | None,
     preset: str | None,
     key_from_stdin: bool,
     allow_fallback: bool,
+    responses_api: bool | None,
 ) -> None:
     """Add a provider; requests for NAME/MODEL then go to it."""
     if (base_url is None) == (preset is None):
@@ -67,7 +74,8 @@ def cloud_add(
     for warning in check_base_url(url, own_ports(paths)):
         click.echo(f"Warning: {warning}", err=True)
     key = sys.stdin.readline().strip() if key_from_stdin else None
-    ProviderStore(paths).add(Provider(name, url, allow_fallback=allow_fallback), key or None)
+    provider = Provider(name, url, allow_fallback=allow_fallback, responses_api=responses_api)
+    ProviderStore(paths).add(provider, key or None)
     stored = " with its key in the keyring" if key else " without a key"
     click.echo(f"Added {name} ({url}){stored}. Use it as model '{name}/MODEL'.")
 
@@ -82,7 +90,8 @@ def cloud_list() -> None:
     for provider in providers.values():
         has_key = "key stored" if store().key(provider.name).get() else "no key"
         fallback = ", fallback allowed" if provider.allow_fallback else ""
-        click.echo(f"{provider.name:<16} {provider.base_url}  ({has_key}{fallback})")
+        responses = ", Responses API" if provider.speaks_responses else ""
+        click.echo(f"{provider.name:<16} {provider.base_url}  ({has_key}{fallback}{responses})")
     for local, target in sorted(mappings.items()):
         click.echo(f"  {local} -> {target}")
 

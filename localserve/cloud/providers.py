@@ -52,6 +52,16 @@ class Provider:
     allow_fallback: bool = False  # may serve mapped local models that fail to load
     prices: dict[str, Price] = field(default_factory=dict)
     added_at: float = field(default_factory=time.time)
+    # Takes OpenAI's Responses API (POST /responses) as it is; None: only OpenAI's own API.
+    responses_api: bool | None = None
+
+    @property
+    def speaks_responses(self) -> bool:
+        """Whether /v1/responses requests are relayed as they are, rather than translated
+        into chat completions (which every provider takes)."""
+        if self.responses_api is not None:
+            return self.responses_api
+        return urlsplit(self.base_url).hostname == "api.openai.com"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +75,7 @@ class Provider:
             allow_fallback=bool(data.get("allow_fallback", False)),
             prices=prices,
             added_at=float(data.get("added_at") or 0.0),
+            responses_api=data.get("responses_api"),
         )
 
 

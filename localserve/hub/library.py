@@ -10,6 +10,7 @@ starter model, shipped in a Python package, appears in every listing without a f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -53,6 +54,10 @@ def safe_file_name(name: str) -> str:
     if not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
         raise InvalidModelFileError(f"Refusing the file name {name!r}: it is not a plain name.")
     return name
+
+
+# Record fields read from the chat template, added after the first records were written.
+TEMPLATE_FIELDS = ("supports_tools", "thinks")
 
 
 @dataclass
@@ -223,11 +228,28 @@ class Library:
         if self.models_dir.is_dir():
             for record_file in sorted(self.models_dir.glob(f"*/{RECORD_NAME}")):
                 try:
-                    data = json.loads(record_file.read_text(encoding="utf-8"))
-                    found.append(ModelRecord.from_json(data))
-                except (OSError, ValueError, TypeError):
+                    found.append(self._read_record(record_file))
+                except (OSError, ValueError, TypeError, InvalidModelFileError):
                     continue  # a broken record hides one model, never the whole list
         return found
+
+    def _read_record(self, record_file: Path) -> ModelRecord:
+        """A model's record; one written before a template-derived field existed gets it from
+        its file's header, once, and is saved again."""
+        data = json.loads(record_file.read_text(encoding="utf-8"))
+        record = ModelRecord.from_json(data)
+        if all(name in data for name in TEMPLATE_FIELDS):
+            return record
+        try:
+            header, _, _ = describe_file(self.paths(record)[0])
+        except (OSError, InvalidModelFileError):
+            return record  # its file is gone or broken: loading it will say so
+        fresh = ModelRecord.from_header(record.name, record.files, header, record.size_bytes)
+        for name in TEMPLATE_FIELDS:
+            setattr(record, name, getattr(fresh, name))
+        with contextlib.suppress(OSError):
+            write_json_atomic(record_file, record.to_json())
+        return record
 
     def find(self, name: str) -> ModelRecord | None:
         """The model called ``name`` (any case; ``starter`` for the starter), or None.
@@ -238,8 +260,7 @@ class Library:
         if wanted in {"starter", STARTER_MODEL_ID}:
             return self.starter_record()
         try:
-            record_file = self.folder(wanted) / RECORD_NAME
-            return ModelRecord.from_json(json.loads(record_file.read_text(encoding="utf-8")))
+            return self._read_record(self.folder(wanted) / RECORD_NAME)
         except (OSError, ValueError, TypeError, InvalidModelFileError):
             return None
 

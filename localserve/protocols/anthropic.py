@@ -1,23 +1,30 @@
 """Anthropic's Messages API, translated: its requests (messages, content blocks, tools, tool
-choice) into an OpenAI chat request, and OpenAI's answers back into a message object or
-Anthropic's event stream (``message_start`` ... ``message_stop``). Pure: no HTTP, no FastAPI (the
-routes are in ``server/routes/anthropic.py``)."""
+choice, extended thinking) into an OpenAI chat request, and OpenAI's answers back into a message
+object or Anthropic's event stream (``message_start`` ... ``message_stop``). Pure: no HTTP, no
+FastAPI (the routes are in ``server/routes/anthropic.py``).
+
+Thinking follows Anthropic's default: off unless the request's ``thinking`` turns it on. Off, the
+model is asked not to think (``enable_thinking: false``) and whatever thoughts a model writes
+anyway are dropped; on, they come first, as a ``thinking`` block with its signature.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from localserve.api.errors import APIError, api_error_from
 from localserve.api.inference import InferenceCall
 from localserve.api.requests import validate
 from localserve.api.sse import sse_event
 from localserve.errors import BackendUnavailableError
-from localserve.protocols.openai import call_arguments, openai_body
+from localserve.protocols.openai import call_arguments, openai_body, reasoning_of
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
@@ -54,6 +61,32 @@ class ToolChoice(BaseModel):
     disable_parallel_tool_use: bool = False
 
 
+class ThinkingBlock(BaseModel):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str = ""  # sent back as we gave it; we never check it
+
+
+class ThinkingConfig(BaseModel):
+    """The request's ``thinking``: ``enabled`` with a token budget, ``adaptive`` (the model
+    decides how long), or ``disabled``. Anthropic's own limits (a budget of at least 1024 and
+    below ``max_tokens``) are not enforced: a local model can think in fewer tokens."""
+
+    type: Literal["enabled", "adaptive", "disabled"]
+    budget_tokens: int | None = Field(None, ge=1)
+    display: Literal["summarized", "omitted"] | None = None
+
+    @model_validator(mode="after")
+    def _budget_when_enabled(self) -> ThinkingConfig:
+        if self.type == "enabled" and self.budget_tokens is None:
+            raise ValueError("thinking of type 'enabled' needs budget_tokens")
+        return self
+
+    @property
+    def on(self) -> bool:
+        return self.type != "disabled"
+
+
 class AnthropicMessage(BaseModel):
     role: Literal["user", "assistant"]
     content: str | list[dict[str, Any]]
@@ -65,6 +98,7 @@ class CountTokensRequest(BaseModel):
     system: str | list[dict[str, Any]] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: ToolChoice | None = None
+    thinking: ThinkingConfig | None = None
 
 
 class MessagesRequest(CountTokensRequest):
@@ -77,7 +111,8 @@ class MessagesRequest(CountTokensRequest):
     metadata: dict[str, Any] | None = None
 
 
-# Blocks a local model cannot use: Claude's own reasoning, sent back by agents that switch models.
+# Blocks left out of a turn's text: Claude's encrypted reasoning (``redacted_thinking``: no model
+# of ours can read it), and thinking blocks, which ``assistant_message`` reads apart.
 SKIPPED_BLOCKS = {"thinking", "redacted_thinking"}
 
 
@@ -153,12 +188,16 @@ def user_messages(content: str | list[dict[str, Any]], where: str) -> list[dict[
 
 
 def assistant_message(content: str | list[dict[str, Any]], where: str) -> dict[str, Any]:
-    """One Anthropic assistant turn (text and tool_use blocks) as an OpenAI message."""
+    """One Anthropic assistant turn (thinking, text and tool_use blocks) as an OpenAI message:
+    its thoughts become ``reasoning_content``, for the model's template to keep or drop."""
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     uses = [validate(ToolUseBlock, b) for b in content if b.get("type") == "tool_use"]
+    thoughts = [validate(ThinkingBlock, b).thinking for b in content if b.get("type") == "thinking"]
     text = text_of([b for b in content if b.get("type") != "tool_use"], where)
     message: dict[str, Any] = {"role": "assistant", "content": text}
+    if any(thoughts):
+        message["reasoning_content"] = "\n\n".join(thought for thought in thoughts if thought)
     if uses:
         message["tool_calls"] = [
             {
@@ -184,6 +223,18 @@ def openai_messages(body: CountTokensRequest) -> list[dict[str, Any]]:
     return messages
 
 
+def thinking_fields(thinking: ThinkingConfig | None) -> dict[str, Any]:
+    """``thinking`` as OpenAI request fields: a budget when enabled, nothing when adaptive (the
+    model thinks as long as it likes), ``enable_thinking: false`` when off or not asked for
+    (localserve's own field, which cloud backends drop: a cloud model that does not reason
+    would refuse a ``reasoning_effort``)."""
+    if thinking is None or not thinking.on:
+        return {"enable_thinking": False}
+    if thinking.type == "enabled" and thinking.budget_tokens is not None:
+        return {"thinking_budget_tokens": thinking.budget_tokens}
+    return {}
+
+
 def openai_request(body: MessagesRequest) -> dict[str, Any]:
     return openai_body(
         body.model,
@@ -191,6 +242,7 @@ def openai_request(body: MessagesRequest) -> dict[str, Any]:
         messages=openai_messages(body),
         max_tokens=body.max_tokens,
         **openai_tools(body),
+        **thinking_fields(body.thinking),
         stop=body.stop_sequences,
         temperature=body.temperature,
         top_p=body.top_p,
@@ -203,18 +255,20 @@ def messages_call(body: MessagesRequest) -> InferenceCall:
 
 
 class AnthropicReply:
-    """Anthropic's message object, or its event stream, from OpenAI's answer."""
+    """Anthropic's message object, or its event stream, from OpenAI's answer; ``thinking`` is
+    the request's, which says whether the model's thoughts are shown."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, thinking: ThinkingConfig | None = None) -> None:
         self.model = model
+        self.thinking = thinking
 
     def whole(self, reply: dict[str, Any]) -> dict[str, Any]:
-        return message_object(self.model, reply)
+        return message_object(self.model, reply, self.thinking)
 
     def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-        return message_events(self.model, chunks)
+        return message_events(self.model, chunks, self.thinking)
 
 
 ERROR_TYPES = {
@@ -239,7 +293,9 @@ def message_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
 
-def message_object(model: str, reply: dict[str, Any]) -> dict[str, Any]:
+def message_object(
+    model: str, reply: dict[str, Any], thinking: ThinkingConfig | None = None
+) -> dict[str, Any]:
     choice = reply["choices"][0]
     usage = reply.get("usage") or {}
     return {
@@ -247,7 +303,7 @@ def message_object(model: str, reply: dict[str, Any]) -> dict[str, Any]:
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": content_blocks(choice["message"]),
+        "content": content_blocks(choice["message"], thinking),
         "stop_reason": STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
         "stop_sequence": None,
         "usage": {
@@ -257,10 +313,30 @@ def message_object(model: str, reply: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def content_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+def signature(thought: str) -> str:
+    """A thinking block's ``signature``. Anthropic's proves the thought is Claude's and unchanged;
+    ours is only an opaque tag (base64 of the thought's SHA-256) so that clients which require
+    one find one. We never verify signatures: a thought sent back is taken as it comes."""
+    return base64.b64encode(hashlib.sha256(thought.encode("utf-8", "replace")).digest()).decode()
+
+
+def shown_thought(thought: str, thinking: ThinkingConfig | None) -> str:
+    """The text of the thinking block: the thought, or "" with ``display: "omitted"``."""
+    return "" if thinking is not None and thinking.display == "omitted" else thought
+
+
+def content_blocks(
+    message: dict[str, Any], thinking: ThinkingConfig | None = None
+) -> list[dict[str, Any]]:
     calls = message.get("tool_calls") or []
     text = message.get("content") or ""
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text or not calls else []
+    thought = reasoning_of(message)
+    blocks: list[dict[str, Any]] = []
+    if thought and thinking is not None and thinking.on:
+        shown = shown_thought(thought, thinking)
+        blocks.append({"type": "thinking", "thinking": shown, "signature": signature(thought)})
+    if text or not calls:
+        blocks.append({"type": "text", "text": text})
     for call in calls:
         function = call.get("function") or {}
         blocks.append(
@@ -275,18 +351,36 @@ def content_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class ContentBlocks:
-    """Anthropic's content block events from OpenAI deltas: text goes to a text block, each
-    tool call to a tool_use block whose input arrives as ``input_json_delta`` pieces."""
+    """Anthropic's content block events from OpenAI deltas: thoughts go to a thinking block
+    (``thinking_delta`` pieces, then its ``signature_delta`` just before it stops), text to a
+    text block, each tool call to a tool_use block whose input arrives as ``input_json_delta``
+    pieces. Thoughts are dropped unless the request's ``thinking`` is on."""
 
-    def __init__(self) -> None:
+    def __init__(self, thinking: ThinkingConfig | None = None) -> None:
         self.index = -1
         self.open_kind: str | None = None
         self.open_call: int | None = None  # the OpenAI index of the open tool call
+        self.thinking = thinking
+        self.thought = ""  # the open thinking block's text so far, for its signature
+        self.answered = False  # whether a text or tool_use block has started
+
+    def delta(self, delta: dict[str, Any]) -> list[bytes]:
+        """The events for one OpenAI delta (thoughts come before content in OpenAI's order)."""
+        events: list[bytes] = []
+        thought = reasoning_of(delta)
+        if thought and self.thinking is not None and self.thinking.on:
+            events += self.thought_piece(thought)
+        if delta.get("content"):
+            events += self.text(delta["content"])
+        for call in delta.get("tool_calls") or []:
+            events += self.tool_call(call)
+        return events
 
     def _start(self, block: dict[str, Any]) -> list[bytes]:
         events = self.stop()
         self.index += 1
         self.open_kind = block["type"]
+        self.answered = self.answered or block["type"] != "thinking"
         events.append(
             sse_event(
                 "content_block_start",
@@ -300,6 +394,18 @@ class ContentBlocks:
     def _delta(self, delta: dict[str, Any]) -> bytes:
         payload = {"type": "content_block_delta", "index": self.index, "delta": delta}
         return sse_event("content_block_delta", payload)
+
+    def thought_piece(self, piece: str) -> list[bytes]:
+        """A piece of the thought; the whole is kept for the block's signature."""
+        events: list[bytes] = []
+        if self.open_kind != "thinking":
+            events = self._start({"type": "thinking", "thinking": ""})
+            self.thought = ""
+        self.thought += piece
+        shown = shown_thought(piece, self.thinking)
+        if shown:
+            events.append(self._delta({"type": "thinking_delta", "thinking": shown}))
+        return events
 
     def text(self, text: str) -> list[bytes]:
         events = [] if self.open_kind == "text" else self._start({"type": "text", "text": ""})
@@ -325,13 +431,19 @@ class ContentBlocks:
     def stop(self) -> list[bytes]:
         if self.open_kind is None:
             return []
+        events = []
+        if self.open_kind == "thinking":
+            events.append(
+                self._delta({"type": "signature_delta", "signature": signature(self.thought)})
+            )
         self.open_kind = None
-        return [
-            sse_event("content_block_stop", {"type": "content_block_stop", "index": self.index})
-        ]
+        stop = {"type": "content_block_stop", "index": self.index}
+        return [*events, sse_event("content_block_stop", stop)]
 
 
-async def message_events(model: str, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def message_events(
+    model: str, chunks: AsyncIterator[dict[str, Any]], thinking: ThinkingConfig | None = None
+) -> AsyncIterator[bytes]:
     """Anthropic's event sequence, from OpenAI chunks."""
     start: dict[str, Any] = {
         "id": message_id(),
@@ -344,25 +456,20 @@ async def message_events(model: str, chunks: AsyncIterator[dict[str, Any]]) -> A
         "usage": {"input_tokens": 0, "output_tokens": 0},
     }
     yield sse_event("message_start", {"type": "message_start", "message": start})
-    blocks = ContentBlocks()
+    blocks = ContentBlocks(thinking)
     finish = "stop"
     usage: dict[str, Any] = {}
     try:
         async for chunk in chunks:
             for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                if delta.get("content"):
-                    for event in blocks.text(delta["content"]):
-                        yield event
-                for call in delta.get("tool_calls") or []:
-                    for event in blocks.tool_call(call):
-                        yield event
+                for event in blocks.delta(choice.get("delta") or {}):
+                    yield event
                 finish = choice.get("finish_reason") or finish
             usage = chunk.get("usage") or usage
     except BackendUnavailableError as exc:
         yield sse_event("error", error_object(api_error_from(exc)))
         return
-    if blocks.index < 0:  # nothing was generated: still one (empty) text block
+    if not blocks.answered:  # no text nor call was generated: still one (empty) text block
         for event in blocks.text(""):
             yield event
     for event in blocks.stop():

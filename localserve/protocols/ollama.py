@@ -1,6 +1,11 @@
-"""Ollama's API, translated: its chat messages, options and tool calls to OpenAI's, and OpenAI's
-answers back to Ollama's NDJSON lines. Pure: no HTTP, no FastAPI (the routes are in
-``server/routes/ollama.py``), so each piece is tested in milliseconds."""
+"""Ollama's API, translated: its chat messages, options, tool calls and ``think`` to OpenAI's,
+and OpenAI's answers back to Ollama's NDJSON lines. Pure: no HTTP, no FastAPI (the routes are in
+``server/routes/ollama.py``), so each piece is tested in milliseconds.
+
+Thoughts are kept apart from the answer, as Ollama does: ``message.thinking`` on ``/api/chat``,
+``thinking`` on ``/api/generate``. ``think: false`` asks the model not to think and drops what
+it writes anyway; without ``think`` the model does as its template does by default.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,12 @@ from localserve.api.ids import new_call_id
 from localserve.api.inference import InferenceCall
 from localserve.api.keep_alive import parse_keep_alive
 from localserve.errors import BackendUnavailableError
-from localserve.protocols.openai import StreamedToolCalls, call_arguments, openai_body
+from localserve.protocols.openai import (
+    StreamedToolCalls,
+    call_arguments,
+    openai_body,
+    reasoning_of,
+)
 
 OLLAMA_API_VERSION = "0.12.0"  # the Ollama API level these routes follow
 NDJSON = "application/x-ndjson"
@@ -30,6 +40,7 @@ OPTION_NAMES = {
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
 }
+THINK_LEVELS = ("low", "medium", "high")  # think's efforts, besides true and false
 
 
 def now_iso() -> str:
@@ -61,6 +72,25 @@ def sampling(payload: dict[str, Any]) -> dict[str, Any]:
             "json_schema": {"name": "format", "schema": form},
         }
     return fields
+
+
+def think_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """Ollama's ``think`` as OpenAI request fields: true (thinking on) and absent ask for
+    nothing, false for ``enable_thinking: false`` (localserve's field, which cloud backends
+    drop), a level for that effort."""
+    think = payload.get("think")
+    if think is None or think is True:
+        return {}
+    if think is False:
+        return {"enable_thinking": False}
+    if isinstance(think, str) and think in THINK_LEVELS:
+        return {"reasoning_effort": think}
+    raise APIError(400, 'think must be true, false, "low", "medium" or "high"')
+
+
+def shows_thinking(payload: dict[str, Any]) -> bool:
+    """Whether the answer carries the model's thoughts: not when ``think`` is false."""
+    return payload.get("think") is not False
 
 
 class Timing:
@@ -134,6 +164,10 @@ def openai_chat_messages(messages: list[Any]) -> list[dict[str, Any]]:
             )
         role = message.get("role")
         converted: dict[str, Any] = {"role": role, "content": message.get("content") or ""}
+        if role == "assistant" and message.get("thinking"):
+            if not isinstance(message["thinking"], str):
+                raise APIError(400, f"messages.{index}.thinking must be a string")
+            converted["reasoning_content"] = message["thinking"]
         if role == "assistant" and message.get("tool_calls"):
             if not isinstance(message["tool_calls"], list):
                 raise APIError(400, f"messages.{index}.tool_calls must be a list")
@@ -198,6 +232,7 @@ def chat_call(payload: dict[str, Any], unload: Unload | None = None) -> Inferenc
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "messages must be a non-empty list")
     fields = {"messages": openai_chat_messages(messages), **sampling(payload)}
+    fields.update(think_fields(payload))
     if payload.get("tools"):
         fields["tools"] = payload["tools"]
     return inference_call(payload, "/v1/chat/completions", fields, unload)
@@ -215,6 +250,7 @@ def generate_call(payload: dict[str, Any], unload: Unload | None = None) -> Infe
     prompt = payload.get("prompt") or ""
     if not isinstance(prompt, str):
         raise APIError(400, "prompt must be a string")
+    thinking = think_fields(payload)  # checked always; a raw prompt has no template to tell
     if payload.get("raw") or payload.get("suffix"):
         fields: dict[str, Any] = {"prompt": prompt, **sampling(payload)}
         if payload.get("suffix"):
@@ -223,9 +259,8 @@ def generate_call(payload: dict[str, Any], unload: Unload | None = None) -> Infe
     messages = [{"role": "user", "content": prompt}]
     if payload.get("system"):
         messages.insert(0, {"role": "system", "content": payload["system"]})
-    return inference_call(
-        payload, "/v1/chat/completions", {"messages": messages, **sampling(payload)}, unload
-    )
+    fields = {"messages": messages, **sampling(payload), **thinking}
+    return inference_call(payload, "/v1/chat/completions", fields, unload)
 
 
 def embed_call(payload: dict[str, Any], unload: Unload | None = None) -> InferenceCall:
@@ -249,28 +284,39 @@ def load_answer(model: str, reason: Literal["load", "unload"]) -> dict[str, Any]
 
 # -- answers -------------------------------------------------------------------------------
 class OllamaReply:
-    """``/api/chat``'s or ``/api/generate``'s answer (one object, or NDJSON lines) from OpenAI's."""
+    """``/api/chat``'s or ``/api/generate``'s answer (one object, or NDJSON lines) from OpenAI's;
+    the model's thoughts are left out when ``thinking`` is False (``think: false`` asked)."""
 
     media_type = NDJSON
 
-    def __init__(self, model: str, endpoint: Literal["chat", "generate"]) -> None:
+    def __init__(
+        self, model: str, endpoint: Literal["chat", "generate"], thinking: bool = True
+    ) -> None:
         self.model = model
         self.endpoint = endpoint
+        self.thinking = thinking
         self.timing = Timing()
 
     def line(
-        self, text: str, calls: list[dict[str, Any]], done: dict[str, Any] | None = None
+        self,
+        text: str,
+        calls: list[dict[str, Any]],
+        done: dict[str, Any] | None = None,
+        thought: str = "",
     ) -> dict[str, Any]:
-        """One line: a piece of the answer, or with ``done`` fields the last one."""
+        """One line: a piece of the answer (or of the thoughts), or with ``done`` fields the
+        last one."""
         line: dict[str, Any] = {"model": self.model, "created_at": now_iso()}
+        shown = {"thinking": thought} if thought and self.thinking else {}
         if self.endpoint == "chat":
             line["message"] = {
                 "role": "assistant",
                 "content": text,
+                **shown,
                 **({"tool_calls": calls} if calls else {}),
             }
         else:
-            line["response"] = text
+            line.update(response=text, **shown)
         if done is None:
             return {**line, "done": False}
         return {**line, **done, **({"context": []} if self.endpoint == "generate" else {})}
@@ -280,9 +326,8 @@ class OllamaReply:
         message = choice.get("message") or {}
         text = message.get("content") or choice.get("text") or ""
         calls = ollama_tool_calls(message.get("tool_calls") or [])
-        return self.line(
-            text, calls, done_fields(choice.get("finish_reason"), self.timing, reply.get("usage"))
-        )
+        done = done_fields(choice.get("finish_reason"), self.timing, reply.get("usage"))
+        return self.line(text, calls, done, reasoning_of(message))
 
     async def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         usage: dict[str, Any] = {}
@@ -291,12 +336,9 @@ class OllamaReply:
         try:
             async for chunk in chunks:
                 for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    piece = delta.get("content") or choice.get("text")
-                    if piece:
-                        self.timing.mark_first()
-                        yield ndjson(self.line(piece, []))
-                    tool_calls.add(delta)
+                    for line in self.pieces(choice):
+                        yield line
+                    tool_calls.add(choice.get("delta") or {})
                     reason = choice.get("finish_reason") or reason
                 usage = chunk.get("usage") or usage
         except BackendUnavailableError as exc:
@@ -306,6 +348,20 @@ class OllamaReply:
         if calls:  # Ollama sends the calls in a line of their own, before the last
             yield ndjson(self.line("", calls))
         yield ndjson(self.line("", [], done_fields(reason, self.timing, usage)))
+
+    def pieces(self, choice: dict[str, Any]) -> list[bytes]:
+        """The lines of one chunk's choice: its thoughts (with content "", as Ollama sends
+        them), then its text."""
+        delta = choice.get("delta") or {}
+        thought, text = reasoning_of(delta), delta.get("content") or choice.get("text")
+        lines = []
+        if thought and self.thinking:
+            self.timing.mark_first()
+            lines.append(ndjson(self.line("", [], thought=thought)))
+        if text:
+            self.timing.mark_first()
+            lines.append(ndjson(self.line(text, [])))
+        return lines
 
 
 class EmbedReply:

@@ -1,7 +1,8 @@
 """OpenAI's wire format, as the other protocols' translators read it: tool calls put together
-from stream deltas, a call's JSON arguments as an object, and OpenAI's error body. Pure: no
-HTTP, no FastAPI. (OpenAI's requests are checked by ``api/requests.py``; backends answer in
-OpenAI's shape, so its replies are relayed as they are.)"""
+from stream deltas, a call's JSON arguments as an object, a thinking model's thoughts, and
+OpenAI's error body. Pure: no HTTP, no FastAPI. (OpenAI's requests are checked by
+``api/requests.py``; backends answer in OpenAI's shape, so its replies are relayed as they
+are.)"""
 
 from __future__ import annotations
 
@@ -57,3 +58,11 @@ def call_arguments(arguments: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return parsed if isinstance(parsed, dict) else {}
+
+
+def reasoning_of(message: dict[str, Any]) -> str:
+    """The thoughts in an OpenAI answer's message or a stream delta (``reasoning_content``, as
+    llama-server and DeepSeek send them): "" when there are none, or when a backend sends
+    something else there."""
+    thought = message.get("reasoning_content")
+    return thought if isinstance(thought, str) else ""

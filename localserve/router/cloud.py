@@ -86,6 +86,12 @@ def provider_message(body: bytes) -> str:
         return ""
 
 
+LOCAL_FIELDS = frozenset(
+    {"keep_alive", "enable_thinking", "thinking_budget_tokens", "reasoning_format"}
+)
+RESPONSES_PATH = "/v1/responses"  # relayed as it is to providers that speak it
+
+
 class UsageTap:
     """Reads usage from a response as it passes, and drops the usage chunk we asked for."""
 
@@ -96,9 +102,12 @@ class UsageTap:
         self._pending = b""
 
     def take_usage(self, usage: Any) -> None:
+        """Chat completions' usage, or the Responses API's (``input_tokens``...)."""
         if isinstance(usage, dict):
-            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+            self.prompt_tokens = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+            self.completion_tokens = int(
+                usage.get("completion_tokens") or usage.get("output_tokens") or 0
+            )
 
     def feed(self, chunk: bytes) -> bytes:
         """Complete SSE events from ``chunk`` (plus what was pending), usage chunk removed."""
@@ -116,6 +125,9 @@ class UsageTap:
         return rest
 
     def _is_usage_only(self, event: bytes) -> bool:
+        if event.startswith(b"event: response.") and b'"usage"' in event:
+            self._take_response_usage(event)
+            return False
         if not event.startswith(b"data: {") or b'"usage"' not in event:
             return False
         try:
@@ -126,6 +138,18 @@ class UsageTap:
             return False
         self.take_usage(data.get("usage"))
         return not data.get("choices") and data.get("usage") is not None
+
+    def _take_response_usage(self, event: bytes) -> None:
+        """A relayed Responses stream reports usage in its last event's response object."""
+        for line in event.split(b"\n"):
+            if line.startswith(b"data: {"):
+                try:
+                    data = json.loads(line[len(b"data: ") :])
+                except ValueError:
+                    return
+                response = data.get("response") if isinstance(data, dict) else None
+                if isinstance(response, dict):
+                    self.take_usage(response.get("usage"))
 
 
 @dataclass
@@ -225,12 +249,16 @@ class CloudBackend:
     async def send(self, path: str, payload: Payload) -> CloudUpstream:
         self._check_not_self()
         upstream_model = str(payload["model"]).removeprefix(f"{self.name}/")
-        # keep_alive tells localserve how long to keep a local model; providers reject it.
-        body = {k: v for k, v in payload.items() if k != "keep_alive"}
+        # localserve's own fields (keep_alive, the thinking controls of the local engine):
+        # providers reject them.
+        body = {k: v for k, v in payload.items() if k not in LOCAL_FIELDS}
         body["model"] = upstream_model
         stream = bool(payload.get("stream"))
         wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-        if stream and path != "/v1/embeddings":
+        # Responses streams report usage in their last event, unasked.
+        if path == RESPONSES_PATH:
+            wants_usage = True
+        elif stream and path != "/v1/embeddings":
             body["stream_options"] = {
                 **(payload.get("stream_options") or {}),
                 "include_usage": True,

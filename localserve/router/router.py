@@ -21,7 +21,7 @@ from localserve.errors import (
     ModelTooLargeError,
 )
 from localserve.router.backend import Backend, ModelCard, Payload
-from localserve.router.cloud import CloudBackends
+from localserve.router.cloud import CloudBackend, CloudBackends
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,12 @@ class Router:
         if mapped is not None:
             return self._cloud_route(mapped, f"{model} is mapped to {mapped}")
         raise ModelNotFoundError(model, [card.id for card in self.models()])
+
+    def speaks_responses(self, model: str) -> bool:
+        """Whether ``model`` goes to a cloud provider that takes OpenAI's Responses API as it
+        is; every other backend gets Responses requests as chat completions."""
+        backend = self.route(model).backend
+        return isinstance(backend, CloudBackend) and backend.provider.speaks_responses
 
     def fallback(self, model: str, error: ModelLoadError) -> Route | None:
         """Where a request for a local model that failed to load may go instead, if anywhere."""

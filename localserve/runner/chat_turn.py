@@ -95,7 +95,9 @@ def chat_turn(engine: Engine, body: ChatCompletionRequest) -> ChatTurn:
     constrained = forced is not None or (form is not None and form.type != "text")
     syntax = engine.thinking
     messages = [message.as_template_input() for message in body.messages]
-    thinks = not constrained and body.reasoning_effort not in OFF
+    thinks = (
+        not constrained and body.reasoning_effort not in OFF and body.enable_thinking is not False
+    )
     text = engine.render_chat(messages, tools, template_variables(syntax, body, thinks))
     if syntax is not None and not thinks:
         text = closed_thought(syntax, text)

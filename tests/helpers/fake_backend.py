@@ -2,9 +2,12 @@
 
 ``FakeBackend`` meets the router's ``Backend`` protocol. Every request is checked the way the
 runner checks it (the same request models; a 400 in OpenAI's shape when they refuse it) and
-answered from a fixed script: ``CONTENT`` in pieces, then, with ``tool_call`` on, ``TOOL_CALL``
-with its arguments in pieces, then the finish reason and ``USAGE``. Streams are the runner's SSE
-bytes; ``fail_after`` makes a stream die after that many events, as a crashed runner's does.
+answered from a fixed script: with ``reasoning`` on, a thinking model's ``REASONING`` first (as
+``reasoning_content``, whatever the request's ``reasoning_effort``: some models think anyway),
+then ``CONTENT`` in pieces, then, with ``tool_call`` on, ``TOOL_CALL`` with its arguments in
+pieces, then the finish reason and ``USAGE`` (``REASONING_USAGE`` with reasoning). Streams are
+the runner's SSE bytes; ``fail_after`` makes a stream die after that many events, as a crashed
+runner's does.
 Every request is recorded (path, payload), so tests can check what a protocol translated to.
 
 ``FakeCatalog`` and ``FakePulls`` are what Ollama's model-management routes need of the daemon
@@ -46,6 +49,13 @@ MODEL = "tiny"
 CONTENT = ["Hel", "lo", " world"]
 TOOL_CALL = {"id": "call_fake0001", "name": "get_weather", "arguments": ['{"city": ', '"Paris"}']}
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+REASONING = ["The user ", "says hello."]
+REASONING_USAGE = {
+    "prompt_tokens": 7,
+    "completion_tokens": 8,
+    "total_tokens": 15,
+    "completion_tokens_details": {"reasoning_tokens": 5},
+}
 EMBEDDING = [0.25, -0.5, 1.0]
 PROMPT_TOKENS_COUNTED = 9  # what /tokenize/chat (Anthropic's count_tokens) answers
 CREATED = 1_700_000_000
@@ -129,6 +139,7 @@ class FakeBackend:
     fail_after: int | None = None  # streams die after this many SSE events
     sent: list[Sent] = field(default_factory=list)
     opened: list[FakeUpstream] = field(default_factory=list)
+    reasoning: bool = False  # chat answers think (REASONING) before their text
 
     def models(self) -> list[ModelCard]:
         return [ModelCard(id=model, owned_by="local", created=CREATED) for model in self.model_ids]
@@ -170,12 +181,17 @@ class FakeBackend:
     def _finish(self, chat: bool) -> str:
         return "tool_calls" if chat and self.tool_call else "stop"
 
+    def _usage(self, chat: bool) -> dict[str, Any]:
+        return REASONING_USAGE if chat and self.reasoning else USAGE
+
     def _whole(self, chat: bool) -> dict[str, Any]:
         text = "".join(CONTENT)
         if not chat:
             whole = text_chunk(text, "stop")
             return {**whole, "usage": USAGE}
         message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.reasoning:
+            message["reasoning_content"] = "".join(REASONING)
         if self.tool_call:
             message["tool_calls"] = [
                 {
@@ -193,7 +209,7 @@ class FakeBackend:
             "created": CREATED,
             "model": MODEL,
             "choices": [{"index": 0, "message": message, "finish_reason": self._finish(chat)}],
-            "usage": USAGE,
+            "usage": self._usage(chat),
         }
 
     def _chunks(self, chat: bool, include_usage: bool) -> list[dict[str, Any]]:
@@ -201,6 +217,8 @@ class FakeBackend:
             chunks = [text_chunk(piece) for piece in CONTENT] + [text_chunk("", "stop")]
         else:
             chunks = [chat_chunk({"role": "assistant", "content": ""})]
+            if self.reasoning:
+                chunks += [chat_chunk({"reasoning_content": piece}) for piece in REASONING]
             chunks += [chat_chunk({"content": piece}) for piece in CONTENT]
             if self.tool_call:
                 start = {
@@ -215,7 +233,7 @@ class FakeBackend:
                     chunks.append(chat_chunk({"tool_calls": [more]}))
             chunks.append(chat_chunk({}, self._finish(chat)))
         if include_usage:
-            chunks.append({**chunks[-1], "choices": [], "usage": USAGE})
+            chunks.append({**chunks[-1], "choices": [], "usage": self._usage(chat)})
         return chunks
 
     def _embeddings(self, request: EmbeddingRequest) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """A small OpenAI-compatible cloud on loopback, for forwarding tests.
 
 Speaks ``GET /v1/models``, ``POST /v1/chat/completions`` and ``/v1/completions`` (plain and
-SSE streaming, with ``stream_options.include_usage``) and ``POST /v1/embeddings``. Streams send
+SSE streaming, with ``stream_options.include_usage``), ``POST /v1/responses`` (OpenAI's Responses
+API: the response object, or its events ending in ``response.completed``) and
+``POST /v1/embeddings``. Streams send
 ``CHUNKS`` pieces ``chunk_delay`` seconds apart, so a relay that buffers shows up in timings.
 
 Faults on demand: ``script`` is consumed one entry per POST: ``"429:<seconds>"`` (with
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 CHUNKS = ["Hello", " from", " the", " cloud", "."]
 USAGE = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+RESPONSES_USAGE = {"input_tokens": 7, "output_tokens": 5, "total_tokens": 12}
 MODELS = ["gpt-test", "gpt-big", "gpt-priced"]
 
 
@@ -165,6 +168,9 @@ class FakeCloud:
                         },
                     )
                     return
+                if self.path == "/v1/responses":
+                    self.respond(body)
+                    return
                 chat = self.path == "/v1/chat/completions"
                 if body.get("stream"):
                     self.stream(body, chat, drop=fault == "drop")
@@ -185,6 +191,46 @@ class FakeCloud:
                         "usage": USAGE,
                     },
                 )
+
+            def respond(self, body: dict[str, Any]) -> None:
+                """The Responses API: one message of ``CHUNKS``, whole or as its events."""
+                text = "".join(CHUNKS)
+                item = {
+                    "type": "message",
+                    "id": "msg_fake",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}],
+                }
+                response = {
+                    "id": "resp_fake",
+                    "object": "response",
+                    "created_at": 1700000000,
+                    "status": "completed",
+                    "model": body["model"],
+                    "output": [item],
+                    "usage": RESPONSES_USAGE,
+                }
+                if not body.get("stream"):
+                    self.send_json(200, response)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                events: list[dict[str, Any]] = [
+                    {"type": "response.created", "response": {**response, "output": []}},
+                    *(
+                        {"type": "response.output_text.delta", "item_id": "msg_fake", "delta": p}
+                        for p in CHUNKS
+                    ),
+                    {"type": "response.completed", "response": response},
+                ]
+                for number, event in enumerate(events):
+                    data = json.dumps({**event, "sequence_number": number})
+                    self.write_chunk(f"event: {event['type']}\ndata: {data}\n\n".encode())
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
 
             def write_chunk(self, data: bytes) -> None:
                 """One piece of a chunked body (as real providers stream)."""

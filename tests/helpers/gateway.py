@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import APIRouter
@@ -26,6 +27,7 @@ from localserve.server.routes.responses import responses_routes
 from tests.helpers.fake_backend import FakeBackend, FakeCatalog, FakePulls
 
 REQUEST_TIMEOUT_S = 10.0  # an answer slower than this is a hang
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,6 +40,21 @@ class Gateway:
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"authorization": f"Bearer {key or self.client_key}"}
+
+    def transport(self, http: ModuleType = httpx) -> Any:
+        """The app, in-process, as a transport of ``http`` (httpx, or httpx2 for the SDKs built
+        on it): what an official SDK's HTTP client is given (``http_client=`` a client with
+        this transport, Ollama's ``transport=``)."""
+        return http.ASGITransport(app=self.app, client=("127.0.0.1", 50000))
+
+    def run(self, use: Callable[[], Awaitable[T]]) -> T:
+        """``use`` (an SDK's calls over ``transport()``) run to its end; TimeoutError on a
+        hang."""
+
+        async def run() -> T:
+            return await asyncio.wait_for(use(), REQUEST_TIMEOUT_S)
+
+        return asyncio.run(run())
 
     async def send(
         self,

@@ -10,7 +10,9 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -19,6 +21,8 @@ from openai import OpenAI
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess, run_cli
 from tests.helpers.fake_cloud import CHUNKS, FakeCloud
 from tests.helpers.model_files import starter_path, unknown_architecture_copy
+
+HI: list[Any] = [{"role": "user", "content": "Hi"}]
 
 
 @pytest.fixture(scope="module")
@@ -451,3 +455,49 @@ def test_a_model_that_fails_to_load_falls_back_only_where_allowed(
     served = chat(daemon, "broken")
     assert served.status_code == 200, served.text
     assert served.headers["x-localserve-backend"] == "fallback"
+
+
+def test_responses_reach_a_provider_that_speaks_them_as_they_are(
+    daemon: DaemonProcess, cloud: FakeCloud
+) -> None:
+    cloud.add_to(daemon, "fakeresp", "--responses-api")
+    sdk = client(daemon)
+    response = sdk.responses.create(model="fakeresp/gpt-test", input="Hi", instructions="Brief.")
+    assert response.output_text == "".join(CHUNKS)
+    sent = cloud.received[-1]
+    assert sent.path == "/v1/responses" and sent.body is not None
+    assert sent.body["model"] == "gpt-test" and sent.body["input"] == "Hi"
+    assert sent.body["instructions"] == "Brief." and "stream_options" not in sent.body
+
+    events = list(sdk.responses.create(model="fakeresp/gpt-test", input="Hi", stream=True))
+    assert events[-1].type == "response.completed"
+    deltas = [event.delta for event in events if event.type == "response.output_text.delta"]
+    assert "".join(deltas) == "".join(CHUNKS)
+
+    # A provider that does not speak them gets the request as a chat completion.
+    translated = sdk.responses.create(model="fake/gpt-test", input="Hi")
+    assert translated.output_text == "".join(CHUNKS)
+    assert cloud.received[-1].path == "/v1/chat/completions"
+
+    usage = daemon.cli("cloud", "usage")
+    rows = {row.split()[0]: row.split()[1:] for row in usage.stdout.splitlines()[1:]}
+    assert rows["fakeresp/gpt-test"][:3] == ["2", "14", "10"]  # whole and streamed, counted
+    listed = daemon.cli("cloud", "list").stdout
+    assert "Responses API" in next(line for line in listed.splitlines() if "fakeresp" in line)
+
+
+def test_the_local_engines_fields_do_not_reach_a_provider(
+    daemon: DaemonProcess, cloud: FakeCloud
+) -> None:
+    local_only = {"enable_thinking": False, "thinking_budget_tokens": 9, "reasoning_format": "none"}
+    assert chat(daemon, "fake/gpt-test", keep_alive="5m", **local_only).status_code == 200
+    sent = cloud.received[-1].body
+    assert sent is not None and sent["messages"]
+    assert not set(sent) & {"keep_alive", *local_only}
+    # An Anthropic request without thinking asks a local model not to think: a cloud model
+    # that does not reason would refuse reasoning_effort, so nothing of it is sent.
+    with anthropic.Anthropic(base_url=daemon.url, api_key=daemon.admin_key, max_retries=0) as sdk:
+        message = sdk.messages.create(model="fake/gpt-test", max_tokens=20, messages=HI)
+    assert message.content[0].type == "text"
+    sent = cloud.received[-1].body
+    assert sent is not None and "reasoning_effort" not in sent and "enable_thinking" not in sent

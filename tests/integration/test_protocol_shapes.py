@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 from tests.helpers.model_files import templated_starter
+from tests.helpers.shapes import assert_shape
 
 OLLAMA_CHAT_CHUNK = {
     "model": "llama3.2",
@@ -78,10 +79,6 @@ OLLAMA_GENERATE_FINAL = {
     "eval_count": 259,
     "eval_duration": 4232710000,
 }
-# Ollama sends "images" only for messages that have some; we serve text models.
-OPTIONAL_KEYS = {"images"}
-# A tool's arguments are the caller's data, not the protocol's: only their type is compared.
-FREE_FORM_KEYS = {"arguments", "input"}
 
 ANTHROPIC_TEXT_STREAM = [
     (
@@ -146,28 +143,6 @@ ANTHROPIC_TOOL_EVENTS = {
         "usage": {"output_tokens": 89},
     },
 }
-
-
-def json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    return {str: "string", list: "array", dict: "object", type(None): "null"}[type(value)]
-
-
-def assert_shape(ours: Any, documented: Any, where: str = "$") -> None:
-    assert json_type(ours) == json_type(documented), f"{where}: {ours!r} vs {documented!r}"
-    if where.rsplit(".", 1)[-1] in FREE_FORM_KEYS:
-        return
-    if isinstance(documented, dict):
-        for key, value in documented.items():
-            if key in OPTIONAL_KEYS and key not in ours:
-                continue
-            assert key in ours, f"{where}.{key} is missing from {ours!r}"
-            assert_shape(ours[key], value, f"{where}.{key}")
-    elif isinstance(documented, list) and documented and ours:
-        assert_shape(ours[0], documented[0], f"{where}[0]")
 
 
 def ndjson(daemon: DaemonProcess, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -65,7 +65,11 @@ def test_qwen3_enable_thinking_reaches_the_template() -> None:
     thinking, made = turn(qwen3)
     assert thinking.endswith("<|im_start|>assistant\n")
     assert made.thought is not None and made.thought.place is Place.BEFORE
-    for off in ({"reasoning_effort": "none"}, {"chat_template_kwargs": {"enable_thinking": False}}):
+    for off in (
+        {"reasoning_effort": "none"},
+        {"enable_thinking": False},  # as the Anthropic and Ollama translators ask
+        {"chat_template_kwargs": {"enable_thinking": False}},
+    ):
         quiet, made = turn(qwen3, **off)
         assert quiet == thinking + "<think>\n\n</think>\n\n"
     assert made.thought is None  # nothing to watch: the prompt closed the thought

@@ -5,11 +5,18 @@ Milliseconds a test; the real-model versions of these live in ``tests/integratio
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import httpx
+import ollama
 import pytest
+from anthropic import AsyncAnthropic
+from anthropic.types import TextBlock, ThinkingBlock, ThinkingConfigParam
 
 from tests.helpers.fake_backend import (
     CONTENT,
@@ -17,6 +24,7 @@ from tests.helpers.fake_backend import (
     LOST,
     MODEL,
     PROMPT_TOKENS_COUNTED,
+    REASONING,
     TOOL_CALL,
     USAGE,
     FakeBackend,
@@ -336,6 +344,7 @@ ENDPOINTS = [
     ("/api/generate", {"model": MODEL, "prompt": "x"}, assert_ollama_error),
     ("/api/embed", {"model": MODEL, "input": "x"}, assert_ollama_error),
     ("/api/show", {"model": MODEL}, assert_ollama_error),
+    ("/v1/responses/input_tokens", {"model": MODEL, "input": "x"}, assert_openai_error),
 ]
 
 
@@ -355,3 +364,147 @@ def test_a_missing_or_wrong_key_is_a_401_in_the_protocols_shape(
     assert gateway.backend.sent == []
     accepted = gateway.post(path, body, headers={"x-api-key": gateway.client_key})
     assert accepted.status_code == 200
+
+
+# -- thinking models, through the official clients -------------------------------------------
+THOUGHT = "".join(REASONING)
+BUDGET: ThinkingConfigParam = {"type": "enabled", "budget_tokens": 1024}
+
+
+def anthropic_sdk(gateway: Gateway) -> AsyncAnthropic:
+    """The SDK over the gateway in-process. Recent SDKs are built on httpx2, older on httpx."""
+    http: ModuleType = httpx
+    with contextlib.suppress(ImportError):  # an older SDK: httpx
+        http = importlib.import_module("httpx2")
+    client = http.AsyncClient(transport=gateway.transport(http))
+    return AsyncAnthropic(
+        api_key=gateway.client_key, base_url="http://127.0.0.1", http_client=client, max_retries=0
+    )
+
+
+def test_anthropic_sdk_gets_a_thinking_block_then_text(tmp_path: Path) -> None:
+    gateway = gateway_with(tmp_path, reasoning=True)
+
+    async def ask() -> Any:
+        async with anthropic_sdk(gateway) as client:
+            return await client.messages.create(
+                model=MODEL,
+                max_tokens=2048,
+                thinking=BUDGET,
+                messages=HELLO,  # type: ignore[arg-type]
+            )
+
+    message = gateway.run(ask)
+    thinking, text = message.content
+    assert isinstance(thinking, ThinkingBlock)
+    assert thinking.thinking == THOUGHT and thinking.signature
+    assert isinstance(text, TextBlock) and text.text == TEXT
+    sent = gateway.backend.sent[-1].payload
+    assert sent["thinking_budget_tokens"] == 1024 and "reasoning_effort" not in sent
+
+
+def test_anthropic_sdk_streams_the_thinking_block_with_its_signature(tmp_path: Path) -> None:
+    gateway = gateway_with(tmp_path, reasoning=True)
+
+    async def ask() -> tuple[list[Any], Any]:
+        async with (
+            anthropic_sdk(gateway) as client,
+            client.messages.stream(
+                model=MODEL,
+                max_tokens=2048,
+                thinking={"type": "adaptive"},
+                messages=HELLO,  # type: ignore[arg-type]
+            ) as stream,
+        ):
+            kinds = [event.type async for event in stream]
+            return kinds, await stream.get_final_message()
+
+    kinds, final = gateway.run(ask)
+    assert kinds.index("thinking") < kinds.index("signature") < kinds.index("text")
+    thinking, text = final.content
+    assert isinstance(thinking, ThinkingBlock) and thinking.thinking == THOUGHT
+    assert thinking.signature
+    assert isinstance(text, TextBlock) and text.text == TEXT
+    sent = gateway.backend.sent[-1].payload
+    assert "thinking_budget_tokens" not in sent and "reasoning_effort" not in sent
+
+
+def test_anthropic_without_thinking_asks_for_none_and_shows_none(tmp_path: Path) -> None:
+    gateway = gateway_with(tmp_path, reasoning=True)  # a model that thinks all the same
+    for extra in ({}, {"thinking": {"type": "disabled"}}):
+        whole = gateway.post("/v1/messages", anthropic(**extra)).json()
+        assert whole["content"] == [{"type": "text", "text": TEXT}]
+        assert gateway.backend.sent[-1].payload["enable_thinking"] is False
+        streamed = gateway.post("/v1/messages", anthropic(stream=True, **extra))
+        assert "thinking" not in streamed.text
+    refused = gateway.post("/v1/messages", anthropic(thinking={"type": "enabled"}))
+    assert refused.status_code == 400
+    assert_anthropic_error(refused.json(), "invalid_request_error")
+
+
+def test_anthropic_count_tokens_passes_thinking_on(gateway: Gateway) -> None:
+    body = {"model": MODEL, "messages": HELLO, "thinking": BUDGET}
+    assert gateway.post("/v1/messages/count_tokens", body).status_code == 200
+    assert gateway.backend.sent[-1].payload["thinking_budget_tokens"] == 1024
+    gateway.post("/v1/messages/count_tokens", {"model": MODEL, "messages": HELLO})
+    assert gateway.backend.sent[-1].payload["enable_thinking"] is False
+
+
+def ollama_client(gateway: Gateway) -> ollama.AsyncClient:
+    return ollama.AsyncClient(
+        host="http://127.0.0.1", headers=gateway.auth(), transport=gateway.transport()
+    )
+
+
+def test_ollama_client_gets_the_thinking_apart(tmp_path: Path) -> None:
+    gateway = gateway_with(tmp_path, reasoning=True)
+
+    async def ask() -> tuple[Any, list[Any], Any]:
+        client = ollama_client(gateway)
+        whole = await client.chat(model=MODEL, messages=HELLO, think=True)
+        parts = [
+            part
+            async for part in await client.chat(
+                model=MODEL, messages=HELLO, think=True, stream=True
+            )
+        ]
+        generated = await client.generate(model=MODEL, prompt="Hi", think="high")
+        return whole, parts, generated
+
+    whole, parts, generated = gateway.run(ask)
+    assert (whole.message.thinking, whole.message.content) == (THOUGHT, TEXT)
+    thinking = [part.message.thinking for part in parts if part.message.thinking]
+    assert thinking == REASONING
+    assert "".join(part.message.content or "" for part in parts) == TEXT
+    first_text = next(i for i, part in enumerate(parts) if part.message.content)
+    assert all(not part.message.thinking for part in parts[first_text:])
+    assert (generated.thinking, generated.response) == (THOUGHT, TEXT)
+    efforts = [sent.payload.get("reasoning_effort") for sent in gateway.backend.sent]
+    assert efforts == [None, None, "high"]
+
+
+def test_ollama_think_false_asks_for_none_and_shows_none(tmp_path: Path) -> None:
+    gateway = gateway_with(tmp_path, reasoning=True)
+
+    async def ask() -> tuple[Any, list[Any]]:
+        client = ollama_client(gateway)
+        whole = await client.chat(model=MODEL, messages=HELLO, think=False)
+        parts = [
+            part
+            async for part in await client.generate(
+                model=MODEL, prompt="Hi", think=False, stream=True
+            )
+        ]
+        return whole, parts
+
+    whole, parts = gateway.run(ask)
+    assert whole.message.thinking is None and whole.message.content == TEXT
+    assert all(part.thinking is None for part in parts)
+    assert [sent.payload["enable_thinking"] for sent in gateway.backend.sent] == [False, False]
+    # Without think, the thoughts still come apart (the model's default).
+    raw = gateway.post("/api/chat", chat(stream=False)).json()
+    assert raw["message"]["thinking"] == THOUGHT
+    for think in ("max", 3):
+        refused = gateway.post("/api/chat", chat(think=think))
+        assert refused.status_code == 400
+        assert_ollama_error(refused.json())

@@ -168,6 +168,9 @@ block = obj(
     tool_use_id=text,
     content=field(st.text(max_size=10), st.lists(obj(type=field(st.just("text")), text=text))),
     is_error=flag,
+    thinking=text,
+    signature=text,
+    data=text,
 )
 anthropic_message = obj(
     {
@@ -180,8 +183,16 @@ anthropic_tool = obj(
     description=text,
     type=field(st.sampled_from(["custom", "web_search_20250305", "bash_20250124"])),
 )
+thinking_config = field(
+    obj(
+        {"type": field(st.sampled_from(["enabled", "adaptive", "disabled"]))},
+        budget_tokens=count,
+        display=field(st.sampled_from(["summarized", "omitted"])),
+    )
+)
 anthropic_fields = {
     "system": field(st.text(max_size=10), st.lists(block, max_size=2)),
+    "thinking": thinking_config,
     "tools": listing(anthropic_tool),
     "tool_choice": field(
         obj(
@@ -236,6 +247,7 @@ ollama_message = obj(
     thinking=text,
 )
 ollama_common = {
+    "think": field(st.booleans(), st.sampled_from(["low", "medium", "high", "max", ""])),
     "options": options,
     "format": field(st.just("json"), json_schema),
     "stream": flag,
@@ -375,7 +387,14 @@ response_item = field(
         arguments=field(st.just('{"a": 1}'), st.text(max_size=8)),
     ),
     obj({"type": field(st.just("function_call_output"))}, call_id=text, output=text),
-    obj({"type": field(st.sampled_from(["reasoning", "web_search_call", "item_reference"]))}),
+    obj(
+        {"type": field(st.just("reasoning"))},
+        id=text,
+        summary=field(st.lists(obj(type=field(st.just("summary_text")), text=text))),
+        content=field(st.lists(obj(type=field(st.just("reasoning_text")), text=text))),
+        encrypted_content=text,
+    ),
+    obj({"type": field(st.sampled_from(["web_search_call", "item_reference"]))}),
 )
 responses_tool = obj(
     {"type": field(st.just("function")), "name": field(st.sampled_from(["get_weather", ""]))},
@@ -402,6 +421,12 @@ openai_responses = obj(
     ),
     previous_response_id=field(st.none(), text),
     store=flag,
+    reasoning=field(
+        obj(
+            effort=field(st.sampled_from(["none", "minimal", "low", "medium", "high", "max"])),
+            summary=field(st.sampled_from(["auto", "concise", "detailed"])),
+        )
+    ),
 )
 
 
@@ -417,6 +442,7 @@ ENDPOINTS = {
     "/v1/completions": Endpoint("POST", openai_completion, openai_error),
     "/v1/embeddings": Endpoint("POST", openai_embedding, openai_error),
     "/v1/responses": Endpoint("POST", openai_responses, openai_error),
+    "/v1/responses/input_tokens": Endpoint("POST", openai_responses, openai_error),
     "/v1/messages": Endpoint("POST", anthropic_messages, anthropic_error),
     "/v1/messages/count_tokens": Endpoint("POST", anthropic_count, anthropic_error),
     "/api/chat": Endpoint("POST", ollama_chat, ollama_error),

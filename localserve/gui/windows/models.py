@@ -77,6 +77,14 @@ def table(headers: list[str], stretch: int) -> QTableWidget:
     return widget
 
 
+FEATURES = {"tools": "tools", "thinking": "thinks", "insert": "code completion"}
+
+
+def features(model: LibraryModel) -> str:
+    """What an installed model can do beyond chat, in a few words ("tools, thinks")."""
+    return ", ".join(FEATURES[name] for name in model.capabilities if name in FEATURES)
+
+
 class ModelsWindow(QWidget):
     def __init__(self, controller: TrayController) -> None:
         super().__init__()
@@ -101,7 +109,7 @@ class ModelsWindow(QWidget):
         self.quant_table = table(["Quant", "File", "Size", "Needs", "Fit", ""], stretch=1)
         self.download_table = table(["Download", "Progress", "Rate", ""], stretch=1)
         self.installed_table = table(
-            ["Installed model", "Size", "Quant", "Context", "Fit", "State", ""], stretch=0
+            ["Installed model", "Size", "Quant", "Context", "Can", "Fit", "State", ""], stretch=0
         )
 
         top = QHBoxLayout()
@@ -288,16 +296,17 @@ class ModelsWindow(QWidget):
                 format_bytes(model.size_bytes),
                 model.quant_type,
                 str(model.context_length),
+                features(model),
             ]
             for column, text in enumerate(cells):
                 self.installed_table.setItem(row, column, QTableWidgetItem(text))
-            self.installed_table.setItem(row, 4, badge_item(model.fit))
-            self.installed_table.setItem(row, 5, QTableWidgetItem(model.state))
+            self.installed_table.setItem(row, 5, badge_item(model.fit))
+            self.installed_table.setItem(row, 6, QTableWidgetItem(model.state))
             removable = not model.default and "package" not in (model.source_repo or "")
             if removable:
                 button = QPushButton("Remove")
                 button.clicked.connect(lambda _=False, m=model: self.remove(m))
-                self.installed_table.setCellWidget(row, 6, button)
+                self.installed_table.setCellWidget(row, 7, button)
             else:
                 self.installed_table.removeCellWidget(row, 6)
 

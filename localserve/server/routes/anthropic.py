@@ -17,6 +17,7 @@ from localserve.protocols.anthropic import (
     messages_call,
     openai_messages,
     openai_tools,
+    thinking_fields,
 )
 from localserve.router.local import LOCAL_BACKEND
 from localserve.router.router import Router
@@ -32,13 +33,18 @@ def anthropic_routes(router: Router) -> APIRouter:
     async def messages(request: Request) -> Response:
         body = validate(MessagesRequest, await read_json(request))
         return await serve_inference(
-            request, router, messages_call(body), AnthropicReply(body.model)
+            request, router, messages_call(body), AnthropicReply(body.model, body.thinking)
         )
 
     @api.post("/count_tokens")
     async def count_tokens(request: Request) -> Response:
         body = validate(CountTokensRequest, await read_json(request))
-        payload = {"model": body.model, "messages": openai_messages(body), **openai_tools(body)}
+        payload = {
+            "model": body.model,
+            "messages": openai_messages(body),
+            **openai_tools(body),
+            **thinking_fields(body.thinking),  # a template may write thinking on or off
+        }
         route = router.route(body.model)
         if route.backend.name != LOCAL_BACKEND:
             raise APIError(

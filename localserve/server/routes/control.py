@@ -116,6 +116,7 @@ def library_model(
         context_length=record.context_length,
         has_chat_template=record.has_chat_template,
         supports_fim=record.supports_fim,
+        capabilities=record.capabilities(),
         source_repo=record.source_repo,
         default=record.name == default,
         state=states.get(record.name, "unloaded"),

@@ -8,7 +8,8 @@ and delete change the library, so they need the admin key.
 
 Ollama's ``options.num_ctx`` is ignored (the context is a daemon setting). ``keep_alive`` sets
 how long the model stays loaded after the request, as in Ollama; ``0`` unloads it before the
-answer ends.
+answer ends. ``think`` turns a thinking model's thoughts on or off (or sets their effort); they
+come back apart from the answer, in ``thinking``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from localserve.protocols.ollama import (
     loads_only,
     model_name,
     ndjson,
+    shows_thinking,
     streams,
     unloads_now,
 )
@@ -155,7 +157,8 @@ class OllamaAPI:
     async def chat(self, request: Request) -> Response:
         payload = await read_json(request)
         call = chat_call(payload, self.unload_after(payload))
-        return await serve_inference(request, self.router, call, OllamaReply(call.model, "chat"))
+        reply = OllamaReply(call.model, "chat", shows_thinking(payload))
+        return await serve_inference(request, self.router, call, reply)
 
     async def generate(self, request: Request) -> Response:
         payload = await read_json(request)
@@ -167,9 +170,8 @@ class OllamaAPI:
             await self.catalog.load(model)
             return JSONResponse(load_answer(model, "load"))
         call = generate_call(payload, self.unload_after(payload))
-        return await serve_inference(
-            request, self.router, call, OllamaReply(call.model, "generate")
-        )
+        reply = OllamaReply(call.model, "generate", shows_thinking(payload))
+        return await serve_inference(request, self.router, call, reply)
 
     async def embed(self, request: Request) -> Response:
         payload = await read_json(request)
@@ -200,8 +202,7 @@ class OllamaAPI:
         record = self.catalog.find(name)
         if record is None:
             raise ModelNotFoundError(name, self.catalog.names())
-        capabilities = ["completion"] + (["insert"] if record.supports_fim else [])
-        capabilities += ["tools"] if record.supports_tools else []
+        capabilities = record.capabilities()
         return {
             "modelfile": f"# served by localserve from the GGUF file of {record.name}",
             "parameters": "",
