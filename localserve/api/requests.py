@@ -183,7 +183,7 @@ class NamedToolChoice(BaseModel):
     function: NamedFunction
 
 
-ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 
 
 class ChatCompletionRequest(GenerationRequest):
@@ -195,7 +195,7 @@ class ChatCompletionRequest(GenerationRequest):
         None,
         description="How much a thinking model thinks: 'none' (and 'minimal') asks it not to, "
         "where its template can switch thinking off; 'low', 'medium' and 'high' reach templates "
-        "that take a level (gpt-oss). Empty = the model's default.",
+        "that take a level (gpt-oss; 'xhigh' reaches them as 'high'). Empty = the model's default.",
     )
     reasoning_format: Literal["none", "auto", "deepseek"] | None = Field(
         None,

@@ -17,13 +17,14 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from localserve.api.errors import APIError, api_error_from
 from localserve.api.ids import new_call_id
 from localserve.api.inference import InferenceCall
+from localserve.api.requests import ReasoningEffort
 from localserve.api.sse import sse_event
 from localserve.errors import BackendUnavailableError
 from localserve.protocols.openai import (
@@ -44,7 +45,7 @@ class Reasoning(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    effort: ReasoningEffort | None = None
 
 
 class ResponsesRequest(BaseModel):

@@ -57,6 +57,8 @@ def template_variables(
     variables: dict[str, Any] = {"enable_thinking": thinks}
     if effort in LEVELS:
         variables["reasoning_effort"] = effort
+    elif effort == "xhigh":  # OpenAI's newest level; templates know three
+        variables["reasoning_effort"] = "high"
     elif not thinks and syntax is HARMONY:
         variables["reasoning_effort"] = "low"  # gpt-oss always thinks: as little as it can
     kwargs = body.chat_template_kwargs or {}

@@ -135,3 +135,8 @@ def test_a_model_that_does_not_think_gets_no_plan() -> None:
     prompt, made = turn(engine("qwen2.5-instruct.jinja"), reasoning_effort="high")
     assert made.thought is None and made.reader is None
     assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_xhigh_reaches_a_template_as_high() -> None:
+    prompt, _ = turn(engine("gpt-oss.jinja"), reasoning_effort="xhigh")
+    assert "Reasoning: high\n" in prompt

@@ -42,6 +42,7 @@ from localserve.protocols.ollama import (
 from localserve.protocols.ollama import error_object as ollama_error_object
 from localserve.protocols.openai import StreamedToolCalls, call_arguments
 from localserve.protocols.openai import error_object as openai_error_object
+from localserve.protocols.responses import ResponsesReply, ResponsesRequest
 from tests.helpers.shapes import assert_shape
 
 
@@ -661,3 +662,58 @@ def test_whole_ollama_answers_carry_their_thoughts() -> None:
     assert_shape(chat, OLLAMA_CHAT_THINKING_REPLY)
     generated = OllamaReply("m", "generate").whole(THINKING_REPLY)
     assert (generated["thinking"], generated["response"]) == ("".join(THOUGHT), "Paris.")
+
+
+# -- a tool call after the thought -------------------------------------------------------------
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+
+
+async def thought_then_call() -> AsyncIterator[dict[str, Any]]:
+    """A thinking model that calls a tool: thoughts, then the call, as the runner streams it."""
+    for piece in THOUGHT:
+        yield {"choices": [{"delta": {"reasoning_content": piece}}]}
+    arguments = {**CALL, "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    yield {"choices": [{"delta": {"tool_calls": [{"index": 0, **arguments}]}}]}
+    yield {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}
+
+
+def test_a_tool_call_after_a_thought_in_anthropics_stream() -> None:
+    enabled = ThinkingConfig(type="enabled", budget_tokens=1024)
+    events = named_events(
+        asyncio.run(collect(AnthropicReply("m", enabled).stream(thought_then_call())))
+    )
+    starts = [
+        data["content_block"]["type"] for name, data in events if name == "content_block_start"
+    ]
+    assert starts == ["thinking", "tool_use"]
+    stop = next(data for name, data in events if name == "message_delta")
+    assert stop["delta"]["stop_reason"] == "tool_use"
+    arguments = [
+        data["delta"]["partial_json"]
+        for name, data in events
+        if name == "content_block_delta" and data["delta"]["type"] == "input_json_delta"
+    ]
+    assert json.loads("".join(arguments)) == {"city": "Paris"}
+
+
+def test_a_tool_call_after_a_thought_in_ollamas_lines() -> None:
+    lines = [
+        json.loads(line)
+        for line in asyncio.run(collect(OllamaReply("m", "chat").stream(thought_then_call())))
+    ]
+    thought = "".join(line["message"].get("thinking", "") for line in lines)
+    calls = [call for line in lines for call in line["message"].get("tool_calls", [])]
+    assert thought == "".join(THOUGHT)
+    assert [call["function"]["arguments"] for call in calls] == [{"city": "Paris"}]
+    assert lines[-1]["done"] is True
+
+
+def test_a_tool_call_after_a_thought_in_the_responses_stream() -> None:
+    body = validate(ResponsesRequest, {"model": "m", "input": "Weather in Paris?"})
+    events = named_events(asyncio.run(collect(ResponsesReply(body).stream(thought_then_call()))))
+    final = events[-1][1]["response"]
+    assert [item["type"] for item in final["output"]] == ["reasoning", "function_call"]
+    assert final["output"][0]["content"][0]["text"] == "".join(THOUGHT)
+    assert json.loads(final["output"][1]["arguments"]) == {"city": "Paris"}
+    added = [data["output_index"] for name, data in events if name == "response.output_item.added"]
+    assert added == [0, 1]

@@ -372,7 +372,7 @@ def test_effort_none_asks_for_no_thoughts_and_shows_none(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "reasoning", [{"effort": "max"}, {"effort": "xhigh"}, {"effort": 2}, "low"]
+    "reasoning", [{"effort": "max"}, {"effort": "ultra"}, {"effort": 2}, "low"]
 )
 def test_an_effort_it_cannot_give_is_a_400(gateway: Gateway, reasoning: Any) -> None:
     answer = gateway.post("/v1/responses", {"model": "tiny", "input": "x", "reasoning": reasoning})
