@@ -27,7 +27,11 @@ from typing import Any
 from localserve.errors import DiskSpaceError, InvalidModelFileError, ModelNotFoundError
 from localserve.hub.gguf_header import GgufHeader, read_gguf_header
 from localserve.hub.starter import STARTER_MODEL_ID, starter_model_path
-from localserve.hub.templates import template_supports_tools, thinking_syntax
+from localserve.hub.templates import (
+    TOOL_TEMPLATE_KEY,
+    template_supports_tools,
+    thinking_syntax,
+)
 
 RECORD_NAME = "model.json"
 SHARD_PATTERN = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.gguf$", re.I)
@@ -113,7 +117,9 @@ class ModelRecord:
             ),
             has_chat_template=bool(template),
             supports_fim=any(all(key in header.metadata for key in keys) for keys in FIM_KEYS),
-            supports_tools=template_supports_tools(template),
+            supports_tools=template_supports_tools(
+                str(header.get(TOOL_TEMPLATE_KEY) or "") or template
+            ),
             thinks=thinking_syntax(template) is not None,
         )
 

@@ -26,6 +26,9 @@ class GenerationTag(jinja2.ext.Extension):
         return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
+# The GGUF key of the template some families (Command R, Hermes 2 Pro) use for requests with tools
+TOOL_TEMPLATE_KEY = "tokenizer.chat_template.tool_use"
+
 # What model templates use beyond plain Jinja: parsed here and rendered in the runner alike.
 TEMPLATE_EXTENSIONS: list[type[jinja2.ext.Extension]] = [GenerationTag, jinja2.ext.loopcontrols]
 

@@ -34,6 +34,7 @@ from localserve.hardware.devices import resolve_engine
 from localserve.hub.templates import (
     HARMONY,
     HARMONY_MARKERS,
+    TOOL_TEMPLATE_KEY,
     ThinkingSyntax,
     ToolSyntax,
     thinking_syntax,
@@ -149,16 +150,13 @@ class Engine:
         self._fim_tokens = (model.token_prefix(), model.token_suffix(), model.token_middle())
         self._eos_text = self._token_text(model.token_eos())
         template = self._llama.metadata.get("tokenizer.chat_template")
-        self._formatter: ChatTemplate | None = None
         self._template_error: str | None = None
-        if template:
-            try:
-                self._formatter = ChatTemplate(
-                    template, self._eos_text, self._token_text(model.token_bos())
-                )
-            except jinja2.TemplateError as exc:  # a broken template: serve completions only
-                self._template_error = str(exc)
-        self.tool_syntax: ToolSyntax | None = tool_syntax(template) if template else None
+        self._formatter = self._compile(template)
+        # Command R and Hermes 2 Pro carry a second template for requests with tools.
+        tool_template = self._llama.metadata.get(TOOL_TEMPLATE_KEY)
+        self._tool_formatter = self._compile(tool_template) if tool_template else None
+        tools_source = tool_template if self._tool_formatter else template
+        self.tool_syntax: ToolSyntax | None = tool_syntax(tools_source) if tools_source else None
         self.thinking: ThinkingSyntax | None = thinking_syntax(template) if template else None
         self.settings = settings
         n_ctx = settings.ctx or model.n_ctx_train()
@@ -198,6 +196,16 @@ class Engine:
 
     def close(self) -> None:
         self._scheduler.close()
+
+    def _compile(self, template: str | None) -> ChatTemplate | None:
+        if not template:
+            return None
+        bos = self._token_text(self._llama._model.token_bos())
+        try:
+            return ChatTemplate(template, self._eos_text, bos)
+        except jinja2.TemplateError as exc:  # a broken template: serve completions only
+            self._template_error = self._template_error or str(exc)
+            return None
 
     def _visible_markers(self) -> frozenset[int]:
         """The special tokens that mark thoughts and tool calls in this model's output, which
@@ -246,8 +254,9 @@ class Engine:
                 param="tools",
                 code="tools_not_supported",
             )
+        formatter = self._tool_formatter if tools and self._tool_formatter else self._formatter
         try:
-            return self._formatter.render(messages, tools, extra)
+            return formatter.render(messages, tools, extra)
         except TemplateLimitError as exc:
             raise InvalidRequestError(
                 f"The model's chat template was stopped: {exc}.", param="messages"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -56,6 +57,23 @@ def templated_starter(folder: Path, name: str, template_file: str) -> Path:
     ``tests/data/templates`` (e.g. ``qwen2.5-instruct.jinja`` for tool calling)."""
     template = (TEMPLATES / template_file).read_text()
     return starter_copy(folder / f"{name}.gguf", "--chat-template", template)
+
+
+# ChatML without a place for tools, for a file whose tools live in a second template.
+PLAIN_CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tool_use_starter(folder: Path, name: str, tool_template_file: str) -> Path:
+    """A copy of the starter with a plain default template and a second, named ``tool_use``
+    template (as Command R and Hermes 2 Pro files carry) from ``tests/data/templates``."""
+    templates = [
+        {"name": "default", "template": PLAIN_CHATML},
+        {"name": "tool_use", "template": (TEMPLATES / tool_template_file).read_text()},
+    ]
+    return starter_copy(folder / f"{name}.gguf", "--chat-template", json.dumps(templates))
 
 
 def unknown_architecture_copy(dest: Path) -> Path:

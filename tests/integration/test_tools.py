@@ -20,10 +20,11 @@ import openai
 import pytest
 
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
-from tests.helpers.model_files import templated_starter
+from tests.helpers.model_files import templated_starter, tool_use_starter
 
 HERMES_MODEL = "qwen-tools"
 JSON_MODEL = "llama-tools"
+TOOL_USE_MODEL = "tool-use-template"  # tools only in its tokenizer.chat_template.tool_use
 WEATHER_PARAMETERS = {
     "type": "object",
     "properties": {
@@ -72,6 +73,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         path = templated_starter(home, name, template)
         imported = running.cli("models", "import", str(path), "--name", name)
         assert imported.returncode == 0, imported.stderr
+    second = tool_use_starter(home, TOOL_USE_MODEL, "qwen2.5-instruct.jinja")
+    imported = running.cli("models", "import", str(second), "--name", TOOL_USE_MODEL)
+    assert imported.returncode == 0, imported.stderr
     with running:
         running.wait_until_model("ready")
         yield running
@@ -92,7 +96,7 @@ def weather_arguments(arguments: str | dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-@pytest.mark.parametrize("model", [HERMES_MODEL, JSON_MODEL])
+@pytest.mark.parametrize("model", [HERMES_MODEL, JSON_MODEL, TOOL_USE_MODEL])
 def test_openai_forced_call(client: openai.OpenAI, model: str) -> None:
     reply = client.chat.completions.create(
         model=model,
@@ -326,4 +330,5 @@ def test_ollama_tool_calls(daemon: DaemonProcess, stream: bool) -> None:
 def test_ollama_show_lists_the_tools_capability(daemon: DaemonProcess) -> None:
     with ollama.Client(host=daemon.url, headers=daemon.headers()) as sdk:
         assert "tools" in (sdk.show(HERMES_MODEL).capabilities or [])
+        assert "tools" in (sdk.show(TOOL_USE_MODEL).capabilities or [])
         assert "tools" not in (sdk.show(STARTER_MODEL).capabilities or [])
