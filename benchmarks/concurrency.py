@@ -17,6 +17,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from benchmarks.batch_loop import BatchLoop
 from benchmarks.single_stream import (
@@ -38,12 +39,19 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def http_level(url: str, headers: dict[str, str], level: int, max_tokens: int) -> dict[str, float]:
+def http_level(
+    url: str,
+    headers: dict[str, str],
+    level: int,
+    max_tokens: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """``level`` streams at once; ``extra`` request fields go with each."""
     with http_client() as client, ThreadPoolExecutor(max_workers=level) as pool:
         started = time.perf_counter()
         samples: list[Sample] = list(
             pool.map(
-                lambda _: http_stream(client, url, headers, STARTER_MODEL, max_tokens),
+                lambda _: http_stream(client, url, headers, STARTER_MODEL, max_tokens, extra),
                 range(level),
             )
         )

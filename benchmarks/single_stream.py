@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -57,10 +58,16 @@ def http_client() -> httpx.Client:
 
 
 def http_stream(
-    client: httpx.Client, url: str, headers: dict[str, str], model: str, max_tokens: int
+    client: httpx.Client,
+    url: str,
+    headers: dict[str, str],
+    model: str,
+    max_tokens: int,
+    extra: dict[str, Any] | None = None,
 ) -> Sample:
     """Stream one completion; TTFT is time to the first text, decode rate the tokens after it."""
     body = {
+        **(extra or {}),
         "model": model,
         "prompt": PROMPT,
         "max_tokens": max_tokens,

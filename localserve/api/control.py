@@ -164,6 +164,13 @@ class GpuMemory(ControlAnswer):
     used_bytes: int
 
 
+class KvCacheUse(ControlAnswer):
+    """A runner's KV cache: what its requests hold now, and what it has reserved."""
+
+    used_bytes: int
+    reserved_bytes: int
+
+
 class MemoryStats(ControlAnswer):
     ram_total_bytes: int
     ram_used_bytes: int
@@ -171,6 +178,7 @@ class MemoryStats(ControlAnswer):
     runner_rss_bytes: dict[str, int]  # model id -> its runner's RSS
     gpus: list[GpuMemory]
     unified_memory: bool  # Apple Silicon: the GPU shares RAM
+    kv_cache: dict[str, KvCacheUse] = {}  # model id -> its KV cache, as of its latest step
 
     @property
     def vram_used_bytes(self) -> int:

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 WeightRepack = Literal["auto", "on", "off"]
+SHARED_KV_CONTEXTS = 2  # the shared KV cache's default size, in contexts
+SHARED_KV_PARALLEL = 32  # slots by default with a shared KV cache: they reserve nothing
 
 
 class EngineSettings(BaseModel):
@@ -39,8 +41,22 @@ class EngineSettings(BaseModel):
         ge=1,
         le=64,
         description="Requests generated at once, batched into one decode step (slots); more "
-        "wait in a queue. Empty = as many full-context KV caches as fit in a quarter of free "
-        "RAM, at most 8.",
+        "wait in a queue. Empty = 32, sharing one KV cache (with batch_exact: as many "
+        "full-context KV caches as fit in a quarter of free RAM, at most 8).",
+    )
+    kv_cache_tokens: int = Field(
+        0,
+        ge=0,
+        description="Size of the KV cache a model's requests share, in tokens: each request "
+        "takes cells as its prompt and answer grow and gives them back when it ends, and idle "
+        "prefixes kept for reuse are dropped first when it fills. 0 = twice ctx. Never less "
+        "than ctx, so one request of a full context always fits. Ignored with batch_exact.",
+    )
+    batch_exact: bool = Field(
+        False,
+        description="One KV cache per slot, each of a full context, instead of one shared "
+        "cache: a request then gives exactly the same tokens alone or batched with others, at "
+        "the cost of reserving ctx x parallel tokens of memory and fewer slots.",
     )
     prefix_reuse: bool = Field(
         True,
@@ -77,6 +93,16 @@ class EngineSettings(BaseModel):
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
         return value
+
+    def kv_cells(self, ctx: int, parallel: int) -> int:
+        """KV cache cells a runner reserves for context ``ctx`` and ``parallel`` slots."""
+        if self.batch_exact:
+            return ctx * parallel
+        return max(ctx, self.kv_cache_tokens or SHARED_KV_CONTEXTS * ctx)
+
+    def kv_contexts(self, ctx: int, parallel: int) -> int:
+        """The same, in full contexts (rounded up), as the fit estimate counts them."""
+        return -(-self.kv_cells(ctx, parallel) // max(1, ctx))
 
     @property
     def n_gpu_layers(self) -> int:

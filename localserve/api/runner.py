@@ -41,6 +41,8 @@ class RunnerInfo(BaseModel):
     gpu_offload_supported: bool
     threads: int
     parallel: int
+    kv_cells: int = 0  # the KV cache's size in tokens (shared, or all slots' together)
+    kv_bytes_per_cell: int = 0  # one token's K and V, all layers
     rss_before_load_bytes: int  # the runner's RSS before the model: the base of memory figures
     backend: str  # the devices llama.cpp runs this model on, e.g. "CUDA0 (NVIDIA H100) + CPU"
     cpu_variant: str | None  # a portable build's CPU kernels (haswell, zen4...); None: native

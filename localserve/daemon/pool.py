@@ -263,4 +263,6 @@ class ModelPool:
     def _check_fit(self, record: ModelRecord, spec: RunnerSpec, reclaimable: int = 0) -> None:
         memory = free_memory(reclaimable)
         engine = spec.engine
-        check_fit(record, memory, engine.ctx or None, engine.parallel or 1, self.gpu_offload)
+        ctx = engine.ctx or min(record.context_length or 4096, 4096)  # as the estimate
+        contexts = engine.kv_contexts(ctx, engine.parallel or 1)
+        check_fit(record, memory, engine.ctx or None, contexts, self.gpu_offload)

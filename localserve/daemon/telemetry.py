@@ -57,6 +57,7 @@ class ModelTotals:
 class MemoryReading:
     snapshot: MemorySnapshot
     runner_rss: dict[str, int] = field(default_factory=dict)
+    kv_cache: dict[str, control.KvCacheUse] = field(default_factory=dict)
 
     @property
     def runners_rss_bytes(self) -> int:
@@ -80,6 +81,7 @@ class MemoryReading:
             ],
             # Apple Silicon's GPU shares RAM: RAM in use is the figure to watch there.
             unified_memory=sys.platform == "darwin",
+            kv_cache=dict(self.kv_cache),
         )
 
 
@@ -96,6 +98,7 @@ class Telemetry:
         self._ticks: deque[Tick] = deque()
         self._history: deque[HistoryPoint] = deque(maxlen=int(WINDOW_S / SAMPLE_INTERVAL_S))
         self.totals: dict[str, ModelTotals] = {}
+        self._kv_cache: dict[str, control.KvCacheUse] = {}  # from each runner's latest tick
         self.memory = MemoryReading(sample_memory())
 
     # -- input -----------------------------------------------------------------------------
@@ -115,7 +118,16 @@ class Telemetry:
                     float(event["generation_seconds"]),
                 )
             )
+            self._take_kv_cache(model_id, event)
         self._trim()
+
+    def _take_kv_cache(self, model_id: str, event: dict[str, Any]) -> None:
+        per_cell = int(event.get("kv_bytes_per_cell") or 0)
+        if per_cell:
+            self._kv_cache[model_id] = control.KvCacheUse(
+                used_bytes=int(event.get("kv_cells_used") or 0) * per_cell,
+                reserved_bytes=int(event.get("kv_cells") or 0) * per_cell,
+            )
 
     def _add_request(self, model_id: str, event: dict[str, Any]) -> None:
         record = RequestRecord(
@@ -150,7 +162,9 @@ class Telemetry:
         for model_id, pid in self._runner_pids().items():
             with contextlib.suppress(psutil.Error):
                 rss[model_id] = psutil.Process(pid).memory_info().rss
-        self.memory = MemoryReading(sample_memory(), rss)
+        # A runner that stopped has given its KV cache back.
+        self._kv_cache = {m: kv for m, kv in self._kv_cache.items() if m in rss}
+        self.memory = MemoryReading(sample_memory(), rss, dict(self._kv_cache))
         generation, prompt = self.live_rates()
         snap = self.memory.snapshot
         self._history.append(

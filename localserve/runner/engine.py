@@ -21,7 +21,7 @@ import llama_cpp.llama_chat_format as llama_chat_format
 import psutil
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
-from localserve.api.engine import EngineSettings
+from localserve.api.engine import SHARED_KV_PARALLEL, EngineSettings
 from localserve.api.runner import EMBEDDING_CTX, LLAMA_DEFAULTS, EnginePath, RunnerInfo
 from localserve.api.sampling import SamplingParams
 from localserve.errors import (
@@ -68,14 +68,19 @@ def check_gguf_magic(path: Path) -> None:
         raise ModelLoadError(f"{path.name} is not a GGUF model file (bad header).")
 
 
-def auto_parallel(model: Any, n_ctx: int, most: int = 8) -> int:
-    """Slots for concurrent requests: as many full-context KV caches as fit in a quarter of
-    the free RAM, between 1 and ``most``."""
+def kv_bytes_per_cell(model: Any) -> int:
+    """Bytes of one token's K and V, all layers, f16."""
     n_head = max(1, llama_cpp.llama_model_n_head(model.model))
     head_dim = llama_cpp.llama_model_n_embd(model.model) // n_head
     kv_heads = llama_cpp.llama_model_n_head_kv(model.model)
     layers = llama_cpp.llama_model_n_layer(model.model)
-    bytes_per_sequence = 2 * layers * kv_heads * head_dim * 2 * n_ctx  # K and V, f16
+    return int(2 * layers * kv_heads * head_dim * 2)
+
+
+def auto_parallel(model: Any, n_ctx: int, most: int = 8) -> int:
+    """Slots for concurrent requests with ``batch_exact``: as many full-context KV caches as
+    fit in a quarter of the free RAM, between 1 and ``most``."""
+    bytes_per_sequence = kv_bytes_per_cell(model) * n_ctx
     budget = psutil.virtual_memory().available // 4
     return int(max(1, min(most, budget // max(1, bytes_per_sequence))))
 
@@ -160,7 +165,10 @@ class Engine:
         self.thinking: ThinkingSyntax | None = thinking_syntax(template) if template else None
         self.settings = settings
         n_ctx = settings.ctx or model.n_ctx_train()
-        parallel = settings.parallel or auto_parallel(model, n_ctx)
+        if settings.batch_exact:
+            parallel = settings.parallel or auto_parallel(model, n_ctx)
+        else:
+            parallel = settings.parallel or SHARED_KV_PARALLEL
         self._scheduler = Scheduler(
             model, settings, self._share, n_ctx, parallel, self._visible_markers()
         )
@@ -179,12 +187,16 @@ class Engine:
             gpu_offload_supported=supports_offload,
             threads=settings.threads,
             parallel=parallel,
+            kv_cells=self._scheduler.kv_cells,
+            kv_bytes_per_cell=kv_bytes_per_cell(model),
             rss_before_load_bytes=rss_before_load,
             backend=describe_backend(gpu_layers),
             cpu_variant=path.cpu_variant,
             extra_buffers=path.extra_buffers,
             engine_note=path.note,
         )
+        self.meter.kv_cells = self.info.kv_cells
+        self.meter.kv_bytes_per_cell = self.info.kv_bytes_per_cell
 
     @property
     def meter(self) -> ThroughputMeter:

@@ -31,6 +31,7 @@ from localserve.api.engine import EngineSettings
 from localserve.api.runner import BATCH_TOKENS
 from localserve.api.sampling import SamplingParams
 from localserve.runner.commands import ThreadShare
+from localserve.runner.kv import GROWTH_RESERVE, SharedCells, Slot
 from localserve.runner.lookup import DraftControl, PromptLookup
 from localserve.runner.reasoning import ThoughtPlan, ThoughtWatch
 from localserve.runner.reporting import ThroughputMeter
@@ -66,14 +67,6 @@ class Sink(Protocol):
 
 
 @dataclass
-class Slot:
-    seq_id: int
-    cached: list[int] = field(default_factory=list)  # tokens whose KV cells this slot holds
-    last_used: float = 0.0
-    busy: bool = False
-
-
-@dataclass
 class Sequence:
     slot: Slot
     request: GenerationRequest
@@ -88,10 +81,16 @@ class Sequence:
     control: DraftControl = field(default_factory=DraftControl)
     watch: ThoughtWatch | None = None  # set when the model may think
     forced: deque[int] = field(default_factory=deque)  # written in place of samples
+    history: list[int] | None = None  # after a preemption: every token so far, to prefill again
 
     @property
     def prompt(self) -> list[int]:
-        return self.request.prompt_tokens
+        """The tokens to have in the KV cache before the next sample."""
+        return self.history if self.history is not None else self.request.prompt_tokens
+
+    @property
+    def generating(self) -> bool:
+        return self.next_token is not None
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -124,8 +123,9 @@ class Scheduler:
         self._vocab = model.vocab
         self.parallel = parallel
         self.n_batch = max(n_batch, parallel)
+        self._shared = not settings.batch_exact
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx_per_sequence * parallel
+        params.n_ctx = settings.kv_cells(n_ctx_per_sequence, parallel)
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_batch
         params.n_seq_max = parallel
@@ -135,17 +135,20 @@ class Scheduler:
         params.n_threads_batch = self._threads
         # As llama-cpp-python's Llama: on CPUs flash attention is slower for small batches.
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        # One KV stream per slot: a sequence's attention then never depends on what else is in
-        # the batch, so a request gives the same tokens alone or among others (with one shared
-        # stream, the attention rows of every sequence grow with the others' cells and the
-        # float sums round differently).
-        params.kv_unified = False
+        # Shared (the default): one KV cache whose cells the sequences take as they grow, so
+        # memory follows use (``kv.py``). batch_exact: one KV stream per slot, so a sequence's
+        # attention never depends on what else is in the batch and a request gives the same
+        # tokens alone or among others (with one shared stream, the attention rows of every
+        # sequence grow with the others' cells and the float sums round differently).
+        params.kv_unified = self._shared
         self._ctx = llama_cpp.llama_init_from_model(model.model, params)
         if not self._ctx:
             raise RuntimeError("llama.cpp could not create the batching context")
+        self.kv_cells = int(llama_cpp.llama_n_ctx(self._ctx))
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._slots = [Slot(seq_id) for seq_id in range(parallel)]
+        self._cells = SharedCells(self._memory, self.kv_cells, self._slots)
         self._active: list[Sequence] = []
         self._waiting: deque[tuple[GenerationRequest, Sink]] = deque()
         self._wakeup = threading.Condition()
@@ -197,6 +200,8 @@ class Scheduler:
                     sink.stats.finish_reason = "cancelled"
                     sink.close()
                     continue
+                if not self._fits(request):
+                    return  # the shared KV cache is full: wait for running sequences to end
                 slot = self._claim_slot(request.prompt_tokens)
                 if slot is None:
                     return
@@ -207,6 +212,16 @@ class Scheduler:
                     log.exception("Could not start a sequence")
                     slot.busy = False
                     sink.close(exc)
+
+    def _fits(self, request: GenerationRequest) -> bool:
+        if not self._shared:
+            return True
+        committed = (max(len(s.slot.cached), len(s.prompt)) for s in self._active)
+        return self._cells.admits(len(request.prompt_tokens), committed)
+
+    @property
+    def kv_cells_used(self) -> int:
+        return self._cells.used
 
     def _claim_slot(self, prompt: list[int]) -> Slot | None:
         free = [slot for slot in self._slots if not slot.busy]
@@ -288,8 +303,12 @@ class Scheduler:
         """One ``llama_decode``: a token for every generating sequence, then prompt chunks."""
         batch = self._batch
         rows = prefilled = 0
-        generating = [s for s in self._active if s.next_token is not None]
+        if self._shared:
+            self._room_to_generate()
+        generating = [s for s in self._active if s.generating]
         draft_budget = DRAFT_ROW_BUDGET - len(generating)
+        if self._shared:
+            draft_budget = min(draft_budget, self._cells.free - len(generating))
         for sequence in self._active:
             sequence.sample_rows = []
             sequence.drafts = []
@@ -307,7 +326,9 @@ class Scheduler:
             missing = len(sequence.prompt) - sequence.prefilled
             if missing <= 0 or rows >= self.n_batch:
                 continue
-            chunk = min(missing, self.n_batch - rows)
+            chunk = min(missing, self.n_batch - rows, self._prefill_room(sequence, missing))
+            if chunk <= 0:
+                continue
             for offset in range(chunk):
                 position = sequence.prefilled + offset
                 last = position == len(sequence.prompt) - 1
@@ -321,11 +342,50 @@ class Scheduler:
         batch.n_tokens = rows
         started = time.perf_counter()
         status = llama_cpp.llama_decode(self._ctx, batch)
+        if status == 1 and self._shared and self._cells.make_room(self._cells.cells):
+            log.warning("the KV cache had no room for a step; idle prefixes dropped")
+            status = llama_cpp.llama_decode(self._ctx, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode failed with status {status}")
         active = len(self._active)
         generated = sum(self._sample(s) for s in list(self._active) if s.sample_rows)
-        self.meter.add(prefilled, generated, time.perf_counter() - started, active)
+        elapsed = time.perf_counter() - started
+        self.meter.add(prefilled, generated, elapsed, active, self._cells.used)
+
+    # -- the shared KV cache ----------------------------------------------------------------
+    def _room_to_generate(self) -> None:
+        """A cell for every generating sequence's next token: idle prefixes go first, then
+        the youngest sequences are preempted, until the oldest one alone is left."""
+        while not self._cells.make_room(sum(s.generating for s in self._active)):
+            victims = [s for s in self._active if s.slot.cached][1:]
+            if not victims:
+                return
+            self._preempt(victims[-1])
+
+    def _prefill_room(self, sequence: Sequence, missing: int) -> int:
+        """How many of ``sequence``'s prompt tokens may go into this step. A prompt not yet
+        started waits until all of it fits, with room left for the answers being written."""
+        if not self._shared:
+            return missing
+        reserve = GROWTH_RESERVE * sum(s.generating for s in self._active)
+        if sequence.prefilled == 0 and not self._cells.make_room(missing + reserve):
+            return 0
+        self._cells.make_room(min(missing, self.n_batch) + reserve)
+        return max(0, self._cells.free - reserve)
+
+    def _preempt(self, sequence: Sequence) -> None:
+        """Free a sequence's cells; it prefills what it had so far again when there is room,
+        then goes on (its sampler, text and stats are untouched)."""
+        history = list(sequence.slot.cached) if sequence.generating else list(sequence.prompt)
+        if sequence.next_token is not None:
+            history.append(sequence.next_token)  # sampled and sent, not yet decoded
+        sequence.slot.forget(self._memory)
+        sequence.history, sequence.prefilled, sequence.next_token = history, 0, None
+        log.info(
+            "KV cache full: slot %d preempted; it will prefill %d tokens again",
+            sequence.slot.seq_id,
+            len(history),
+        )
 
     def _drafts(self, sequence: Sequence, room: int) -> list[int]:
         if sequence.lookup is None or room <= 0 or sequence.forced:

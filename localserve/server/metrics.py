@@ -79,6 +79,16 @@ def prometheus_text(snapshot: StatsSnapshot) -> str:
         [({"model": name}, rss) for name, rss in memory.runner_rss_bytes.items()],
     )
     out.metric(
+        "localserve_kv_cache_bytes",
+        "gauge",
+        "Each model's KV cache: bytes its requests hold (used) and bytes it set aside (reserved).",
+        [
+            ({"model": name, "state": state}, value)
+            for name, kv in memory.kv_cache.items()
+            for state, value in (("used", kv.used_bytes), ("reserved", kv.reserved_bytes))
+        ],
+    )
+    out.metric(
         "localserve_vram_used_bytes",
         "gauge",
         "VRAM in use, per NVIDIA GPU (NVML).",

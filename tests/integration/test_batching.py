@@ -23,9 +23,15 @@ PROMPTS = [
 ]
 
 
+# Tests that compare tokens across batch shapes run with one KV stream per slot; with the
+# shared cache (the default) near-tied logits may tip with what else is in the cache.
+EXACT = {"LOCALSERVE_BATCH_EXACT": "true"}
+
+
 @pytest.fixture(scope="module")
 def batching(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    with DaemonProcess(tmp_path_factory.mktemp("batching"), "--parallel", "4") as daemon:
+    home = tmp_path_factory.mktemp("batching")
+    with DaemonProcess(home, "--parallel", "4", env=EXACT) as daemon:
         daemon.wait_until_model("ready")
         yield daemon
 
@@ -57,7 +63,7 @@ def long_stream(daemon: DaemonProcess, prompt: str, events: int) -> Iterator[Non
 
 def cold_run(home: Path, prompt: str, **args: Any) -> dict[str, Any]:
     """The same request on a fresh daemon, whose cache holds nothing."""
-    with DaemonProcess(home, "--parallel", "2") as daemon:
+    with DaemonProcess(home, "--parallel", "2", env=EXACT) as daemon:
         daemon.wait_until_model("ready")
         return complete(daemon, prompt=prompt, **args)
 
@@ -124,7 +130,7 @@ def test_prefix_reuse_returns_the_same_tokens_as_a_cold_run(tmp_path: Path) -> N
     second_turn = first_turn + " Tomatoes and basil.\nUser: And in autumn?\nAssistant:"
     args = {"max_tokens": 16, "temperature": 0}
     cold = cold_run(tmp_path / "cold", second_turn, **args)
-    with DaemonProcess(tmp_path / "warm", "--parallel", "2") as daemon:
+    with DaemonProcess(tmp_path / "warm", "--parallel", "2", env=EXACT) as daemon:
         daemon.wait_until_model("ready")
         complete(daemon, prompt=first_turn, **args)
         warm = complete(daemon, prompt=second_turn, **args)
@@ -158,7 +164,7 @@ def test_prefix_is_copied_from_a_busy_slot(tmp_path: Path) -> None:
     follow_up = history + "\nQuestion: who invented it?\nAnswer:"
     args = {"max_tokens": 12, "temperature": 0}
     cold = cold_run(tmp_path / "cold", follow_up, **args)
-    with DaemonProcess(tmp_path / "warm", "--parallel", "2") as daemon:
+    with DaemonProcess(tmp_path / "warm", "--parallel", "2", env=EXACT) as daemon:
         daemon.wait_until_model("ready")
         with long_stream(daemon, history, events=4):
             # Slot 0 is still generating after the history; this request gets slot 1.
@@ -166,3 +172,42 @@ def test_prefix_is_copied_from_a_busy_slot(tmp_path: Path) -> None:
     cached = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
     assert cached > warm["usage"]["prompt_tokens"] // 2
     assert warm["choices"][0]["text"] == cold["choices"][0]["text"]
+
+
+def test_the_shared_cache_takes_32_slots_and_twice_the_context_by_default(
+    tmp_path: Path,
+) -> None:
+    with DaemonProcess(tmp_path / "home", "--ctx", "1024") as daemon:
+        daemon.wait_until_model("ready")
+        info = daemon.model_status().info
+        assert info is not None
+        assert (info.parallel, info.kv_cells) == (32, 2048)
+        assert info.kv_bytes_per_cell > 0
+        results = run_together(
+            daemon, [{"prompt": p, "max_tokens": 8, "temperature": 0} for p in PROMPTS]
+        )
+        assert [r["usage"]["completion_tokens"] for r in results] == [8] * len(PROMPTS)
+
+
+def test_a_full_shared_cache_preempts_and_every_stream_still_finishes(tmp_path: Path) -> None:
+    """Four answers of 200 tokens cannot all grow in 512 cells: the youngest are preempted,
+    prefill what they had again when room is back, and finish with all their tokens."""
+    env = {"LOCALSERVE_KV_CACHE_TOKENS": "512"}
+    with DaemonProcess(tmp_path / "home", "--ctx", "512", "--parallel", "4", env=env) as daemon:
+        daemon.wait_until_model("ready")
+        counting = ["1, 2, 3,", "2, 4, 6,", "5, 10, 15,", "100, 200, 300,"]  # never end
+        bodies = [
+            {"prompt": prompt, "max_tokens": 200, "temperature": 0, "prompt_lookup": False}
+            for prompt in counting
+        ]
+        results = run_together(daemon, bodies)
+        assert [r["usage"]["completion_tokens"] for r in results] == [200] * len(counting)
+        assert [r["choices"][0]["finish_reason"] for r in results] == ["length"] * 4
+        # The text goes on where it was after each preemption: the count has no gap.
+        numbers = [int(n) for n in re.findall(r"\d+", results[0]["choices"][0]["text"])]
+        whole = numbers[:-1]  # the last may be cut by max_tokens
+        assert len(whole) > 40 and whole == list(range(4, 4 + len(whole)))
+        assert "preempted" in daemon.runner_log()
+        kv = daemon.stats_after(len(counting)).memory.kv_cache[STARTER_MODEL]
+        assert kv.reserved_bytes == 512 * daemon.model_status().info.kv_bytes_per_cell  # type: ignore[union-attr]
+        assert 0 < kv.used_bytes <= kv.reserved_bytes

@@ -54,6 +54,8 @@ INFO: dict[str, Any] = {
     "has_chat_template": True,
     "tool_syntax": None,
     "thinking_syntax": None,
+    "kv_cells": 0,
+    "kv_bytes_per_cell": 0,
     "gpu_layers": 0,
     "gpu_offload_supported": False,
     "threads": 4,

@@ -1,0 +1,191 @@
+"""localserve against llama.cpp's own llama-server: every concurrency, cold start and reload.
+
+    benchmarks/build_llama_server.sh          # once: llama-server from the same llama.cpp
+    python -m benchmarks.vs_llama_server [--levels 1 4 8 16 32] [--max-tokens 128] [--rounds 2]
+
+Same model (the starter), threads, CPU kernels (llama-server gets only the CPU variant
+localserve's engine check chose, and ``--no-repack`` where localserve runs without extra buffer
+types) and client. Both share one KV cache among 32 slots, of twice the 4096-token context:
+localserve by default, llama-server with ``-c 8192 -np 32 --kv-unified``. "localserve exact" is
+the ``batch_exact`` mode (one full-context KV stream per slot, 8 slots), for what exactness costs.
+Streams are ``/v1/completions`` with greedy decoding, prompt lookup off (llama-server has none by
+default), every stream checked to produce ``--max-tokens`` tokens.
+
+Cold start is launch to the first answered chat (localserve with a fresh home, so its engine
+check runs; then again with that home, as a second launch is); reload is the first answer after
+an idle unload (``keep_alive: 0``). Rounds interleave the peers; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from benchmarks.concurrency import http_level
+from benchmarks.engine_paths import SERVER_BUILD, LlamaServer
+from benchmarks.single_stream import CTX, machine_description, require_starter_model
+from localserve.hardware.devices import physical_cores
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+
+SLOTS = 32
+EXACT_SLOTS = 8
+POOL = 2 * CTX
+SAME_WORK = {"prompt_lookup": False}  # llama-server drafts nothing by default
+
+
+class Server(LlamaServer):
+    """llama-server with one shared KV cache, as localserve's default."""
+
+    def __init__(self, model: Path, variant: str, extra_buffers: bool, threads: int) -> None:
+        super().__init__(model, variant, extra_buffers, threads)
+        at = self.args.index("-c")
+        self.args[at + 1 : at + 4] = [str(POOL), "-np", str(SLOTS)]
+        self.args.append("--kv-unified")
+
+
+def first_answer(url: str, headers: dict[str, str], model: str, deadline_s: float = 120) -> float:
+    """Seconds until a one-token chat answers 200 (polling while the server starts)."""
+    started = time.perf_counter()
+    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    while time.perf_counter() - started < deadline_s:
+        try:
+            if httpx.post(url, headers=headers, json=body, timeout=30).status_code == 200:
+                return time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError(f"{url} did not answer within {deadline_s} s")
+
+
+def localserve_cold_start(home: Path, threads: int) -> float:
+    """Launch ``localserve serve`` and wait for its first chat answer."""
+    daemon = DaemonProcess(home, "--threads", str(threads))
+    started = time.perf_counter()
+    with daemon:
+        url = f"{daemon.base_url}/chat/completions"
+        return time.perf_counter() - started + first_answer(url, daemon.headers(), STARTER_MODEL)
+
+
+def server_cold_start(make: Callable[[], Server]) -> float:
+    server = make()
+    started = time.perf_counter()
+    server.process = subprocess.Popen(
+        server.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server.env
+    )
+    try:
+        url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
+        return time.perf_counter() - started + first_answer(url, {}, STARTER_MODEL)
+    finally:
+        server.__exit__(None, None, None)
+
+
+def reload_time(daemon: DaemonProcess) -> float:
+    """The first answer after the model was unloaded (Ollama's keep_alive 0)."""
+    body = {"model": STARTER_MODEL, "keep_alive": 0}
+    httpx.post(f"{daemon.url}/api/generate", headers=daemon.headers(), json=body, timeout=30)
+    daemon.wait_until_model("unloaded")
+    return first_answer(f"{daemon.base_url}/chat/completions", daemon.headers(), STARTER_MODEL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16, 32])
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if not (SERVER_BUILD / "llama-server").is_file():
+        raise SystemExit("llama-server is not built: run benchmarks/build_llama_server.sh")
+    model = require_starter_model()
+    threads = physical_cores()
+    rows: dict[tuple[int, str], list[dict[str, float]]] = {}
+    starts: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        home = Path(scratch)
+        base = ("--threads", str(threads), "--ctx", str(CTX))
+        exact = {"LOCALSERVE_BATCH_EXACT": "true"}
+        with (
+            DaemonProcess(home / "shared", *base) as shared,
+            DaemonProcess(home / "exact", *base, "--parallel", str(EXACT_SLOTS), env=exact) as ex,
+        ):
+            shared.wait_until_model("ready")
+            ex.wait_until_model("ready")
+            info = shared.model_status().info
+            assert info is not None and info.cpu_variant is not None
+            variant, extra = info.cpu_variant, info.extra_buffers
+
+            def server() -> Server:
+                return Server(model, variant, extra, threads)
+
+            with server() as peer:
+                targets = {
+                    "localserve": (f"{shared.base_url}/completions", shared.headers()),
+                    "localserve exact": (f"{ex.base_url}/completions", ex.headers()),
+                    "llama-server": (f"http://127.0.0.1:{peer.port}/v1/completions", {}),
+                }
+                for url, headers in targets.values():
+                    http_level(url, headers, 1, 8)  # warm-up
+                for round_ in range(args.rounds):
+                    order = list(targets.items())[:: 1 if round_ % 2 == 0 else -1]
+                    for level in args.levels:
+                        for name, (url, headers) in order:
+                            measured = http_level(url, headers, level, args.max_tokens, SAME_WORK)
+                            rows.setdefault((level, name), []).append(measured)
+            for _ in range(args.rounds):
+                starts.setdefault("localserve reload", []).append(reload_time(shared))
+        for round_ in range(args.rounds):
+            starts.setdefault("llama-server", []).append(server_cold_start(server))
+            fresh = home / f"fresh-{round_}"
+            starts.setdefault("localserve, fresh home", []).append(
+                localserve_cold_start(fresh, threads)
+            )
+            starts.setdefault("localserve, second launch", []).append(
+                localserve_cold_start(fresh, threads)
+            )
+    report(rows, starts, threads, args.max_tokens)
+
+
+def median(samples: list[dict[str, float]], key: str) -> float:
+    return statistics.median(sample[key] for sample in samples)
+
+
+def report(
+    rows: dict[tuple[int, str], list[dict[str, float]]],
+    starts: dict[str, list[float]],
+    threads: int,
+    max_tokens: int,
+) -> None:
+    print(f"\nMachine: {machine_description()}")
+    print(f"Model: starter, {threads} threads, {max_tokens} tokens per stream\n")
+    print(
+        "| streams | localserve tok/s | exact tok/s | llama-server tok/s | ratio | exact ratio "
+        "| TTFT p50 ms localserve / exact / llama-server | TTFT max ms localserve |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---|---:|")
+    for level in sorted({level for level, _ in rows}):
+        ours, exact, theirs = (
+            rows[(level, name)] for name in ("localserve", "localserve exact", "llama-server")
+        )
+        aggregate = [median(samples, "aggregate") for samples in (ours, exact, theirs)]
+        ttft = [median(samples, "ttft_p50") * 1000 for samples in (ours, exact, theirs)]
+        worst = max(sample["ttft_p95"] for sample in ours) * 1000
+        print(
+            f"| {level} | {aggregate[0]:.1f} | {aggregate[1]:.1f} | {aggregate[2]:.1f} | "
+            f"{aggregate[0] / aggregate[2]:.2f} | {aggregate[1] / aggregate[2]:.2f} | "
+            f"{ttft[0]:.0f} / {ttft[1]:.0f} / {ttft[2]:.0f} | {worst:.0f} |"
+        )
+    print("\n| launch to first answer | seconds (median) | runs |")
+    print("|---|---:|---|")
+    for name, seconds in starts.items():
+        runs = ", ".join(f"{s:.2f}" for s in seconds)
+        print(f"| {name} | {statistics.median(seconds):.2f} | {runs} |")
+
+
+if __name__ == "__main__":
+    main()
