@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 WeightRepack = Literal["auto", "on", "off"]
+FlashAttention = Literal["auto", "on", "off"]
+KvCacheType = Literal["f16", "q8_0", "q4_0"]
+# Bytes per value in the KV cache: q8_0 and q4_0 store blocks of 32 values with an f16 scale.
+KV_TYPE_BYTES: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 SHARED_KV_CONTEXTS = 2  # the shared KV cache's default size, in contexts
 SHARED_KV_PARALLEL = 32  # slots by default with a shared KV cache: they reserve nothing
 
@@ -87,12 +91,50 @@ class EngineSettings(BaseModel):
         "thinking_budget_tokens) takes its place.",
     )
 
+    flash_attention: FlashAttention = Field(
+        "auto",
+        description="llama.cpp's flash attention: 'auto' uses it where layers run on a GPU "
+        "(and where a quantized V cache needs it) and not on CPU-only runners, where it is "
+        "slower for small batches; 'on' or 'off' always.",
+    )
+    cache_type_k: KvCacheType = Field(
+        "f16",
+        description="How the KV cache stores keys: 'f16', or 'q8_0' (about half the memory, "
+        "near-lossless) or 'q4_0' (about a quarter, some quality loss). The fit estimate and "
+        "the memory figures follow it.",
+    )
+    cache_type_v: KvCacheType = Field(
+        "f16",
+        description="How the KV cache stores values, as cache_type_k. A quantized V cache "
+        "needs flash attention (not 'off').",
+    )
+
+    @model_validator(mode="after")
+    def _quantized_v_needs_flash_attention(self) -> EngineSettings:
+        if self.cache_type_v != "f16" and self.flash_attention == "off":
+            raise ValueError(
+                f"cache_type_v = '{self.cache_type_v}' needs flash attention: set "
+                "flash_attention to 'auto' or 'on', or cache_type_v to 'f16'"
+            )
+        return self
+
     @field_validator("gpu_layers", mode="before")
     @classmethod
     def _parse_gpu_layers(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
         return value
+
+    @property
+    def kv_scale(self) -> float:
+        """A KV cell's size against the f16 cell the estimates are written for."""
+        return (KV_TYPE_BYTES[self.cache_type_k] + KV_TYPE_BYTES[self.cache_type_v]) / 4
+
+    def uses_flash_attention(self, offloads: bool) -> bool:
+        """Whether the runner turns flash attention on (``offloads``: layers on a GPU)."""
+        if self.flash_attention != "auto":
+            return self.flash_attention == "on"
+        return offloads or self.cache_type_v != "f16"
 
     def kv_cells(self, ctx: int, parallel: int) -> int:
         """KV cache cells a runner reserves for context ``ctx`` and ``parallel`` slots."""

@@ -40,9 +40,10 @@ def check_fit(
     context_length: int | None,
     parallel: int,
     gpu_offload: bool,
+    kv_scale: float = 1.0,
 ) -> None:
     """Raise ``ModelTooLargeError``, with the estimate's numbers, unless the model fits."""
-    fit = estimate_fit(record, memory, context_length, parallel, gpu_offload)
+    fit = estimate_fit(record, memory, context_length, parallel, gpu_offload, kv_scale)
     if fit.verdict is Verdict.TOO_LARGE:
         raise ModelTooLargeError(
             f"{record.name} needs about {format_bytes(fit.total_bytes)} "

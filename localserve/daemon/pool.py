@@ -265,4 +265,4 @@ class ModelPool:
         engine = spec.engine
         ctx = engine.ctx or min(record.context_length or 4096, 4096)  # as the estimate
         contexts = engine.kv_contexts(ctx, engine.parallel or 1)
-        check_fit(record, memory, engine.ctx or None, contexts, self.gpu_offload)
+        check_fit(record, memory, engine.ctx or None, contexts, self.gpu_offload, engine.kv_scale)

@@ -65,11 +65,12 @@ def kv_bytes_per_token(record: ModelRecord) -> int:
 
 
 def memory_needed(
-    record: ModelRecord, context_length: int, parallel: int = 1
+    record: ModelRecord, context_length: int, parallel: int = 1, kv_scale: float = 1.0
 ) -> tuple[int, int, int]:
-    """Weights, KV cache and compute bytes of a runner for this model."""
+    """Weights, KV cache and compute bytes of a runner for this model; ``parallel`` full
+    contexts of KV cache, whose cells are ``kv_scale`` times an f16 cell (quantized caches)."""
     cells = context_length * parallel + EMBEDDING_CTX
-    kv = kv_bytes_per_token(record) * cells
+    kv = int(kv_bytes_per_token(record) * cells * kv_scale)
     activations = BATCH_TOKENS * record.embedding_length * 4 * ACTIVATION_FLOATS_PER_EMBEDDING
     logits = BATCH_TOKENS * record.vocab_size * 4
     return record.size_bytes, kv, RUNTIME_BASE_BYTES + activations + logits
@@ -81,9 +82,10 @@ def estimate_fit(
     context_length: int | None = None,
     parallel: int = 1,
     gpu_offload_supported: bool = True,
+    kv_scale: float = 1.0,
 ) -> FitEstimate:
     ctx = context_length or min(record.context_length or 4096, 4096)
-    weights, kv, compute = memory_needed(record, ctx, parallel)
+    weights, kv, compute = memory_needed(record, ctx, parallel, kv_scale)
     layers = max(1, record.layers)
     total = weights + kv + compute
     ram = memory.ram_free_bytes * HEADROOM

@@ -68,19 +68,20 @@ def check_gguf_magic(path: Path) -> None:
         raise ModelLoadError(f"{path.name} is not a GGUF model file (bad header).")
 
 
-def kv_bytes_per_cell(model: Any) -> int:
-    """Bytes of one token's K and V, all layers, f16."""
+def kv_bytes_per_cell(model: Any, settings: EngineSettings | None = None) -> int:
+    """Bytes of one token's K and V, all layers, in the cache types of ``settings``."""
     n_head = max(1, llama_cpp.llama_model_n_head(model.model))
     head_dim = llama_cpp.llama_model_n_embd(model.model) // n_head
     kv_heads = llama_cpp.llama_model_n_head_kv(model.model)
     layers = llama_cpp.llama_model_n_layer(model.model)
-    return int(2 * layers * kv_heads * head_dim * 2)
+    scale = settings.kv_scale if settings else 1.0
+    return int(2 * layers * kv_heads * head_dim * 2 * scale)
 
 
-def auto_parallel(model: Any, n_ctx: int, most: int = 8) -> int:
+def auto_parallel(model: Any, n_ctx: int, settings: EngineSettings, most: int = 8) -> int:
     """Slots for concurrent requests with ``batch_exact``: as many full-context KV caches as
     fit in a quarter of the free RAM, between 1 and ``most``."""
-    bytes_per_sequence = kv_bytes_per_cell(model) * n_ctx
+    bytes_per_sequence = kv_bytes_per_cell(model, settings) * n_ctx
     budget = psutil.virtual_memory().available // 4
     return int(max(1, min(most, budget // max(1, bytes_per_sequence))))
 
@@ -166,7 +167,7 @@ class Engine:
         self.settings = settings
         n_ctx = settings.ctx or model.n_ctx_train()
         if settings.batch_exact:
-            parallel = settings.parallel or auto_parallel(model, n_ctx)
+            parallel = settings.parallel or auto_parallel(model, n_ctx, settings)
         else:
             parallel = settings.parallel or SHARED_KV_PARALLEL
         self._scheduler = Scheduler(
@@ -188,7 +189,7 @@ class Engine:
             threads=settings.threads,
             parallel=parallel,
             kv_cells=self._scheduler.kv_cells,
-            kv_bytes_per_cell=kv_bytes_per_cell(model),
+            kv_bytes_per_cell=kv_bytes_per_cell(model, settings),
             rss_before_load_bytes=rss_before_load,
             backend=describe_backend(gpu_layers),
             cpu_variant=path.cpu_variant,

@@ -84,7 +84,7 @@ class _Decoder:
         params.n_batch = params.n_ubatch = CHECK_CTX_PER_SEQUENCE
         params.n_seq_max = CHECK_SEQUENCES
         params.n_threads = params.n_threads_batch = threads
-        params.kv_unified = False  # as the runner's scheduler
+        params.kv_unified = False  # as the runner's scheduler with batch_exact: comparable
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self.ctx = llama_cpp.llama_init_from_model(model, params)
         if not self.ctx:

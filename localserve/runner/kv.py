@@ -2,9 +2,11 @@
 
 By default the slots share one KV cache (llama.cpp's unified cache), so memory follows use: a
 sequence takes a cell per token as its prompt and answer grow, and gives them back when its
-slot is reused. When the cache fills, idle slots' prefixes (kept for prefix reuse) are dropped
-first, least recently used first; only then is a running sequence preempted (the scheduler
-frees its cells and prefills what it had so far again later, as vLLM's recompute preemption).
+slot is reused. A request that starts keeps the prefix of the slot it takes and clears the
+other idle slots' (the scheduler's ``_clear_idle_slots``: attention spans the cache up to its
+highest used cell). When the cache fills, idle prefixes are dropped first, least recently used
+first; only then is a running sequence preempted (the scheduler frees its cells and prefills
+what it had so far again later, as vLLM's recompute preemption).
 New requests are admitted only while the cells the running sequences hold or will hold, plus the
 new prompt, fit, so preemption is rare.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from localserve.api.engine import EngineSettings
 from localserve.api.runner import EnginePath, RunnerConfig
@@ -71,3 +72,24 @@ def test_sections_hold_the_flat_names_users_already_have(
     assert set(sectioned) <= set(Settings.model_fields)
     with pytest.raises(Exception, match="frozen"):
         settings.engine.ctx = 1  # type: ignore[misc]
+
+
+def test_flash_attention_follows_the_device_unless_set() -> None:
+    cpu, gpu = False, True
+    assert not EngineSettings().uses_flash_attention(cpu)  # slower on CPUs for small batches
+    assert EngineSettings().uses_flash_attention(gpu)
+    assert EngineSettings(flash_attention="on").uses_flash_attention(cpu)
+    assert not EngineSettings(flash_attention="off").uses_flash_attention(gpu)
+    # A quantized V cache needs it: auto turns it on.
+    assert EngineSettings(cache_type_v="q8_0").uses_flash_attention(cpu)
+
+
+def test_a_quantized_v_cache_without_flash_attention_is_refused() -> None:
+    with pytest.raises(ValidationError, match="cache_type_v = 'q4_0' needs flash attention"):
+        EngineSettings(cache_type_v="q4_0", flash_attention="off")
+
+
+def test_quantized_caches_shrink_the_kv_estimate() -> None:
+    assert EngineSettings().kv_scale == 1.0
+    assert EngineSettings(cache_type_k="q8_0", cache_type_v="q8_0").kv_scale == 34 / 64
+    assert EngineSettings(cache_type_k="q8_0", cache_type_v="q4_0").kv_scale == (34 + 18) / 128
