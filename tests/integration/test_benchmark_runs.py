@@ -87,3 +87,20 @@ def test_engine_paths_benchmark_prints_its_table() -> None:
         "extra buffer types off",
     ]
     assert all(float(cell) > 0 for row in rows for cell in row[1:])
+
+
+def test_the_llama_server_benchmark_prints_its_tables() -> None:
+    if not (SERVER_BUILD / "llama-server").is_file():
+        pytest.skip("llama-server is not built (benchmarks/build_llama_server.sh, ~5 min)")
+    rows = benchmark_rows(
+        "vs_llama_server", "--levels", "1", "2", "--rounds", "1", "--max-tokens", "8"
+    )
+    throughput, starts = rows[:2], rows[3:]
+    assert [row[0] for row in throughput] == ["1", "2"]
+    assert all(float(cell) > 0 for row in throughput for cell in row[1:6])
+    assert [row[0] for row in starts] == [
+        "localserve reload",
+        "llama-server",
+        "localserve, fresh home",
+        "localserve, second launch",
+    ]
