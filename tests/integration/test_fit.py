@@ -8,23 +8,31 @@ import httpx
 import psutil
 import pytest
 
+from localserve.api.engine import EngineSettings
 from localserve.hardware.memory import GpuMemory, MemorySnapshot
 from localserve.hub.fit import Verdict, estimate_fit
 from localserve.hub.library import Library
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 GiB = 2**30
+EXACT = {"LOCALSERVE_BATCH_EXACT": "true"}  # one full-context KV cache per slot
 
 
-@pytest.mark.parametrize(("ctx", "parallel"), [(4096, 1), (2048, 4)])
+@pytest.mark.parametrize(
+    ("ctx", "parallel", "env"), [(4096, 1, {}), (2048, 4, {}), (2048, 4, EXACT)]
+)
 def test_estimate_is_within_25_percent_of_the_runners_memory(
-    tmp_path: Path, ctx: int, parallel: int
+    tmp_path: Path, ctx: int, parallel: int, env: dict[str, str]
 ) -> None:
     record = Library(tmp_path / "models").get(STARTER_MODEL)
     plenty = MemorySnapshot(64 * GiB, 64 * GiB)
-    estimate = estimate_fit(record, plenty, context_length=ctx, parallel=parallel)
+    # The KV cache the runner sets aside, in contexts, as the daemon's fit check counts it:
+    # the shared cache is twice the context whatever the slots.
+    settings = EngineSettings(ctx=ctx, parallel=parallel, batch_exact=bool(env))
+    contexts = settings.kv_contexts(ctx, parallel)
+    estimate = estimate_fit(record, plenty, context_length=ctx, parallel=contexts)
     args = ("--ctx", str(ctx), "--parallel", str(parallel))
-    with DaemonProcess(tmp_path / "home", *args) as daemon:
+    with DaemonProcess(tmp_path / "home", *args, env=env) as daemon:
         status = daemon.wait_until_model("ready")
         # Work that touches the buffers a loaded model holds: a long prompt, then an embedding.
         prompt = "The garden report, the watering schedule and the compost rotation. " * 50
