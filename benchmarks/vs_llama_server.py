@@ -2,6 +2,7 @@
 
     benchmarks/build_llama_server.sh          # once: llama-server from the same llama.cpp
     python -m benchmarks.vs_llama_server [--levels 1 4 8 16 32] [--max-tokens 128] [--rounds 2]
+                                         [--set flash_attention=on ...]
 
 Same model (the starter), threads, CPU kernels (llama-server gets only the CPU variant
 localserve's engine check chose, and ``--no-repack`` where localserve runs without extra buffer
@@ -99,7 +100,16 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16, 32])
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a localserve setting for both localserve daemons (e.g. flash_attention=on)",
+    )
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.set)
+    env = {f"LOCALSERVE_{name.upper()}": value for name, value in settings.items()}
     if not (SERVER_BUILD / "llama-server").is_file():
         raise SystemExit("llama-server is not built: run benchmarks/build_llama_server.sh")
     model = require_starter_model()
@@ -109,9 +119,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch)
         base = ("--threads", str(threads), "--ctx", str(CTX))
-        exact = {"LOCALSERVE_BATCH_EXACT": "true"}
+        exact = {**env, "LOCALSERVE_BATCH_EXACT": "true"}
         with (
-            DaemonProcess(home / "shared", *base) as shared,
+            DaemonProcess(home / "shared", *base, env=env) as shared,
             DaemonProcess(home / "exact", *base, "--parallel", str(EXACT_SLOTS), env=exact) as ex,
         ):
             shared.wait_until_model("ready")
@@ -149,6 +159,8 @@ def main() -> None:
                 localserve_cold_start(fresh, threads)
             )
     report(rows, starts, threads, args.max_tokens)
+    if settings:
+        print("\nlocalserve settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items()))
 
 
 def median(samples: list[dict[str, float]], key: str) -> float:

@@ -40,6 +40,11 @@ from localserve.runner.text import GenerationStats, TextAssembler
 log = logging.getLogger("localserve.runner")
 
 PENALTY_LAST_N = 64  # as llama-cpp-python's Llama does
+FLASH_ATTENTION = {
+    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,  # llama.cpp decides per device, as llama-server
+    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
 GGML_TYPES = {
     "f16": llama_cpp.GGML_TYPE_F16,
     "q8_0": llama_cpp.GGML_TYPE_Q8_0,
@@ -98,6 +103,16 @@ class Sequence:
         return self.next_token is not None
 
 
+def flash_attention(settings: EngineSettings) -> str:
+    """The flash-attention choice for the batching context. With ``batch_exact``, 'auto' is
+    off (unless a quantized V cache needs it): its kernels' sums depend on how many cells a
+    stream spans, so a prefix copied from another slot answered differently from a cold run."""
+    exact_off = settings.batch_exact and settings.cache_type_v == "f16"
+    if settings.flash_attention == "auto" and exact_off:
+        return "off"
+    return settings.flash_attention
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):  # noqa: B905 - lengths differ by design
@@ -138,14 +153,7 @@ class Scheduler:
         self._threads = share.threads
         params.n_threads = self._threads
         params.n_threads_batch = self._threads
-        # On CPUs flash attention is slower for small batches (llama-cpp-python's Llama leaves
-        # it off too): by default only runners that offload layers use it.
-        flash = settings.uses_flash_attention(offloads=bool(settings.n_gpu_layers))
-        params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if flash
-            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
+        params.flash_attn_type = FLASH_ATTENTION[flash_attention(settings)]
         params.type_k = GGML_TYPES[settings.cache_type_k]
         params.type_v = GGML_TYPES[settings.cache_type_v]
         # Shared (the default): one KV cache whose cells the sequences take as they grow, so

@@ -74,16 +74,6 @@ def test_sections_hold_the_flat_names_users_already_have(
         settings.engine.ctx = 1  # type: ignore[misc]
 
 
-def test_flash_attention_follows_the_device_unless_set() -> None:
-    cpu, gpu = False, True
-    assert not EngineSettings().uses_flash_attention(cpu)  # slower on CPUs for small batches
-    assert EngineSettings().uses_flash_attention(gpu)
-    assert EngineSettings(flash_attention="on").uses_flash_attention(cpu)
-    assert not EngineSettings(flash_attention="off").uses_flash_attention(gpu)
-    # A quantized V cache needs it: auto turns it on.
-    assert EngineSettings(cache_type_v="q8_0").uses_flash_attention(cpu)
-
-
 def test_a_quantized_v_cache_without_flash_attention_is_refused() -> None:
     with pytest.raises(ValidationError, match="cache_type_v = 'q4_0' needs flash attention"):
         EngineSettings(cache_type_v="q4_0", flash_attention="off")
@@ -93,3 +83,13 @@ def test_quantized_caches_shrink_the_kv_estimate() -> None:
     assert EngineSettings().kv_scale == 1.0
     assert EngineSettings(cache_type_k="q8_0", cache_type_v="q8_0").kv_scale == 34 / 64
     assert EngineSettings(cache_type_k="q8_0", cache_type_v="q4_0").kv_scale == (34 + 18) / 128
+
+
+def test_flash_attention_is_llama_cpps_choice_except_for_exact_answers() -> None:
+    from localserve.runner.scheduler import flash_attention
+
+    assert flash_attention(EngineSettings()) == "auto"  # as llama-server
+    assert flash_attention(EngineSettings(batch_exact=True)) == "off"
+    assert flash_attention(EngineSettings(batch_exact=True, flash_attention="on")) == "on"
+    quantized = EngineSettings(batch_exact=True, cache_type_v="q8_0")
+    assert flash_attention(quantized) == "auto"  # a quantized V cache needs it
