@@ -162,7 +162,13 @@ def describe_status(state: DaemonState, details: DaemonStatus, stats: StatsSnaps
         line = f"  model {model.model_id}: {model.state}"
         info = model.info
         if info:
-            line += f", ctx {info.n_ctx}, gpu layers {info.gpu_layers}"
+            line += f", ctx {info.n_ctx}, {info.parallel} slots, gpu layers {info.gpu_layers}"
+        kv = stats.memory.kv_cache.get(model.model_id)
+        if kv:
+            line += (
+                f", KV cache {format_bytes(kv.used_bytes)} of "
+                f"{format_bytes(kv.reserved_bytes)} in use"
+            )
         if model.restarts:
             line += f", restarted {model.restarts}x"
         lines.append(line)

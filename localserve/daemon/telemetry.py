@@ -57,7 +57,6 @@ class ModelTotals:
 class MemoryReading:
     snapshot: MemorySnapshot
     runner_rss: dict[str, int] = field(default_factory=dict)
-    kv_cache: dict[str, control.KvCacheUse] = field(default_factory=dict)
 
     @property
     def runners_rss_bytes(self) -> int:
@@ -81,7 +80,6 @@ class MemoryReading:
             ],
             # Apple Silicon's GPU shares RAM: RAM in use is the figure to watch there.
             unified_memory=sys.platform == "darwin",
-            kv_cache=dict(self.kv_cache),
         )
 
 
@@ -164,7 +162,7 @@ class Telemetry:
                 rss[model_id] = psutil.Process(pid).memory_info().rss
         # A runner that stopped has given its KV cache back.
         self._kv_cache = {m: kv for m, kv in self._kv_cache.items() if m in rss}
-        self.memory = MemoryReading(sample_memory(), rss, dict(self._kv_cache))
+        self.memory = MemoryReading(sample_memory(), rss)
         generation, prompt = self.live_rates()
         snap = self.memory.snapshot
         self._history.append(
@@ -235,6 +233,7 @@ class Telemetry:
                 },
             ),
             last_request=requests[-1] if requests else None,
-            memory=self.memory.stats(),
+            # The KV cache as of each runner's latest step, not the last memory sample's.
+            memory=self.memory.stats().model_copy(update={"kv_cache": dict(self._kv_cache)}),
             history=list(self._history) if history else None,
         )

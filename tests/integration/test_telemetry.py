@@ -4,6 +4,7 @@ JSON snapshot, SSE stream, Prometheus text and `localserve status` expose them."
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -118,11 +119,16 @@ def test_prometheus_metrics(daemon: DaemonProcess, measured: dict[str, Any]) -> 
     assert sample.value == totals.completion_tokens
     assert families["localserve_runner_rss_bytes"].samples[0].value > 100 * 2**20
     assert "localserve_generation_tokens_per_second" in families
+    kv = {s.labels["state"]: s.value for s in families["localserve_kv_cache_bytes"].samples}
+    info = daemon.model_status().info
+    assert info is not None and kv["reserved"] == info.kv_cells * info.kv_bytes_per_cell
+    assert 0 < kv["used"] <= kv["reserved"]
 
 
 def test_status_shows_live_figures(daemon: DaemonProcess, measured: dict[str, Any]) -> None:
     result = daemon.cli("status")
     assert result.returncode == 0, result.stderr
     assert f"model {STARTER_MODEL}: ready" in result.stdout
+    assert re.search(r", 32 slots, .*KV cache [\d.]+ [KM]?B of [\d.]+ MB in use", result.stdout)
     assert "tok/s generated" in result.stdout and "memory: RAM" in result.stdout
     assert "since start:" in result.stdout
