@@ -19,7 +19,7 @@ import pytest
 from openai import OpenAI
 
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess, run_cli
-from tests.helpers.fake_cloud import CHUNKS, FakeCloud
+from tests.helpers.fake_cloud import CHUNKS, FakeCloud, Received
 from tests.helpers.model_files import starter_path, unknown_architecture_copy
 
 HI: list[Any] = [{"role": "user", "content": "Hi"}]
@@ -118,7 +118,7 @@ def test_streams_pass_through_as_they_arrive(daemon: DaemonProcess, cloud: FakeC
     lags = [arrived - sent for arrived, sent in zip(arrivals, cloud.stream_times, strict=True)]
     assert max(lags) < 0.15, lags
     # We asked upstream for usage (for the ledger); the client did not, so it sees none.
-    sent = cloud.received[-1].body
+    sent = last_post(cloud).body
     assert sent is not None and sent["stream_options"] == {"include_usage": True}
     assert usage_chunks == 0
 
@@ -394,7 +394,8 @@ def test_a_model_too_large_is_forwarded_only_when_mapped_and_allowed(
     forwarded = chat(daemon, "huge")
     assert forwarded.status_code == 200, forwarded.text
     assert forwarded.headers["x-localserve-backend"] == "fake"
-    assert cloud.received[-1].body is not None and cloud.received[-1].body["model"] == "gpt-big"
+    sent = last_post(cloud).body
+    assert sent is not None and sent["model"] == "gpt-big"
 
     assert daemon.cli("cloud", "local-only", "on").returncode == 0
     try:
@@ -457,6 +458,11 @@ def test_a_model_that_fails_to_load_falls_back_only_where_allowed(
     assert served.headers["x-localserve-backend"] == "fallback"
 
 
+def last_post(cloud: FakeCloud) -> Received:
+    """The latest request that was not the daemon refreshing the provider's model list."""
+    return [sent for sent in cloud.received if sent.path != "/v1/models"][-1]
+
+
 def test_responses_reach_a_provider_that_speaks_them_as_they_are(
     daemon: DaemonProcess, cloud: FakeCloud
 ) -> None:
@@ -464,7 +470,7 @@ def test_responses_reach_a_provider_that_speaks_them_as_they_are(
     sdk = client(daemon)
     response = sdk.responses.create(model="fakeresp/gpt-test", input="Hi", instructions="Brief.")
     assert response.output_text == "".join(CHUNKS)
-    sent = cloud.received[-1]
+    sent = last_post(cloud)
     assert sent.path == "/v1/responses" and sent.body is not None
     assert sent.body["model"] == "gpt-test" and sent.body["input"] == "Hi"
     assert sent.body["instructions"] == "Brief." and "stream_options" not in sent.body
@@ -477,7 +483,7 @@ def test_responses_reach_a_provider_that_speaks_them_as_they_are(
     # A provider that does not speak them gets the request as a chat completion.
     translated = sdk.responses.create(model="fake/gpt-test", input="Hi")
     assert translated.output_text == "".join(CHUNKS)
-    assert cloud.received[-1].path == "/v1/chat/completions"
+    assert last_post(cloud).path == "/v1/chat/completions"
 
     usage = daemon.cli("cloud", "usage")
     rows = {row.split()[0]: row.split()[1:] for row in usage.stdout.splitlines()[1:]}
@@ -491,7 +497,7 @@ def test_the_local_engines_fields_do_not_reach_a_provider(
 ) -> None:
     local_only = {"enable_thinking": False, "thinking_budget_tokens": 9, "reasoning_format": "none"}
     assert chat(daemon, "fake/gpt-test", keep_alive="5m", **local_only).status_code == 200
-    sent = cloud.received[-1].body
+    sent = last_post(cloud).body
     assert sent is not None and sent["messages"]
     assert not set(sent) & {"keep_alive", *local_only}
     # An Anthropic request without thinking asks a local model not to think: a cloud model
@@ -499,5 +505,5 @@ def test_the_local_engines_fields_do_not_reach_a_provider(
     with anthropic.Anthropic(base_url=daemon.url, api_key=daemon.admin_key, max_retries=0) as sdk:
         message = sdk.messages.create(model="fake/gpt-test", max_tokens=20, messages=HI)
     assert message.content[0].type == "text"
-    sent = cloud.received[-1].body
+    sent = last_post(cloud).body
     assert sent is not None and "reasoning_effort" not in sent and "enable_thinking" not in sent
