@@ -18,7 +18,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from localserve.runner.reasoning import Split, held_back
+from localserve.runner.reasoning import Split
+from localserve.runner.text import held_back_length
 from localserve.runner.tools import ToolCall
 
 MESSAGE = "<|message|>"
@@ -98,7 +99,7 @@ class HarmonyReader:
             self._pending = self._pending[at + skip :]
             self._header = None
             return True
-        keep = held_back(self._pending, BODY_ENDS)
+        keep = held_back_length(self._pending, BODY_ENDS)
         ready = self._pending[: len(self._pending) - keep]
         self._pending = self._pending[len(ready) :]
         self._route(ready, split, closing=False)

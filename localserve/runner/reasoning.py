@@ -11,12 +11,12 @@ lost. (No llama.cpp here: these are pure text state machines, tested piece by pi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal, Protocol
 
 from localserve.hub.templates import ThinkingSyntax
+from localserve.runner.text import held_back_length
 from localserve.runner.tools import ToolCall, ToolCallReader
 
 
@@ -37,17 +37,6 @@ class OutputReader(Protocol):
     def feed(self, text: str) -> Split: ...
 
     def finish(self) -> tuple[Split, list[ToolCall]]: ...
-
-
-def held_back(text: str, markers: Sequence[str]) -> int:
-    """How many characters at the end of ``text`` could be the beginning of a marker."""
-    longest = 0
-    for marker in markers:
-        for size in range(min(len(marker) - 1, len(text)), longest, -1):
-            if marker.startswith(text[-size:]):
-                longest = size
-                break
-    return longest
 
 
 class Place(Enum):
@@ -111,7 +100,7 @@ class ThoughtReader:
             thought, self._pending = self._pending[:at], self._pending[at + len(closer) :]
             self._place = Place.AFTER
             return self._thought(thought.rstrip())
-        keep = held_back(self._pending, [closer])
+        keep = held_back_length(self._pending, (closer,))
         ready = self._pending[: len(self._pending) - keep]
         trailing = len(ready) - len(ready.rstrip())  # kept until more thought follows it
         ready = ready[: len(ready) - trailing]

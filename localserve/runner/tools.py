@@ -17,6 +17,7 @@ from typing import Any
 
 from localserve.api.ids import new_call_id
 from localserve.hub.templates import BARE_JSON, DEEPSEEK, GEMMA, PYTHON_TAG, ToolSyntax
+from localserve.runner.text import held_back_length
 
 _DECODER = json.JSONDecoder()
 _FENCES = ("```json", "```")
@@ -234,14 +235,6 @@ def parse_tool_calls(
     return calls, text[pos:]
 
 
-def _held_back(text: str, marker: str) -> int:
-    """How many characters at the end of ``text`` could be the beginning of ``marker``."""
-    for size in range(min(len(marker) - 1, len(text)), 0, -1):
-        if marker.startswith(text[-size:]):
-            return size
-    return 0
-
-
 class ToolCallReader:
     """Splits one generation into content, passed on as it comes, and tool calls, read at the
     end. Feed it every piece; ``finish`` returns the content held back and the calls."""
@@ -272,7 +265,7 @@ class ToolCallReader:
             content, self._captured = self._pending[:at], [self._pending[at:]]
             self._pending = ""
             return content
-        keep = _held_back(self._pending, opener)
+        keep = held_back_length(self._pending, (opener,))
         content = self._pending[: len(self._pending) - keep]
         self._pending = self._pending[len(self._pending) - keep :]
         return content
