@@ -65,6 +65,12 @@ class AppPaths:
         return self.data_dir / "engine-checks.json"
 
     @property
+    def model_checks_file(self) -> Path:
+        """Model files whose GGUF header passed the check, by file identity
+        (``hub/gguf_check.py``)."""
+        return self.data_dir / "model-checks.json"
+
+    @property
     def daemon_log(self) -> Path:
         return self.log_dir / "daemon.log"
 

@@ -86,6 +86,7 @@ class RunnerConfig(BaseModel):
     engine: EngineSettings
     engine_path: EnginePath = LLAMA_DEFAULTS
     log_level: str = "info"
+    log_file: str | None = None  # where stderr goes from now on; None: where it went already
 
     def to_line(self) -> bytes:
         return (self.model_dump_json() + "\n").encode("utf-8")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 import click
 import httpx
@@ -13,15 +14,16 @@ import tomli_w
 
 from localserve import __version__
 from localserve import logs as log_files
-from localserve.api.control import DaemonStatus, StatsSnapshot
 from localserve.config import Settings, load_settings
-from localserve.daemon.client import DaemonClient
 from localserve.daemon.launcher import stop_daemon
 from localserve.daemon.state import DaemonState, read_state
 from localserve.errors import DaemonNotRunningError, LocalserveError
 from localserve.network import fault_from_exception
 from localserve.paths import AppPaths, app_paths
 from localserve.security.keys import KeyStore
+
+if TYPE_CHECKING:
+    from localserve.api.control import DaemonStatus, StatsSnapshot
 
 FIELDS = Settings.model_fields
 
@@ -32,7 +34,20 @@ def describe(name: str) -> str:
 
 class LocalserveGroup(click.Group):
     """Turns every LocalserveError (and a network fault no layer below named) into one readable
-    line and exit status 1, and Ctrl-C into "Cancelled." and status 130."""
+    line and exit status 1, and Ctrl-C into "Cancelled." and status 130.
+
+    The command groups in ``LAZY_GROUPS`` are imported only when used (or listed in the help):
+    `localserve serve` does not pay for importing the Hub, cloud and models commands before it
+    starts its runner (cold start)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_GROUPS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_GROUPS and name not in self.commands:
+            module, attribute = LAZY_GROUPS[name]
+            self.add_command(getattr(import_module(module), attribute), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -48,6 +63,16 @@ class LocalserveGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("\nCancelled.", err=True)
             sys.exit(130)
+
+
+LAZY_GROUPS = {
+    "models": ("localserve.cli.models", "models"),
+    "hub": ("localserve.cli.hub", "hub"),
+    "cloud": ("localserve.cli.cloud", "cloud"),
+    "remote": ("localserve.cli.remote", "remote"),
+    "autostart": ("localserve.cli.desktop", "autostart"),
+    "desktop": ("localserve.cli.desktop", "desktop"),
+}
 
 
 def current_paths() -> AppPaths:
@@ -128,6 +153,8 @@ def running_daemon(paths: AppPaths) -> DaemonState:
 @click.option("--watch", "-w", is_flag=True, help="Keep showing live figures until Ctrl-C.")
 def status(watch: bool) -> None:
     """Show whether the daemon is running, its models, live tok/s and memory."""
+    from localserve.daemon.client import DaemonClient
+
     paths = current_paths()
     state = running_daemon(paths)
     with DaemonClient(state, KeyStore(paths).admin_key(), timeout=5.0) as client:
@@ -278,13 +305,6 @@ def key_revoke(name: str) -> None:
     click.echo(f"Client key '{name}' revoked.")
 
 
-from localserve.cli.cloud import cloud  # noqa: E402 - registered after the core commands
-from localserve.cli.desktop import autostart, desktop  # noqa: E402
-from localserve.cli.hub import hub  # noqa: E402
-from localserve.cli.models import models  # noqa: E402
-from localserve.cli.remote import remote  # noqa: E402
-
-
 @cli.command()
 @click.argument("model", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
@@ -304,14 +324,6 @@ def logs(model: str | None, follow: bool, lines: int) -> None:
                 click.echo(line)
         except KeyboardInterrupt:
             pass
-
-
-cli.add_command(models)
-cli.add_command(hub)
-cli.add_command(cloud)
-cli.add_command(remote)
-cli.add_command(autostart)
-cli.add_command(desktop)
 
 
 def main() -> None:

@@ -66,6 +66,12 @@ class LimitSettings(BaseModel):
         "request; -1 = keep loaded. Requests may override it with a `keep_alive` field "
         '(seconds, or Ollama\'s durations such as "10m").',
     )
+    prestart_runner: bool = Field(
+        True,
+        description="After a model is unloaded, start one runner process ahead, its imports "
+        "done, for the next model to load: a reload answers about 0.3 s sooner, for a Python "
+        "process without a model (about 60 MB of RAM) while none is loaded.",
+    )
     max_queue: int = Field(
         32,
         ge=0,

@@ -26,6 +26,7 @@ from localserve.daemon.cpu_share import share_threads, threads_freed
 from localserve.daemon.eviction import make_room
 from localserve.daemon.fit_check import check_fit, free_memory, resident_bytes
 from localserve.daemon.idle import expired, keep_unloading
+from localserve.daemon.spare import SpareRunner
 from localserve.daemon.supervisor import (
     CrashPolicy,
     EventHandler,
@@ -73,8 +74,10 @@ class ModelPool:
         gpu_offload: bool = False,
         on_event: EventHandler | None = None,
         crash_policy: CrashPolicy | None = None,
+        spare: SpareRunner | None = None,
     ) -> None:
         self.library = library
+        self.spare = spare  # a runner started ahead after each unload (daemon/spare.py)
         self.default = default
         self.limits = limits
         self.gpu_offload = gpu_offload  # whether this llama.cpp build can offload to a GPU
@@ -164,7 +167,10 @@ class ModelPool:
     async def unload(self, model_id: str) -> bool:
         """Stop the runner of ``model_id``; False when it was not loaded."""
         async with self._lock:
-            return await self._unload_locked(model_id.strip().lower())
+            unloaded = await self._unload_locked(model_id.strip().lower())
+            if unloaded:
+                await self._prepare_spare()
+            return unloaded
 
     async def remove(self, model_id: str) -> ModelRecord:
         """Unload a library model if loaded, then delete it (not the model served by default)."""
@@ -190,6 +196,8 @@ class ModelPool:
             for name in names:
                 log.info("Unloading %s: idle for its keep_alive", name)
                 await self._unload_locked(name)
+            if names:
+                await self._prepare_spare()
             return names
 
     async def run_idle_unloader(self) -> None:
@@ -214,6 +222,13 @@ class ModelPool:
         async with self._lock:
             for model_id in list(self._loaded):
                 await self._unload_locked(model_id)
+            if self.spare is not None:
+                await self.spare.stop()
+
+    async def _prepare_spare(self) -> None:
+        """After an unload: the next load, likely soon, takes a runner that has started."""
+        if self.spare is not None:
+            await self.spare.prepare()
 
     # -- inside the lock ---------------------------------------------------------------------
     async def _load_locked(self, model_id: str) -> LoadedModel:
@@ -228,7 +243,9 @@ class ModelPool:
         await self._make_room_locked()
         if record is not None:
             self._check_fit(record, spec)
-        supervisor = Supervisor(spec, self.start_timeout, self._on_event, self._crash_policy)
+        supervisor = Supervisor(
+            spec, self.start_timeout, self._on_event, self._crash_policy, spare=self.spare
+        )
         entry = LoadedModel(
             supervisor, ModelUse(self.limits.keep_alive, last_used=time.monotonic())
         )

@@ -14,10 +14,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import secrets
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -41,7 +39,8 @@ from localserve.daemon.engine_path import (
     crash_signal,
     kernel_names,
 )
-from localserve.daemon.orphans import forget_runner, record_runner
+from localserve.daemon.orphans import forget_runner
+from localserve.daemon.spare import SpareRunner, spawn_runner, stop_process
 from localserve.errors import BackendUnavailableError, InvalidModelFileError, ModelLoadError
 from localserve.hub.gguf_check import check_model_file
 from localserve.hub.gguf_header import read_gguf_header
@@ -94,6 +93,7 @@ class RunnerSpec:
     log_level: str = "info"
     pid_dir: Path | None = None  # where the runner's pid file lives while it runs (orphans.py)
     engine_checks_file: Path | None = None  # None: no engine check (llama.cpp's defaults)
+    model_checks_file: Path | None = None  # header verdicts kept across launches; None: memory
 
 
 @dataclass
@@ -120,8 +120,15 @@ def describe_exit(code: int | None) -> str:
 class RunnerProcess:
     """One runner child process."""
 
-    def __init__(self, spec: RunnerSpec) -> None:
+    def __init__(
+        self,
+        spec: RunnerSpec,
+        spare: SpareRunner | None = None,
+        on_handshake: Callable[[], None] | None = None,
+    ) -> None:
         self.spec = spec
+        self._spare = spare
+        self._on_handshake = on_handshake
         self._process: asyncio.subprocess.Process | None = None
         self._threads = spec.engine.threads  # granted last
         self._threads_in_use = spec.engine.threads  # reported applied by the batch loop
@@ -134,13 +141,22 @@ class RunnerProcess:
         return self._process.pid if self._process else None
 
     async def start(self, timeout: float) -> RunnerEndpoint:
-        """Spawn the child and wait for its ``ready`` line; ModelLoadError otherwise."""
+        """Take the spare runner or spawn one, check the model file meanwhile, send the
+        handshake and wait for the ``ready`` line; ModelLoadError otherwise."""
         spec = self.spec
-        try:  # in a time- and memory-limited child, before llama.cpp ever opens the file
-            await asyncio.to_thread(check_model_file, spec.model_path)
-        except InvalidModelFileError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        self.engine_path = engine_path = await asyncio.to_thread(self._engine_path)
+        spare = self._spare.take(spec.model_id) if self._spare is not None else None
+        self._process = spare or await spawn_runner(spec.log_file, spec.pid_dir, spec.model_id)
+        try:
+            try:  # in a time- and memory-limited child, before llama.cpp ever opens the file
+                await asyncio.to_thread(
+                    check_model_file, spec.model_path, verdicts_file=spec.model_checks_file
+                )
+            except InvalidModelFileError as exc:
+                raise ModelLoadError(str(exc)) from exc
+            self.engine_path = engine_path = await asyncio.to_thread(self._engine_path)
+        except BaseException:
+            await self.stop()
+            raise
         token = secrets.token_urlsafe(32)
         config = RunnerConfig(
             model_path=str(spec.model_path),
@@ -149,26 +165,17 @@ class RunnerProcess:
             engine=spec.engine,
             engine_path=engine_path,
             log_level=spec.log_level,
+            log_file=str(spec.log_file) if spare is not None else None,
         )
-        spec.log_file.parent.mkdir(parents=True, exist_ok=True)
-        rotate_if_large(spec.log_file)
-        with spec.log_file.open("ab") as log_handle:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "localserve.runner",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log_handle,
-                # Own session: the terminal's Ctrl-C goes to the daemon, which stops us in order.
-                start_new_session=os.name == "posix",
-            )
+        if spare is not None:
+            rotate_if_large(spec.log_file)
         process = self._process
-        if spec.pid_dir is not None:
-            record_runner(spec.pid_dir, process.pid, spec.model_id)
         assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(config.to_line())
-        await process.stdin.drain()
+        with contextlib.suppress(ConnectionError):  # a runner already gone says so below
+            process.stdin.write(config.to_line())
+            await process.stdin.drain()
+        if self._on_handshake is not None:
+            self._on_handshake()
         try:
             line = await asyncio.wait_for(process.stdout.readline(), timeout)
         except asyncio.TimeoutError:
@@ -290,16 +297,7 @@ class RunnerProcess:
         process = self._process
         if process is None or process.returncode is not None:
             return
-        if process.stdin is not None:
-            process.stdin.close()
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), STOP_GRACE_S)
-        except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        await stop_process(process, STOP_GRACE_S)
         self._forget()
 
 
@@ -312,8 +310,10 @@ class Supervisor:
         start_timeout: float,
         on_event: EventHandler | None = None,
         crash_policy: CrashPolicy | None = None,
+        spare: SpareRunner | None = None,
     ) -> None:
         self.spec = spec
+        self._spare = spare
         self._start_timeout = start_timeout
         self._crash_policy = crash_policy or CrashPolicy()
         self._crashes: deque[float] = deque()
@@ -324,6 +324,7 @@ class Supervisor:
         self._process: RunnerProcess | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
+        self._handed_over = asyncio.Event()
         self.restarts = 0
         self.last_error: str | None = None
 
@@ -371,6 +372,15 @@ class Supervisor:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
 
+    async def handed_over(self, timeout: float) -> bool:
+        """Wait until a runner of this model has been sent its handshake (the model is
+        loading), or has failed before; False after ``timeout``."""
+        if self._state is RunnerState.FAILED:
+            return False
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._handed_over.wait(), timeout)
+        return self._handed_over.is_set()
+
     def grant_threads(self, threads: int) -> bool:
         """The CPU threads the runner may use while it is busy (``ModelPool._share_cpu``);
         True when that is fewer than before."""
@@ -417,13 +427,14 @@ class Supervisor:
         state = RunnerState.STARTING
         while not self._stop_requested.is_set():
             await self._set_state(state)
-            self._process = RunnerProcess(self.spec)
+            self._process = RunnerProcess(self.spec, self._spare, self._handed_over.set)
             try:
                 endpoint = await self._process.start(self._start_timeout)
             except ModelLoadError as exc:
                 self.last_error = str(exc)
                 log.error("Model %s failed to load: %s", self.spec.model_id, exc)
                 await self._set_state(RunnerState.FAILED)
+                self._handed_over.set()  # nobody waits for a handshake that will not come
                 return
             log.info("Runner for %s ready (pid %s)", self.spec.model_id, endpoint.pid)
             await self._set_state(RunnerState.READY, endpoint)

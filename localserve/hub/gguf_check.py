@@ -2,28 +2,59 @@
 
 The header reader (gguf_header.py) is bounded, but a model file is hostile input: reading it
 in a child with a time limit and an address-space limit means that a bug in the reader, or in
-anything it calls, costs one child process and a clear error, not the daemon. A verdict is kept
-per (path, size, mtime), so restarts of the same runner do not pay again.
+anything it calls, costs one child process and a clear error, not the daemon. A passing verdict
+is kept per file identity (path, size, mtime, inode) and localserve version: in memory, and in a
+small JSON file when the caller names one, so neither restarts of a runner nor later launches
+of the daemon pay the child's 0.15 s again.
 
     python -m localserve.hub.gguf_check FILE   # prints {"ok": true} or {"error": "..."}
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from localserve import __version__
 from localserve.errors import InvalidModelFileError
 
 CHECK_TIMEOUT_S = 20.0
 CHECK_MEMORY_BYTES = 1 << 30  # address space; reading the largest real headers needs ~100 MiB
 
 MEMORY_ENV = "LOCALSERVE_CHECK_MEMORY"
+KEPT_VERDICTS = 256  # passing verdicts the file keeps (the newest)
 
-_passed: set[tuple[str, int, int]] = set()
+_passed: set[str] = set()
+
+
+def _identity(path: Path, stat: os.stat_result) -> str:
+    return f"{__version__}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+
+
+def _read_passed(file: Path | None) -> list[str]:
+    if file is None:
+        return []
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    passed = data.get("passed") if isinstance(data, dict) else None
+    return [key for key in passed if isinstance(key, str)] if isinstance(passed, list) else []
+
+
+def _remember_passed(key: str, file: Path | None) -> None:
+    _passed.add(key)
+    if file is None:
+        return
+    from localserve.hub.library import write_json_atomic
+
+    kept = [old for old in _read_passed(file) if old != key][-(KEPT_VERDICTS - 1) :]
+    with contextlib.suppress(OSError):  # only a cache: the next launch checks again
+        write_json_atomic(file, {"passed": [*kept, key]})
 
 
 def _limit_own_memory() -> None:
@@ -37,16 +68,21 @@ def _limit_own_memory() -> None:
 
 
 def check_model_file(
-    path: Path, timeout: float = CHECK_TIMEOUT_S, memory_bytes: int = CHECK_MEMORY_BYTES
+    path: Path,
+    timeout: float = CHECK_TIMEOUT_S,
+    memory_bytes: int = CHECK_MEMORY_BYTES,
+    verdicts_file: Path | None = None,
 ) -> None:
     """Raise InvalidModelFileError, with the reason, unless ``path`` (and its shards) has a
-    sound GGUF header, as judged by a child process held to ``timeout`` and ``memory_bytes``."""
+    sound GGUF header, as judged by a child process held to ``timeout`` and ``memory_bytes``
+    (or by an earlier such verdict for the same file, kept in ``verdicts_file``)."""
     try:
         stat = path.stat()
     except OSError as exc:
         raise InvalidModelFileError(f"Cannot read {path}: {exc.strerror or exc}") from exc
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key in _passed:
+    key = _identity(path, stat)
+    if key in _passed or key in _read_passed(verdicts_file):
+        _passed.add(key)
         return
     env = {**os.environ, MEMORY_ENV: str(memory_bytes)}
     try:
@@ -63,7 +99,7 @@ def check_model_file(
         ) from None
     verdict = _verdict(result.stdout)
     if verdict.get("ok") is True and result.returncode == 0:
-        _passed.add(key)
+        _remember_passed(key, verdicts_file)
         return
     reason = verdict.get("error") or (
         f"the header check ran out of memory or crashed (exit code {result.returncode})"

@@ -33,20 +33,36 @@ def announce(line: str) -> None:
     sys.stdout.flush()
 
 
+def follow_log_file(path: str) -> None:
+    """Point stderr (our log, and llama.cpp's) at the model's log file: a spare runner was
+    started before its model, and so before its log, was known."""
+    with open(path, "ab") as log_file:
+        os.dup2(log_file.fileno(), sys.stderr.fileno())
+
+
 def main() -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s"
     )
-    config = RunnerConfig.from_line(sys.stdin.buffer.readline())
+
+    # Imported before the handshake: the daemon checks the model file meanwhile, or this is a
+    # spare runner (daemon/spare.py) that waits here for a model with its imports done.
+    # A portable build loads its backends only in llama_backends.load_backends, below.
+    from localserve.runner import llama_backends
+    from localserve.runner.app import create_runner_app
+    from localserve.runner.engine import Engine, EngineConfig
+    from localserve.runner.reporting import EventChannel
+
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return 0  # the daemon went away before giving us a model
+    config = RunnerConfig.from_line(line)
+    if config.log_file:
+        follow_log_file(config.log_file)
     share = ThreadShare(config.engine.threads)
     threading.Thread(
         target=follow_daemon, args=(sys.stdin.buffer, share), name="daemon-commands", daemon=True
     ).start()
-
-    from localserve.runner import llama_backends
-    from localserve.runner.app import create_runner_app  # imports llama.cpp: after the handshake
-    from localserve.runner.engine import Engine, EngineConfig
-    from localserve.runner.reporting import EventChannel
 
     log.info("llama.cpp: %s", config.engine_path.note)
     try:

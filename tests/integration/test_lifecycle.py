@@ -324,3 +324,42 @@ def test_stop_command(tmp_path: Path) -> None:
         again.stderr.strip()
         == "Error: localserve is not running. Start it with `localserve serve`."
     )
+
+
+def test_after_an_unload_a_spare_runner_takes_the_next_load(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path / "home").start()
+    try:
+        first = daemon.wait_until_model("ready").pid
+        assert daemon.control("POST", f"/models/{STARTER_MODEL}/unload").json()["unloaded"]
+        # The spare: a runner child with no model yet, recorded as such for orphan clean-up.
+        deadline = time.monotonic() + 30
+        while len(runner_pids(daemon.state["pid"])) != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (spare,) = runner_pids(daemon.state["pid"])
+        assert spare != first and wait_gone(first)
+        record = (daemon.home / "run" / "runners" / f"{spare}.json").read_text()
+        assert '"model": "(spare)"' in record
+
+        assert daemon.chat().status_code == 200  # loads the model again: into the spare
+        assert daemon.model_status().pid == spare
+        assert runner_pids(daemon.state["pid"]) == [spare]
+        # Its log moved to the model's own once it had one.
+        assert daemon.runner_log().count("loaded smollm2") == 2
+        spare_log = (daemon.home / "logs" / "spare-runner.log").read_text()
+        assert "loaded" not in spare_log
+        assert daemon.stop(signal.SIGTERM) == 0
+        assert wait_gone(spare)
+    finally:
+        daemon.stop()
+
+
+def test_no_spare_runner_when_prestart_is_off(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path / "home", env={"LOCALSERVE_PRESTART_RUNNER": "false"})
+    with daemon:
+        first = daemon.wait_until_model("ready").pid
+        daemon.control("POST", f"/models/{STARTER_MODEL}/unload")
+        assert wait_gone(first)
+        time.sleep(1.0)  # a spare, were one started, would be a child by now
+        assert runner_pids(daemon.state["pid"]) == []
+        assert daemon.chat().status_code == 200
+        assert daemon.model_status().pid not in (None, first)

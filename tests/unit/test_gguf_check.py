@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 from pathlib import Path
@@ -75,3 +76,37 @@ def test_a_header_that_needs_too_much_memory_is_refused(tmp_path: Path) -> None:
 def test_a_check_that_takes_too_long_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidModelFileError, match="took over"):
         check_model_file(gguf_with_template(tmp_path / "slow.gguf", 10), timeout=0.001)
+
+
+def test_a_pass_is_kept_in_the_verdicts_file_for_later_launches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(starter_path().read_bytes())
+    verdicts = tmp_path / "model-checks.json"
+    check_model_file(model, verdicts_file=verdicts)
+    assert len(json.loads(verdicts.read_text())["passed"]) == 1
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("checked again")
+
+    monkeypatch.setattr(gguf_check, "_passed", set())  # a later launch: nothing in memory
+    monkeypatch.setattr(gguf_check.subprocess, "run", no_child)
+    check_model_file(model, verdicts_file=verdicts)
+
+    # The same path with other bytes is a new file: checked again, and refused.
+    monkeypatch.undo()
+    model.write_bytes(b"GGUF" + b"\xff" * 64)
+    with pytest.raises(InvalidModelFileError, match="not a valid GGUF file"):
+        check_model_file(model, verdicts_file=verdicts)
+    assert len(json.loads(verdicts.read_text())["passed"]) == 1
+
+
+def test_a_failed_verdict_is_never_kept(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\xff" * 64)
+    verdicts = tmp_path / "model-checks.json"
+    for _ in range(2):  # refused both times: no verdict was remembered
+        with pytest.raises(InvalidModelFileError):
+            check_model_file(bad, verdicts_file=verdicts)
+    assert not verdicts.exists()
