@@ -22,7 +22,9 @@
     │                               web page (``fault`` says which when it is the network)
     └── InvalidRequestError         a request the model cannot serve as asked
         ├── ContextOverflowError    prompt + max_tokens do not fit in the context window
-        └── UnsupportedFeatureError the model lacks what the request needs (e.g. FIM tokens)
+        ├── UnsupportedFeatureError the model lacks what the request needs (e.g. FIM tokens)
+        └── ImageRejectedError      an image or image URL we refuse to fetch or decode
+                                    (``code`` says why: ``ImageRejection``)
 
 Each edge translates them: HTTP into OpenAI's error JSON (``server/errors.py``), the CLI into one
 line on stderr (``cli.py``). Code never matches on message strings.
@@ -30,7 +32,7 @@ line on stderr (``cli.py``). Code never matches on message strings.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from localserve.network import NetworkFault
@@ -153,5 +155,23 @@ class UnsupportedFeatureError(InvalidRequestError):
     def __init__(
         self, message: str, param: str | None = None, code: str = "unsupported_feature"
     ) -> None:
+        self.code = code
+        super().__init__(message, param)
+
+
+ImageRejection = Literal[
+    "invalid_image",  # not a PNG, JPEG, WebP or GIF, corrupt, truncated, or not image/* data
+    "image_too_large",  # over the byte or pixel limit (decompression bombs land here)
+    "invalid_image_url",  # empty, malformed, relative, or without a host
+    "image_url_forbidden",  # a scheme other than data: and http(s), or a private address
+    "image_fetch_failed",  # the http(s) fetch failed: DNS, connection, status, time, redirects
+]
+
+
+class ImageRejectedError(InvalidRequestError):
+    """An untrusted image refused by ``localserve.media``; a 400 at every edge, ``code`` for
+    the API's error code."""
+
+    def __init__(self, message: str, code: ImageRejection, param: str | None = None) -> None:
         self.code = code
         super().__init__(message, param)

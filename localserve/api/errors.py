@@ -17,6 +17,7 @@ from localserve.errors import (
     HubAccessError,
     HubError,
     HubUnreachableError,
+    ImageRejectedError,
     InvalidModelFileError,
     InvalidRequestError,
     LocalserveError,
@@ -95,7 +96,7 @@ def api_error_from(exc: LocalserveError) -> APIError:
         return APIError(400, str(exc), code="invalid_model_file")
     if isinstance(exc, ContextOverflowError):
         return APIError(400, str(exc), code="context_length_exceeded", param=exc.param)
-    if isinstance(exc, UnsupportedFeatureError):
+    if isinstance(exc, (UnsupportedFeatureError, ImageRejectedError)):
         return APIError(400, str(exc), code=exc.code, param=exc.param)
     if isinstance(exc, InvalidRequestError):
         return APIError(400, str(exc), param=exc.param)

@@ -24,13 +24,15 @@ ALLOWED: dict[str, set[str]] = {
     "config": BASE | {"api", "security"},
     "hardware": BASE | {"api"},
     "logs": BASE,
+    "media": BASE,
     "hub": BASE | {"api", "hardware", "security"},
-    "runner": BASE | {"api", "asgi", "hardware", "hub"},
+    "runner": BASE | {"api", "asgi", "hardware", "hub", "media"},
     "cloud": BASE | {"security", "hub"},
     "protocols": BASE | {"api"},
-    "router": BASE | {"api", "cloud", "hub"},
+    "router": BASE | {"api", "cloud", "hub", "media"},
     "server": BASE
-    | {"api", "asgi", "config", "hardware", "hub", "protocols", "router", "security", "cloud"},
+    | {"api", "asgi", "config", "hardware", "hub", "protocols", "router", "security", "cloud"}
+    | {"media"},
     "desktop": BASE,
     "daemon": BASE
     | {"api", "asgi", "cloud", "config", "hardware", "hub", "logs", "router", "runner"}
