@@ -96,7 +96,8 @@ class EngineSettings(BaseModel):
         description="llama.cpp's flash attention: 'auto' lets llama.cpp use it wherever the "
         "device supports it (as llama-server does; on a 2-core CPU it made one stream 9% and "
         "16 streams 29% faster), except with batch_exact, whose exactness it would break; "
-        "'on' always, 'off' never.",
+        "'on' always, 'off' never ('off' with CUDA crashed a 32-stream burst in one test: "
+        "docs/benchmarks.md).",
     )
     cache_type_k: KvCacheType = Field(
         "f16",
