@@ -147,13 +147,7 @@ class RunnerProcess:
         spare = self._spare.take(spec.model_id) if self._spare is not None else None
         self._process = spare or await spawn_runner(spec.log_file, spec.pid_dir, spec.model_id)
         try:
-            try:  # in a time- and memory-limited child, before llama.cpp ever opens the file
-                await asyncio.to_thread(
-                    check_model_file, spec.model_path, verdicts_file=spec.model_checks_file
-                )
-            except InvalidModelFileError as exc:
-                raise ModelLoadError(str(exc)) from exc
-            self.engine_path = engine_path = await asyncio.to_thread(self._engine_path)
+            self.engine_path = engine_path = await self._checked_engine_path()
         except BaseException:
             await self.stop()
             raise
@@ -198,6 +192,25 @@ class RunnerProcess:
             info=dict(event.get("info") or {}),
             pid=process.pid,
         )
+
+    async def _checked_engine_path(self) -> EnginePath:
+        """The model file's header check (in a time- and memory-limited child, before
+        llama.cpp ever opens the file) and the engine check's verdict, side by side."""
+        spec = self.spec
+        header = asyncio.create_task(
+            asyncio.to_thread(
+                check_model_file, spec.model_path, verdicts_file=spec.model_checks_file
+            )
+        )
+        engine_path = asyncio.create_task(asyncio.to_thread(self._engine_path))
+        try:
+            await header
+        except InvalidModelFileError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        finally:
+            if not header.done() or header.exception() is not None:
+                engine_path.cancel()
+        return await engine_path
 
     def _engine_path(self) -> EnginePath:
         """How the runner will use llama.cpp: the engine check's verdict (engine_path.py)."""

@@ -99,7 +99,8 @@ def test_the_llama_server_benchmark_prints_its_tables() -> None:
     assert [row[0] for row in throughput] == ["1", "2"]
     assert all(float(cell) > 0 for row in throughput for cell in row[1:6])
     assert [row[0] for row in starts] == [
-        "localserve reload",
+        "localserve reload, asked at once",
+        "localserve reload, asked 2 s later",
         "llama-server",
         "localserve, fresh home",
         "localserve, second launch",
