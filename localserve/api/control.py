@@ -219,6 +219,21 @@ class FitSummary(ControlAnswer):
     context_length: int
 
 
+# What a model can do beyond chat, in words, by capability name (``ModelRecord.capabilities``).
+FEATURE_WORDS = {
+    "vision": "sees",
+    "tools": "tools",
+    "thinking": "thinks",
+    "insert": "code completion",
+}
+
+
+def feature_words(capabilities: list[str]) -> str:
+    """``sees, tools, thinks``, as `models list` and the tray's Models window say it; "" for a
+    model that only chats."""
+    return ", ".join(FEATURE_WORDS[name] for name in capabilities if name in FEATURE_WORDS)
+
+
 class LibraryModel(ControlAnswer):
     """An installed model (``GET /models``)."""
 

@@ -10,14 +10,21 @@ from pathlib import Path
 
 import click
 
-from localserve.api.control import PullSnapshot, PullState
+from localserve.api.control import PullSnapshot, PullState, feature_words
 from localserve.config import load_settings
 from localserve.daemon.client import DaemonClient
 from localserve.errors import LocalserveError
 from localserve.hardware.memory import MemorySnapshot, sample_memory
 from localserve.hub.client import HubOptions
-from localserve.hub.fit import FitEstimate, estimate_fit
-from localserve.hub.library import Library, ModelRecord, describe_file, format_bytes, model_name_for
+from localserve.hub.fit import IMAGE_ENCODING_BYTES, FitEstimate, estimate_fit
+from localserve.hub.library import (
+    Library,
+    ModelRecord,
+    describe_file,
+    format_bytes,
+    model_name_for,
+    refuse_projector_as_model,
+)
 from localserve.paths import app_paths
 from localserve.runner.llama_backends import gpu_offload_supported
 
@@ -44,39 +51,56 @@ def models() -> None:
     """Find, download, import, list and remove GGUF models."""
 
 
+def features(record: ModelRecord) -> str:
+    """``sees, tools, thinks``; "-" for a model that only chats."""
+    return feature_words(record.capabilities()) or "-"
+
+
 @models.command("list")
 def models_list() -> None:
-    """Installed models with size, quant, context length and fit on this machine."""
+    """Installed models with size, quant, context length, fit on this machine and features
+    (sees, tools, thinks)."""
     memory = sample_memory()
     rows = [
         (
             r.name,
-            format_bytes(r.size_bytes),
+            format_bytes(r.size_bytes + r.mmproj_size_bytes),
             r.quant_type,
             str(r.context_length),
             fit_of(r, memory, None).verdict.value,
+            features(r),
         )
         for r in library().records()
     ]
-    print_table(("NAME", "SIZE", "QUANT", "CTX", "FIT"), rows)
+    print_table(("NAME", "SIZE", "QUANT", "CTX", "FIT", "FEATURES"), rows)
 
 
 @models.command("import")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--name", help="Name in the library (default: from the file name).")
-@click.option("--link", is_flag=True, help="Reference the file where it is instead of copying.")
-def models_import(path: Path, name: str | None, link: bool) -> None:
-    """Add an existing GGUF file (or the first shard of a split one) to the library."""
-    record = library().import_file(path, name=name, copy=not link)
+@click.option("--link", is_flag=True, help="Reference the files where they are instead of copying.")
+@click.option(
+    "--mmproj",
+    type=click.Path(path_type=Path),
+    help="The model's vision projector (an mmproj-*.gguf, a clip GGUF), copied or referenced "
+    "like the model; the model then takes images.",
+)
+def models_import(path: Path, name: str | None, link: bool, mmproj: Path | None) -> None:
+    """Add an existing GGUF file (or the first shard of a split one) to the library, with its
+    vision projector if it has one (--mmproj)."""
+    record = library().import_file(path, name=name, copy=not link, mmproj=mmproj)
     how = "referenced" if link else "copied"
-    click.echo(f"Imported {record.name} ({format_bytes(record.size_bytes)}, {how}).")
+    size = format_bytes(record.size_bytes + record.mmproj_size_bytes)
+    sees = f", sees images through {Path(record.mmproj).name}" if record.mmproj else ""
+    click.echo(f"Imported {record.name} ({size}, {how}{sees}).")
 
 
 @models.command("rm")
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def models_rm(name: str, yes: bool) -> None:
-    """Remove a model from the library (a referenced file itself is kept)."""
+    """Remove a model from the library, its vision projector with it (referenced files
+    themselves are kept)."""
     lib = library()
     record = lib.get(name)
     if not yes:
@@ -100,6 +124,7 @@ def models_fit(model: str, ctx: int | None, parallel: int) -> None:
     path = Path(model).expanduser()
     if path.is_file():
         header, _, size = describe_file(path)
+        refuse_projector_as_model(header, path.name)
         record = ModelRecord.from_header(model_name_for(path.name), [str(path)], header, size)
     else:
         record = lib.get(model)
@@ -112,6 +137,12 @@ def models_fit(model: str, ctx: int | None, parallel: int) -> None:
         f"  ({fit.context_length} tokens x {fit.parallel} slot(s), f16)"
     )
     click.echo(f"  compute     {format_bytes(fit.compute_bytes)}")
+    if fit.projector_bytes:
+        click.echo(
+            f"  projector   {format_bytes(fit.projector_bytes)}"
+            f"  ({format_bytes(record.mmproj_size_bytes)} file + "
+            f"{format_bytes(IMAGE_ENCODING_BYTES)} to encode images)"
+        )
     click.echo(f"  total       {format_bytes(fit.total_bytes)}")
     click.echo(f"  free RAM    {format_bytes(memory.ram_free_bytes)}")
     for gpu in memory.gpus:
@@ -148,7 +179,8 @@ def models_files(repo: str, ctx: int | None) -> None:
     """A repo's GGUF quants with their size and fit on this machine.
 
     The fit is estimated from the model's real shape: the GGUF header is read from the start
-    of the smallest file (a few MB), not the whole download.
+    of the smallest file (a few MB), not the whole download. For a vision model, the MMPROJ
+    column names the projector a pull brings with each quant (counted in SIZE and NEEDS).
     """
     from localserve.hub.quants import quant_choices
 
@@ -157,16 +189,18 @@ def models_files(repo: str, ctx: int | None) -> None:
     if not choices:
         click.echo(f"'{repo}' has no GGUF files.")
         return
+    vision = any(choice.model.mmproj for choice in choices)
     rows = []
     for choice in choices:
         model, fit = choice.model, choice.fit
         shards = f" ({len(model.files)} shards)" if len(model.files) > 1 else ""
         needs = format_bytes(fit.total_bytes) if fit else "?"
         verdict = fit.describe() if fit else "unknown"
-        rows.append(
-            (model.quant, model.first_file + shards, format_bytes(model.size), needs, verdict)
-        )
-    print_table(("QUANT", "FILE", "SIZE", "NEEDS", "FIT"), rows)
+        row = [model.quant, model.first_file + shards, format_bytes(model.size), needs, verdict]
+        if vision:
+            row.append(model.mmproj.basename if model.mmproj else "-")
+        rows.append(row)
+    print_table(("QUANT", "FILE", "SIZE", "NEEDS", "FIT", *(["MMPROJ"] if vision else [])), rows)
     if choices[0].problem:
         click.echo(f"No fit estimate: {choices[0].problem}", err=True)
 
@@ -174,13 +208,21 @@ def models_files(repo: str, ctx: int | None) -> None:
 @models.command("pull")
 @click.argument("spec", metavar="REPO[:QUANT|:FILE]")
 @click.option("--name", help="Name in the library (default: from the file name).")
-def models_pull(spec: str, name: str | None) -> None:
+@click.option(
+    "--no-mmproj",
+    is_flag=True,
+    help="Skip the vision projector of a vision model's repo (the model then takes no images).",
+)
+def models_pull(spec: str, name: str | None, no_mmproj: bool) -> None:
     """Download a model from the Hub: resumable, sha256-verified.
 
+    When the repo holds vision projectors (mmproj-*.gguf), the one matching the model comes
+    too: the model's own precision, else F16, BF16, F32, Q8_0, whichever fits memory first.
+
     With the daemon running, the download runs there (it survives this terminal, and a second
-    pull of the same file joins it); otherwise in this process.
+    pull of the same file joins it); otherwise, and with --no-mmproj, in this process.
     """
-    client = DaemonClient.connect_if_running(app_paths())
+    client = None if no_mmproj else DaemonClient.connect_if_running(app_paths())
     if client is not None:
         with client:
             pull_through_daemon(client, spec, name)
@@ -191,8 +233,10 @@ def models_pull(spec: str, name: str | None) -> None:
 
     options = hub_settings()
     repo, selector = parse_pull_spec(spec)
-    remote = choose_model(repo, selector, repo_models(repo, timeout_s=options.timeout_s))
-    click.echo(f"Pulling {remote.first_file} ({format_bytes(remote.size)}) from {repo}")
+    models_found = repo_models(repo, timeout_s=options.timeout_s)
+    remote = choose_model(repo, selector, models_found, mmproj=not no_mmproj)
+    projector = f" and its projector {remote.mmproj.basename}" if remote.mmproj else ""
+    click.echo(f"Pulling {remote.first_file}{projector} ({format_bytes(remote.size)}) from {repo}")
     bar = ProgressLine()
 
     def show(progress: PullProgress) -> None:
@@ -217,7 +261,8 @@ def models_pull(spec: str, name: str | None) -> None:
         bar.end()
         raise
     bar.end()
-    click.echo(f"Installed {record.name} (sha256 verified).")
+    sees = ", sees images" if record.sees else ""
+    click.echo(f"Installed {record.name} (sha256 verified{sees}).")
 
 
 def pull_through_daemon(client: DaemonClient, spec: str, name: str | None) -> None:

@@ -8,7 +8,9 @@ lost) and resumes by itself; progress reports say it is waiting, and why, until 
 A web page where the file should be (a captive portal) is never written into the ``.part``.
 The sha256 the Hub advertises (its LFS metadata) is checked before the file takes its real
 name; a mismatch deletes the ``.part`` and fails. Free disk space is checked before the first
-byte. The record is written last, so a model appears only when complete.
+byte. A vision model's projector (``RemoteModel.mmproj``) comes last, into the same folder,
+the same way, and must then be a clip GGUF. The record is written last, so a model appears only
+when complete.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import httpx
 from filelock import FileLock, Timeout
 from huggingface_hub import hf_hub_url
 
-from localserve.errors import DownloadError
+from localserve.errors import DownloadError, InvalidModelFileError
 from localserve.hub.catalog import RemoteFile, RemoteModel
 from localserve.hub.client import (
     DEFAULT_NETWORK_WAIT_S,
@@ -37,6 +39,7 @@ from localserve.hub.library import (
     Library,
     ModelRecord,
     check_free_space,
+    describe_projector,
     model_name_for,
     safe_file_name,
     sha256_file,
@@ -193,7 +196,7 @@ class Download:
         network_wait_s: float = DEFAULT_NETWORK_WAIT_S,
     ) -> None:
         self.remote = remote
-        self.targets = [(f, folder / safe_file_name(f.basename)) for f in remote.files]
+        self.targets = [(f, folder / safe_file_name(f.basename)) for f in remote.downloads]
         self.on_progress = on_progress
         self.cancel = cancel
         on_disk = sum(part_size(path) for _, path in self.targets)
@@ -218,9 +221,23 @@ class Download:
                 self.progress.file_name = path.name
                 digests[path.name] = self.fetch_file(client, remote_file, path)
         paths = [path for _, path in self.targets]
+        mmproj = paths.pop() if self.remote.mmproj is not None else None
+        if mmproj is not None:
+            self.check_projector(mmproj)
         return library.add_downloaded(
-            name, paths, digests, self.remote.repo_id, self.remote.revision
+            name, paths, digests, self.remote.repo_id, self.remote.revision, mmproj
         )
+
+    def check_projector(self, path: Path) -> None:
+        """A projector that is not one (not a clip GGUF) is deleted, and the pull fails."""
+        try:
+            describe_projector(path)
+        except InvalidModelFileError as exc:
+            path.unlink(missing_ok=True)
+            raise InvalidModelFileError(
+                f"{exc} It came from {self.remote.repo_id} and was deleted; pull with "
+                "--no-mmproj to install the model without it."
+            ) from None
 
     def fetch_file(self, client: httpx.Client, remote_file: RemoteFile, path: Path) -> str:
         """Download one file to ``path`` through its ``.part``; return its sha256."""

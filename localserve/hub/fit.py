@@ -6,7 +6,15 @@ What a runner holds, as llama.cpp lays it out for our engine (runner/engine.py):
   slots) and of the 512-cell embedding context;
 - compute: a base for the CPU backend and tokenizer, buffers for a full 512-token batch of
   activations, and llama.cpp's output buffer of one vocabulary-sized row of logits per batch
-  token, which llama-cpp-python also mirrors.
+  token, which llama-cpp-python also mirrors;
+- a vision model's projector: its file's size, and ``IMAGE_ENCODING_BYTES`` for encoding an
+  image. llama.cpp reserves the image encoder's compute buffer when the projector loads, sized
+  for the largest image it takes (clip.cpp's warmup: up to 46x46 output tokens for the dynamic
+  resolution families). Reported sizes of that buffer, with flash attention (llama.cpp's
+  default where the backend has it), run from about 120 MiB (Gemma 3) to 705 MiB (Qwen2.5-VL);
+  1 GiB covers them all. Without flash attention the Qwen-VL families' attention scores alone
+  (8464 patches squared, 16 heads, f32) take over 4 GiB, which this does not plan for. Image
+  tokens take context cells, which the KV cache already counts.
 
 Checked against reality by tests/integration/test_fit.py: the starter model's runner RSS after
 a prompt and an embedding is within 25% of this estimate.
@@ -25,6 +33,7 @@ MiB = 2**20
 RUNTIME_BASE_BYTES = 24 * MiB
 ACTIVATION_FLOATS_PER_EMBEDDING = 16  # live f32 activations per batch token, in embedding widths
 HEADROOM = 0.9  # never plan to fill more than 90% of free memory
+IMAGE_ENCODING_BYTES = 1024 * MiB  # a projector's compute allowance (see above)
 
 
 class Verdict(str, Enum):
@@ -44,10 +53,11 @@ class FitEstimate:
     gpu_layers: int  # layers the verdict puts on the GPU
     context_length: int
     parallel: int
+    projector_bytes: int = 0  # a vision projector's file and its image-encoding allowance
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_cache_bytes + self.compute_bytes
+        return self.weights_bytes + self.kv_cache_bytes + self.compute_bytes + self.projector_bytes
 
     def describe(self) -> str:
         if self.verdict is Verdict.PARTIAL:
@@ -76,6 +86,13 @@ def memory_needed(
     return record.size_bytes, kv, RUNTIME_BASE_BYTES + activations + logits
 
 
+def projector_needed(record: ModelRecord) -> int:
+    """A vision projector's file and its image-encoding allowance; 0 without a projector."""
+    if record.mmproj is None:
+        return 0
+    return record.mmproj_size_bytes + IMAGE_ENCODING_BYTES
+
+
 def estimate_fit(
     record: ModelRecord,
     memory: MemorySnapshot,
@@ -86,8 +103,9 @@ def estimate_fit(
 ) -> FitEstimate:
     ctx = context_length or min(record.context_length or 4096, 4096)
     weights, kv, compute = memory_needed(record, ctx, parallel, kv_scale)
+    projector = projector_needed(record)
     layers = max(1, record.layers)
-    total = weights + kv + compute
+    total = weights + kv + compute + projector
     ram = memory.ram_free_bytes * HEADROOM
     vram = max((gpu.free_bytes for gpu in memory.gpus), default=0) * HEADROOM
     gpu_layers = 0
@@ -95,14 +113,16 @@ def estimate_fit(
         if total <= vram:
             verdict, gpu_layers = Verdict.GPU, layers
         else:
-            # Each layer takes its share of weights and KV; compute buffers stay on both sides.
+            # Each layer takes its share of weights and KV; compute buffers stay on both sides,
+            # and the projector, loaded whole, goes to the GPU first.
             per_layer = (weights + kv) / layers
-            gpu_layers = max(0, min(layers - 1, int((vram - compute) // per_layer)))
-            rest = total - gpu_layers * per_layer
+            room = vram - compute - projector
+            gpu_layers = max(0, min(layers - 1, int(room // per_layer)))
+            rest = total - projector - gpu_layers * per_layer
             if gpu_layers and rest <= ram:
                 verdict = Verdict.PARTIAL
             else:
                 verdict, gpu_layers = (Verdict.CPU if total <= ram else Verdict.TOO_LARGE), 0
     else:
         verdict = Verdict.CPU if total <= ram else Verdict.TOO_LARGE
-    return FitEstimate(weights, kv, compute, layers, verdict, gpu_layers, ctx, parallel)
+    return FitEstimate(weights, kv, compute, layers, verdict, gpu_layers, ctx, parallel, projector)

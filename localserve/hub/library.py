@@ -2,8 +2,11 @@
 
     <models_dir>/<name>/model.json      the record (ModelRecord)
     <models_dir>/<name>/<file>.gguf     the file, or its split shards (-00001-of-0000N.gguf)
+    <models_dir>/<name>/mmproj-*.gguf   a vision model's projector, when it has one
 
-An imported model may instead *reference* a file elsewhere (its record holds the absolute path).
+An imported model may instead *reference* its files elsewhere (its record holds absolute paths).
+A vision model is a GGUF plus a projector (``general.architecture = clip``), which turns images
+into embeddings; the record names the projector (``mmproj``) beside the model's own files.
 Records are written atomically (temp file + rename), so a crash never leaves half a record. The
 starter model, shipped in a Python package, appears in every listing without a folder of its own.
 """
@@ -62,6 +65,48 @@ def safe_file_name(name: str) -> str:
 
 # Record fields read from the chat template, added after the first records were written.
 TEMPLATE_FIELDS = ("supports_tools", "thinks")
+PROJECTOR_ARCHITECTURE = "clip"  # what llama.cpp's projector files (mmproj) name in their header
+
+
+def is_projector_name(file_name: str) -> bool:
+    """Whether a Hub file is a vision projector by its name (``mmproj-F16.gguf``,
+    ``mmproj-Qwen2.5-VL-7B-Instruct-f16.gguf``, ``llava-v1.5-7b-mmproj-Q4_0.gguf``)."""
+    base = file_name.rsplit("/", 1)[-1].lower()
+    return base.endswith(".gguf") and "mmproj" in base
+
+
+@dataclass(frozen=True)
+class ProjectorInfo:
+    """What the header of a projector file says; see ``describe_projector``."""
+
+    projector_type: str | None  # clip.projector_type: "mlp", "gemma3", "qwen2.5vl"...
+    vision_encoder: bool  # clip.has_vision_encoder: it encodes images (else audio only)
+    size_bytes: int
+
+
+def describe_projector(path: Path) -> ProjectorInfo:
+    """Read a projector's header; InvalidModelFileError unless it is a clip GGUF."""
+    header = read_gguf_header(path)
+    if header.architecture != PROJECTOR_ARCHITECTURE:
+        raise InvalidModelFileError(
+            f"{path.name} is not a vision projector: its general.architecture is "
+            f"'{header.architecture}', not '{PROJECTOR_ARCHITECTURE}'."
+        )
+    projector_type = header.get("clip.projector_type")
+    return ProjectorInfo(
+        str(projector_type) if isinstance(projector_type, str) and projector_type else None,
+        header.get("clip.has_vision_encoder") is True,
+        header.file_size,
+    )
+
+
+def refuse_projector_as_model(header: GgufHeader, name: str) -> None:
+    """A projector is never a model of its own: say what to do with it instead."""
+    if header.architecture == PROJECTOR_ARCHITECTURE:
+        raise InvalidModelFileError(
+            f"{name} is a vision projector (general.architecture = clip), not a model: "
+            "import its model and pass this file with --mmproj."
+        )
 
 
 @dataclass
@@ -88,6 +133,12 @@ class ModelRecord:
     source_repo: str | None = None
     source_revision: str | None = None
     reference: bool = False  # files live outside the library; removal keeps them
+    # The vision projector, when the model sees: a name in the model's folder (an absolute path
+    # for references). Its sha256, when downloaded, is in ``sha256`` under that name.
+    mmproj: str | None = None
+    mmproj_size_bytes: int = 0
+    mmproj_projector_type: str | None = None  # clip.projector_type ("mlp", "gemma3"...)
+    mmproj_vision_encoder: bool = False  # clip.has_vision_encoder
     added_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -128,8 +179,20 @@ class ModelRecord:
         found = ["completion"]
         found += ["insert"] if self.supports_fim else []
         found += ["tools"] if self.supports_tools else []
+        found += ["vision"] if self.sees else []
         found += ["thinking"] if self.thinks else []
         return found
+
+    @property
+    def sees(self) -> bool:
+        """It has a projector with a vision encoder: images can be part of its prompts."""
+        return self.mmproj is not None and self.mmproj_vision_encoder
+
+    def set_projector(self, mmproj: str, info: ProjectorInfo) -> None:
+        self.mmproj = mmproj
+        self.mmproj_size_bytes = info.size_bytes
+        self.mmproj_projector_type = info.projector_type
+        self.mmproj_vision_encoder = info.vision_encoder
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -282,6 +345,14 @@ class Library:
             return [Path(file) for file in record.files]
         return [self.folder(record.name) / file for file in record.files]
 
+    def mmproj_path(self, record: ModelRecord) -> Path | None:
+        """The absolute path of a model's vision projector, or None when it has none."""
+        if record.mmproj is None:
+            return None
+        if record.reference:
+            return Path(record.mmproj)
+        return self.folder(record.name) / record.mmproj
+
     def starter_record(self) -> ModelRecord | None:
         path = starter_model_path()
         if path is None:
@@ -294,11 +365,21 @@ class Library:
 
     # -- changes ------------------------------------------------------------------------------
     def add_downloaded(
-        self, name: str, files: list[Path], sha256: dict[str, str], repo: str, revision: str
+        self,
+        name: str,
+        files: list[Path],
+        sha256: dict[str, str],
+        repo: str,
+        revision: str,
+        mmproj: Path | None = None,
     ) -> ModelRecord:
-        """Record files already placed in the model's folder by a download."""
+        """Record files already placed in the model's folder by a download (and the projector
+        downloaded with them, checked to be one)."""
         header, _, size = describe_file(files[0])
+        refuse_projector_as_model(header, files[0].name)
         record = ModelRecord.from_header(name, [f.name for f in files], header, size)
+        if mmproj is not None:
+            record.set_projector(mmproj.name, describe_projector(mmproj))
         record.sha256 = sha256
         record.source_repo = repo
         record.source_revision = revision
@@ -312,35 +393,50 @@ class Library:
         name: str | None = None,
         copy: bool = True,
         progress: Callable[[int], None] | None = None,
+        mmproj: Path | None = None,
     ) -> ModelRecord:
-        """Add an existing GGUF file (all shards of a split one), copied or referenced."""
+        """Add an existing GGUF file (all shards of a split one), copied or referenced, with
+        its vision projector ``mmproj`` when given (copied or referenced alike)."""
         path = path.expanduser().resolve()
         if not path.is_file():
             raise ModelNotFoundError(str(path), hint="No such file.")
         header, shards, size = describe_file(path)
+        refuse_projector_as_model(header, path.name)
+        projector: ProjectorInfo | None = None
+        if mmproj is not None:
+            mmproj = mmproj.expanduser().resolve()
+            if not mmproj.is_file():
+                raise ModelNotFoundError(str(mmproj), hint="No such projector file.")
+            projector = describe_projector(mmproj)
         name = name or model_name_for(path.name)
         if any(record.name == name for record in self.records()):
             raise InvalidModelFileError(
                 f"A model named '{name}' is already installed; pass --name to choose another."
             )
         folder = self.folder(name)
+        # Each file and its name in the folder; a projector named like a shard gets its own.
+        copies = {shard: shard.name for shard in shards}
+        if mmproj is not None:
+            taken = {*copies.values(), RECORD_NAME}
+            copies[mmproj] = mmproj.name if mmproj.name not in taken else f"mmproj-{mmproj.name}"
         if copy:
             self.models_dir.mkdir(parents=True, exist_ok=True)
-            check_free_space(self.models_dir, size)
+            check_free_space(self.models_dir, size + (projector.size_bytes if projector else 0))
             folder.mkdir(exist_ok=False)
             try:
-                for shard in shards:
-                    shutil.copyfile(shard, folder / shard.name)
+                for source, target in copies.items():
+                    shutil.copyfile(source, folder / target)
                     if progress:
-                        progress(shard.stat().st_size)
+                        progress(source.stat().st_size)
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
-            files = [shard.name for shard in shards]
         else:
-            files = [str(shard) for shard in shards]
-        record = ModelRecord.from_header(name, files, header, size)
+            copies = {source: str(source) for source in copies}
+        record = ModelRecord.from_header(name, [copies[shard] for shard in shards], header, size)
         record.reference = not copy
+        if mmproj is not None and projector is not None:
+            record.set_projector(copies[mmproj], projector)
         write_json_atomic(folder / RECORD_NAME, record.to_json())
         return record
 
@@ -350,5 +446,7 @@ class Library:
             raise InvalidModelFileError(
                 "The starter model ships with localserve and cannot be removed."
             )
-        shutil.rmtree(self.folder(record.name))  # a reference's own files stay where they are
+        # The folder holds the model's files and its projector; a reference's files (projector
+        # included) stay where they are.
+        shutil.rmtree(self.folder(record.name))
         return record

@@ -4,7 +4,8 @@ The fit estimate needs the model's shape (layers, KV heads, head sizes, vocabula
 in the GGUF header at the start of the file. We fetch just that prefix with an HTTP Range request
 (4 MiB first, more only if the header is longer: large vocabularies run to a few MiB). Every
 quant of a repo shares the shape, so one header serves them all; each quant's weights are its
-own size.
+own size. A vision model's quants each come with the projector a pull would bring, counted in
+their size and fit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from huggingface_hub import hf_hub_url
 
 from localserve.errors import HubError, InvalidModelFileError
 from localserve.hardware.memory import MemorySnapshot
-from localserve.hub.catalog import RemoteModel, repo_models
+from localserve.hub.catalog import RemoteModel, repo_models, with_projector
 from localserve.hub.client import API_TIMEOUT_S, answer_fault, hub_headers, hub_unreachable
 from localserve.hub.fit import FitEstimate, estimate_fit
 from localserve.hub.gguf_header import GgufHeader, HeaderIncomplete, read_gguf_header_prefix
@@ -75,8 +76,9 @@ def quant_choices(
     context_length: int | None = None,
     timeout_s: float = API_TIMEOUT_S,
 ) -> list[QuantChoice]:
-    """Every GGUF model in ``repo_id``, smallest first, with its fit on this machine."""
-    models = repo_models(repo_id, timeout_s=timeout_s)
+    """Every GGUF model in ``repo_id``, smallest first, with its fit on this machine (and the
+    projector a pull would bring, for a vision model)."""
+    models = [with_projector(m, memory) for m in repo_models(repo_id, timeout_s=timeout_s)]
     if not models:
         return []
     try:
@@ -92,8 +94,10 @@ def quant_choices(
             continue
         files = [f.name for f in model.files]
         record = ModelRecord.from_header(
-            model_name_for(model.files[0].basename), files, header, model.size
+            model_name_for(model.files[0].basename), files, header, model.weights_size
         )
+        if model.mmproj is not None:
+            record.mmproj, record.mmproj_size_bytes = model.mmproj.basename, model.mmproj.size
         fit = estimate_fit(record, memory, context_length, 1, gpu_offload)
         choices.append(QuantChoice(model, fit))
     return choices

@@ -16,6 +16,7 @@ STARTER_ALIASES = {"starter", STARTER_MODEL_ID}
 class ResolvedModel:
     model_id: str
     path: Path
+    mmproj: Path | None = None  # a vision model's projector (``Library.mmproj_path``)
 
 
 def model_id_for(path: Path) -> str:
@@ -52,10 +53,12 @@ def resolve_model(spec: str | None, models_dir: Path) -> ResolvedModel:
     candidate = Path(spec).expanduser()
     if candidate.is_file():
         return ResolvedModel(model_id_for(candidate), candidate.resolve())
-    installed = installed_models(models_dir)
+    library = Library(models_dir)
     wanted = spec.strip().lower()
-    if wanted in installed:
-        return ResolvedModel(wanted, installed[wanted])
+    record = library.find(wanted)
+    if record is not None and record.name != STARTER_MODEL_ID:
+        return ResolvedModel(record.name, library.paths(record)[0], library.mmproj_path(record))
+    installed = installed_models(models_dir)
     if wanted.endswith(".gguf") or "/" in spec or "\\" in spec:
         raise ModelNotFoundError(spec, hint="No such file.")
     available = sorted(installed) + ([STARTER_MODEL_ID] if starter_model_path() else [])

@@ -37,3 +37,4 @@ def test_the_features_column_names_thinking_and_tools() -> None:
     assert features(installed(["completion", "tools", "thinking"])) == "tools, thinks"
     assert features(installed(["completion", "insert"])) == "code completion"
     assert features(installed(["completion"])) == ""
+    assert features(installed(["completion", "vision", "tools"])) == "sees, tools"

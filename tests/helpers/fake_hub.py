@@ -13,7 +13,8 @@ network fault (``JsonHandler.send_fault``: 5xx, ``429:<s>``, ``html``, ``hang``,
 ``outage_until`` (a ``time.monotonic()`` value) cuts every connection until then, as a lost
 network does; ``tls`` serves HTTPS with the given context (a self-signed certificate fails
 verification); ``drop_after`` closes the connection mid-body (once per setting),
-``corrupt`` flips a byte in what it sends, ``bytes_per_second`` slows file bodies down (to
+``corrupt`` flips a byte in what it sends (``corrupt_files``: only in those files),
+``bytes_per_second`` slows file bodies down (to
 overlap or cancel downloads), ``requests`` records every request path and Range. A repo added
 with ``gated=True`` answers 401 with ``X-Error-Code: GatedRepo`` unless a token in ``tokens``
 is sent. Point ``HF_ENDPOINT`` at ``hub.url``.
@@ -53,6 +54,7 @@ class FakeHub:
         self.outage_until = 0.0
         self.drop_after: int | None = None  # bytes of body, then the connection is cut
         self.corrupt = False
+        self.corrupt_files: set[str] = set()  # file names (in their repo) sent corrupted
         self.bytes_per_second: int | None = None
         self.tokens: dict[str, str] = {}  # token -> account name
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range
@@ -194,11 +196,11 @@ class FakeHub:
                     elif name not in repo.files:
                         self.not_found("EntryNotFound")
                     else:
-                        self.send_file(repo.files[name], head)
+                        self.send_file(repo.files[name], head, name)
                     return
                 self.send_json(404, {"error": "Not found"})
 
-            def send_file(self, data: bytes, head: bool) -> None:
+            def send_file(self, data: bytes, head: bool, name: str = "") -> None:
                 start, end = 0, len(data) - 1
                 status = 200
                 wanted = self.headers.get("Range")
@@ -227,7 +229,7 @@ class FakeHub:
                 self.end_headers()
                 if head:
                     return
-                if hub.corrupt and body:
+                if (hub.corrupt or name in hub.corrupt_files) and body:
                     body = bytes([body[0] ^ 0xFF]) + body[1:]
                 if hub.drop_after is not None and len(body) > hub.drop_after:
                     cut, hub.drop_after = hub.drop_after, None

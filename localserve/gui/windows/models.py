@@ -31,6 +31,7 @@ from localserve.api.control import (
     LibraryModel,
     PullSnapshot,
     PullState,
+    feature_words,
 )
 from localserve.gui.icons import icon
 from localserve.hub.library import format_bytes
@@ -77,12 +78,9 @@ def table(headers: list[str], stretch: int) -> QTableWidget:
     return widget
 
 
-FEATURES = {"tools": "tools", "thinking": "thinks", "insert": "code completion"}
-
-
 def features(model: LibraryModel) -> str:
-    """What an installed model can do beyond chat, in a few words ("tools, thinks")."""
-    return ", ".join(FEATURES[name] for name in model.capabilities if name in FEATURES)
+    """What an installed model can do beyond chat, in a few words ("sees, tools")."""
+    return feature_words(list(model.capabilities))
 
 
 class ModelsWindow(QWidget):
