@@ -1,13 +1,20 @@
 """OpenAI request bodies, validated once at the gateway and parsed again by the runner.
 
 Unknown fields are accepted and ignored (clients send vendor extras such as ``user``); fields
-we cannot honour (``n`` > 1, images) are refused with a clear 400.
+we cannot honour (``n`` > 1) are refused with a clear 400.
+
+Images arrive as OpenAI's ``image_url`` content parts, in user messages only (OpenAI's rule),
+whatever protocol the request came in: the translators in ``localserve/protocols/`` turn
+Anthropic's ``image`` blocks, Ollama's ``images`` and the Responses API's ``input_image`` into
+them. The gateway swaps http(s) URLs for the data URLs it fetched (``image_urls`` and
+``with_image_urls``); a runner writes its model's media marker where each image stands
+(``ChatMessage.as_template_input``), and a model that does not see refuses the request.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -20,6 +27,7 @@ from pydantic import (
 
 from localserve.api.errors import APIError
 from localserve.api.sampling import SamplingParams
+from localserve.errors import UnsupportedFeatureError
 
 MAX_STOP_SEQUENCES = 16
 
@@ -104,6 +112,45 @@ class TextPart(BaseModel):
     text: str
 
 
+# OpenAI's hint for how finely to look ("original": at full size, newer SDKs); local projectors
+# see each image at their own size, so it is kept, not acted on.
+ImageDetail = Literal["auto", "low", "high", "original"]
+
+
+class ImageURL(BaseModel):
+    """Where an image is: a ``data:`` URL or an http(s) URL (what else is refused, and how they
+    are fetched, is ``localserve.media``'s job, not the schema's). No ``detail`` means "auto"."""
+
+    model_config = ConfigDict(extra="allow")
+    url: str = Field(min_length=1)
+    detail: ImageDetail | None = None
+
+
+class ImagePart(BaseModel):
+    """OpenAI's image content part, ``{"type": "image_url", "image_url": {"url", "detail"}}``.
+    Some clients send ``"image_url": "URL"``; it becomes the object form."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+    @field_validator("image_url", mode="before")
+    @classmethod
+    def _url_alone(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+    @property
+    def url(self) -> str:
+        return self.image_url.url
+
+    def with_url(self, url: str) -> ImagePart:
+        return self.model_copy(update={"image_url": self.image_url.model_copy(update={"url": url})})
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+IMAGE_ROLES = frozenset({"user"})  # OpenAI's rule: only a user's turn holds images
+
+
 TOOL_NAME = r"^[A-Za-z0-9_.\-]{1,64}$"
 
 
@@ -134,16 +181,47 @@ class AssistantToolCall(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[AssistantToolCall] | None = None
     tool_call_id: str | None = None
     reasoning_content: str | None = None  # an earlier answer's thoughts (llama-server, DeepSeek)
 
-    def as_template_input(self) -> dict[str, Any]:
-        """The message as chat templates expect it: content is one string."""
+    @model_validator(mode="after")
+    def _images_in_user_turns(self) -> ChatMessage:
+        if self.images() and self.role not in IMAGE_ROLES:
+            raise ValueError(
+                f"images are accepted in user messages only, not in {self.role} messages "
+                "(as in OpenAI's API)"
+            )
+        return self
+
+    def images(self) -> list[ImagePart]:
+        """The message's image parts, in order."""
+        if not isinstance(self.content, list):
+            return []
+        return [part for part in self.content if isinstance(part, ImagePart)]
+
+    def with_image_urls(self, urls: list[str]) -> ChatMessage:
+        """A copy whose images have ``urls``, in order (``urls`` has one per image)."""
+        if len(urls) != len(self.images()):
+            raise ValueError(f"{len(urls)} image URLs given for {len(self.images())} images")
+        if not isinstance(self.content, list):
+            return self
+        found = iter(urls)
+        content = [
+            part.with_url(next(found)) if isinstance(part, ImagePart) else part
+            for part in self.content
+        ]
+        return self.model_copy(update={"content": content})
+
+    def as_template_input(self, image_marker: str | None = None) -> dict[str, Any]:
+        """The message as chat templates expect it: content is one string, each image the
+        ``image_marker`` text where it stands (a runner passes its vision projector's marker,
+        libmtmd's ``<__media__>``). Without a marker an image is refused, never dropped: the
+        model would answer about a picture it was never shown."""
         if isinstance(self.content, list):
-            content = "".join(part.text for part in self.content)
+            content = "".join(self._part_text(part, image_marker) for part in self.content)
         else:
             content = self.content or ""
         role = "system" if self.role == "developer" else self.role
@@ -159,6 +237,18 @@ class ChatMessage(BaseModel):
             # template keeps or drops earlier thoughts as its model expects.
             message["reasoning_content"] = message["thinking"] = self.reasoning_content
         return message
+
+    @staticmethod
+    def _part_text(part: TextPart | ImagePart, image_marker: str | None) -> str:
+        if isinstance(part, TextPart):
+            return part.text
+        if image_marker is None:
+            raise UnsupportedFeatureError(
+                "This model does not see images: it has no vision projector (mmproj).",
+                param="messages",
+                code="image_not_supported",
+            )
+        return image_marker
 
 
 class FunctionDefinition(BaseModel):
@@ -244,6 +334,27 @@ class ChatCompletionRequest(GenerationRequest):
             return self.tool_choice.function.name
         return "" if self.tool_choice == "required" else None
 
+    def image_urls(self) -> list[str]:
+        """Every image's URL, in the order the images appear in the conversation."""
+        return [part.url for message in self.messages for part in message.images()]
+
+    def has_images(self) -> bool:
+        return any(message.images() for message in self.messages)
+
+    def with_image_urls(self, urls: list[str]) -> ChatCompletionRequest:
+        """A copy whose images have ``urls``, in order: one URL for each of ``image_urls()``
+        (the gateway swaps http(s) URLs for the data URLs it fetched within its limits)."""
+        count = len(self.image_urls())
+        if len(urls) != count:
+            raise ValueError(f"{len(urls)} image URLs given for {count} images")
+        messages = []
+        start = 0
+        for message in self.messages:
+            end = start + len(message.images())
+            messages.append(message.with_image_urls(urls[start:end]) if end > start else message)
+            start = end
+        return self.model_copy(update={"messages": messages})
+
 
 class CompletionRequest(GenerationRequest):
     prompt: str | list[str]
@@ -278,10 +389,31 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def validate(model: type[ModelT], payload: dict[str, Any]) -> ModelT:
-    """``payload`` as ``model``, or a 400 naming the first parameter that is wrong."""
+    """``payload`` as ``model``, or a 400 naming a parameter that is wrong: the error that got
+    deepest, since a value that fits no member of a union (content as a string or a list of
+    parts) gets one error per member, and the deepest is the one the client meant."""
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        raise APIError(400, f"Invalid '{param}': {first['msg']}.", param=param) from exc
+        errors = exc.errors()
+        deepest = max(errors, key=lambda error: len(error["loc"]))
+        param = param_name(deepest["loc"]) or None
+        raise APIError(400, f"Invalid '{param}': {deepest['msg']}.", param=param) from exc
+
+
+UNION_MEMBERS = frozenset({"str", "none", "int", "float", "bool"})
+
+
+def param_name(loc: tuple[int | str, ...]) -> str:
+    """A dotted path as the client wrote it: without pydantic's union member labels
+    (``str``, ``list[...]``, ``tagged-union[...]``) nor a tagged union's tag, which pydantic
+    puts before the field of the same name (``content.0.image_url.image_url.url``)."""
+    parts: list[str] = []
+    for part in loc:
+        text = str(part)
+        if isinstance(part, str) and ("[" in part or part in UNION_MEMBERS):
+            continue
+        if parts and parts[-1] == text and isinstance(part, str):
+            continue
+        parts.append(text)
+    return ".".join(parts)

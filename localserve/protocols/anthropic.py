@@ -6,6 +6,12 @@ FastAPI (the routes are in ``server/routes/anthropic.py``).
 Thinking follows Anthropic's default: off unless the request's ``thinking`` turns it on. Off, the
 model is asked not to think (``enable_thinking: false``) and whatever thoughts a model writes
 anyway are dropped; on, they come first, as a ``thinking`` block with its signature.
+
+Images: ``image`` blocks in user turns become OpenAI image parts where they stand among the
+text (a ``base64`` source as a data URL, a ``url`` source as its URL; Files API sources are
+refused). Images in a ``tool_result`` are kept, as llama-server and Ollama keep them, but OpenAI
+takes images in user messages only: the tool message keeps the result's text and the images
+open the user message after the turn's tool results (``lift_tool_images``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,15 @@ from localserve.api.inference import InferenceCall
 from localserve.api.requests import validate
 from localserve.api.sse import sse_event
 from localserve.errors import BackendUnavailableError
-from localserve.protocols.openai import call_arguments, openai_body, reasoning_of
+from localserve.protocols.openai import (
+    call_arguments,
+    image_part,
+    lift_tool_images,
+    message_content,
+    openai_body,
+    reasoning_of,
+    text_part,
+)
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
@@ -113,25 +127,86 @@ class MessagesRequest(CountTokensRequest):
 
 # Blocks left out of a turn's text: Claude's encrypted reasoning (``redacted_thinking``: no model
 # of ours can read it), and thinking blocks, which ``assistant_message`` reads apart.
-SKIPPED_BLOCKS = {"thinking", "redacted_thinking"}
+SKIPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")  # Anthropic's four
 
 
-def text_of(content: str | list[dict[str, Any]], where: str) -> str:
+def content_parts(
+    content: str | list[dict[str, Any]],
+    where: str,
+    images: bool = False,
+    skipped: frozenset[str] = SKIPPED_BLOCKS,
+) -> list[dict[str, Any]]:
+    """Text blocks (and, where the turn may hold them, image blocks) as OpenAI content parts,
+    in order; ``skipped`` blocks are read elsewhere. An image where none may be is refused,
+    never dropped."""
     if isinstance(content, str):
-        return content
+        return [text_part(content)]
     parts = []
-    for block in content:
+    for index, block in enumerate(content):
         kind = block.get("type")
-        if isinstance(kind, str) and kind in SKIPPED_BLOCKS:  # a list or an object is no type
+        if isinstance(kind, str) and kind in skipped:  # a list or an object is no type
             continue
-        if kind != "text":
+        if kind == "image":
+            if not images:
+                raise APIError(
+                    400,
+                    f"{where}: image blocks are accepted in user turns and tool results only.",
+                    param=where,
+                )
+            parts.append(image_block(block, f"{where}.{index}"))
+        elif kind == "text":
+            parts.append(text_part(validate(TextBlock, block).text))
+        else:
             raise APIError(
                 400,
                 f"{where}: content blocks of type '{kind}' are not supported; "
-                "send text, tool_use and tool_result blocks.",
+                "send text, image, tool_use and tool_result blocks.",
             )
-        parts.append(validate(TextBlock, block).text)
-    return "".join(parts)
+    return parts
+
+
+def text_of(content: str | list[dict[str, Any]], where: str) -> str:
+    return "".join(part["text"] for part in content_parts(content, where))
+
+
+def image_block(block: dict[str, Any], where: str) -> dict[str, Any]:
+    """An ``image`` block as OpenAI's image part: a ``base64`` source becomes a data URL, a
+    ``url`` source its URL (fetched later, within the gateway's limits)."""
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if not isinstance(source, dict):
+        raise APIError(400, f"{where}: an image block needs a source.", param=f"{where}.source")
+    if kind == "base64":
+        media_type, data = source.get("media_type"), source.get("data")
+        if not isinstance(media_type, str) or media_type not in IMAGE_MEDIA_TYPES:
+            raise APIError(
+                400,
+                f"{where}.source.media_type must be one of {', '.join(IMAGE_MEDIA_TYPES)}.",
+                param=f"{where}.source.media_type",
+            )
+        if not isinstance(data, str) or not data:
+            raise APIError(
+                400,
+                f"{where}.source.data must be the image, base64-encoded.",
+                param=f"{where}.source.data",
+            )
+        return image_part(f"data:{media_type};base64,{data}")
+    if kind == "url":
+        url = source.get("url")
+        if not isinstance(url, str) or not url:
+            raise APIError(400, f"{where}.source.url must be a URL.", param=f"{where}.source.url")
+        return image_part(url)
+    if kind == "file":
+        raise APIError(
+            400,
+            f"{where}: images from Anthropic's Files API (source type 'file') are not "
+            "supported; send the image as a base64 or url source.",
+            param=f"{where}.source",
+        )
+    raise APIError(
+        400, f"{where}.source.type must be 'base64' or 'url'.", param=f"{where}.source.type"
+    )
 
 
 def openai_tools(body: CountTokensRequest) -> dict[str, Any]:
@@ -166,25 +241,27 @@ def openai_tools(body: CountTokensRequest) -> dict[str, Any]:
 
 
 def user_messages(content: str | list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
-    """One Anthropic user turn as OpenAI messages: a tool message per tool_result, then the text."""
+    """One Anthropic user turn as OpenAI messages: a tool message per tool_result, then the
+    turn's text and images. Images inside tool results move to the start of that user message
+    (``lift_tool_images``: OpenAI takes images in user messages only)."""
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
-    results = [block for block in content if block.get("type") == "tool_result"]
-    rest = [block for block in content if block.get("type") != "tool_result"]
     messages = []
-    for block in results:
+    for index, block in enumerate(content):
+        if block.get("type") != "tool_result":
+            continue
         result = validate(ToolResultBlock, block)
-        text = text_of(result.content, f"{where}.tool_result")
+        parts = content_parts(result.content, f"{where}.content.{index}.content", images=True)
+        if result.is_error:
+            parts = [text_part("Error: "), *parts]
         messages.append(
-            {
-                "role": "tool",
-                "tool_call_id": result.tool_use_id,
-                "content": f"Error: {text}" if result.is_error else text,
-            }
+            {"role": "tool", "tool_call_id": result.tool_use_id, "content": message_content(parts)}
         )
-    if rest or not results:
-        messages.append({"role": "user", "content": text_of(rest, where)})
-    return messages
+    if len(messages) < len(content) or not messages:  # blocks besides the tool results
+        skipped = SKIPPED_BLOCKS | {"tool_result"}
+        parts = content_parts(content, f"{where}.content", images=True, skipped=skipped)
+        messages.append({"role": "user", "content": message_content(parts)})
+    return lift_tool_images(messages)
 
 
 def assistant_message(content: str | list[dict[str, Any]], where: str) -> dict[str, Any]:

@@ -5,10 +5,20 @@ and OpenAI's answers back to Ollama's NDJSON lines. Pure: no HTTP, no FastAPI (t
 Thoughts are kept apart from the answer, as Ollama does: ``message.thinking`` on ``/api/chat``,
 ``thinking`` on ``/api/generate``. ``think: false`` asks the model not to think and drops what
 it writes anyway; without ``think`` the model does as its template does by default.
+
+Images (``images``: base64 files, with no media type) become OpenAI image parts with data URLs;
+the media type is read from the file's first bytes (PNG, JPEG, WebP or GIF, the formats
+``localserve.media`` decodes), and anything else is refused here, in Ollama's error shape. As in
+Ollama, an image goes where the text has an ``[img]`` placeholder, and images without one go
+before the text. They are taken on user messages, and on tool messages (moved to the user turn
+that follows, ``lift_tool_images``); a raw or fill-in-the-middle ``/api/generate`` has no chat
+template to place them, so images there are refused.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,8 +33,12 @@ from localserve.errors import BackendUnavailableError
 from localserve.protocols.openai import (
     StreamedToolCalls,
     call_arguments,
+    image_part,
+    lift_tool_images,
+    message_content,
     openai_body,
     reasoning_of,
+    text_part,
 )
 
 OLLAMA_API_VERSION = "0.12.0"  # the Ollama API level these routes follow
@@ -41,6 +55,8 @@ OPTION_NAMES = {
     "frequency_penalty": "frequency_penalty",
 }
 THINK_LEVELS = ("low", "medium", "high")  # think's efforts, besides true and false
+IMAGE_PLACEHOLDER = "[img]"  # where Ollama puts a message's next image in its text
+IMAGE_ROLES = ("user", "tool")
 
 
 def now_iso() -> str:
@@ -150,6 +166,65 @@ def ollama_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return result
 
 
+def image_media_type(head: bytes) -> str | None:
+    """The media type of an image file from its first 12 bytes: PNG, JPEG, WebP or GIF."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def image_data_url(image: Any, where: str) -> str:
+    """One of Ollama's ``images`` (a base64 file) as a data URL. Only the first bytes are
+    decoded here, to name the media type; the whole file is decoded, within limits, later."""
+    if not isinstance(image, str) or not image.strip():
+        raise APIError(400, f"{where} must be a base64-encoded image", param=where)
+    data = "".join(image.split())  # line breaks, as some encoders wrap base64
+    head = data[:16]
+    try:
+        first = base64.b64decode(head + "=" * (-len(head) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise APIError(
+            400, f"{where} is not base64 (send the file's bytes base64-encoded)", param=where
+        ) from exc
+    media_type = image_media_type(first)
+    if media_type is None:
+        raise APIError(
+            400, f"{where} is not a PNG, JPEG, WebP or GIF image", code="invalid_image", param=where
+        )
+    return f"data:{media_type};base64,{data}"
+
+
+def image_parts(images: Any, where: str) -> list[dict[str, Any]]:
+    """Ollama's ``images`` (at ``where``) as image parts ([] when there are none)."""
+    if images is None:
+        return []
+    if not isinstance(images, list):
+        raise APIError(400, f"{where} must be a list of base64 images", param=where)
+    return [
+        image_part(image_data_url(image, f"{where}.{index}")) for index, image in enumerate(images)
+    ]
+
+
+def with_images(text: str, images: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """The content of a message with ``images``, placed as Ollama places them: the first go
+    where the text says ``[img]``, one each, and the rest before the text."""
+    if not images:
+        return text
+    pieces = text.split(IMAGE_PLACEHOLDER)
+    placed = min(len(pieces) - 1, len(images))
+    parts = list(images[placed:])
+    for index, image in enumerate(images[:placed]):
+        parts += [text_part(pieces[index]), image]
+    parts.append(text_part(IMAGE_PLACEHOLDER.join(pieces[placed:])))
+    return message_content([part for part in parts if part.get("text") != ""])
+
+
 def openai_chat_messages(messages: list[Any]) -> list[dict[str, Any]]:
     """Ollama's chat messages as OpenAI's. Ollama's tool calls carry no ids (older clients), so
     each tool result is matched to the latest unanswered call of its tool, or the first one."""
@@ -158,12 +233,19 @@ def openai_chat_messages(messages: list[Any]) -> list[dict[str, Any]]:
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise APIError(400, f"messages.{index} must be an object")
-        if message.get("images"):
-            raise APIError(
-                400, f"messages.{index}: images are not supported; localserve serves text models."
-            )
         role = message.get("role")
-        converted: dict[str, Any] = {"role": role, "content": message.get("content") or ""}
+        images = image_parts(message.get("images"), f"messages.{index}.images")
+        if images and role not in IMAGE_ROLES:
+            raise APIError(
+                400,
+                f"messages.{index}: images are accepted on user and tool messages only",
+                param=f"messages.{index}.images",
+            )
+        text = message.get("content") or ""
+        if images and not isinstance(text, str):
+            raise APIError(400, f"messages.{index}.content must be a string")
+        content = with_images(text, images) if isinstance(text, str) else text
+        converted: dict[str, Any] = {"role": role, "content": content}
         if role == "assistant" and message.get("thinking"):
             if not isinstance(message["thinking"], str):
                 raise APIError(400, f"messages.{index}.thinking must be a string")
@@ -181,7 +263,7 @@ def openai_chat_messages(messages: list[Any]) -> list[dict[str, Any]]:
                 unanswered.remove(match)
             converted["tool_call_id"] = message.get("tool_call_id") or (match[0] if match else "")
         result.append(converted)
-    return result
+    return lift_tool_images(result)
 
 
 def openai_tool_call(call: Any) -> dict[str, Any]:
@@ -239,9 +321,9 @@ def chat_call(payload: dict[str, Any], unload: Unload | None = None) -> Inferenc
 
 
 def loads_only(payload: dict[str, Any]) -> bool:
-    """An ``/api/generate`` with no prompt (nor suffix): Ollama's way to load a model (or, with
-    keep_alive 0, to unload it)."""
-    return not payload.get("prompt") and not payload.get("suffix")
+    """An ``/api/generate`` with no prompt (nor suffix, nor images: those are never dropped
+    unread): Ollama's way to load a model (or, with keep_alive 0, to unload it)."""
+    return not payload.get("prompt") and not payload.get("suffix") and not payload.get("images")
 
 
 def generate_call(payload: dict[str, Any], unload: Unload | None = None) -> InferenceCall:
@@ -251,12 +333,19 @@ def generate_call(payload: dict[str, Any], unload: Unload | None = None) -> Infe
     if not isinstance(prompt, str):
         raise APIError(400, "prompt must be a string")
     thinking = think_fields(payload)  # checked always; a raw prompt has no template to tell
+    images = image_parts(payload.get("images"), "images")
     if payload.get("raw") or payload.get("suffix"):
+        if images:
+            raise APIError(
+                400,
+                "images need the model's chat template: send them without raw and suffix",
+                param="images",
+            )
         fields: dict[str, Any] = {"prompt": prompt, **sampling(payload)}
         if payload.get("suffix"):
             fields["suffix"] = payload["suffix"]
         return inference_call(payload, "/v1/completions", fields, unload)
-    messages = [{"role": "user", "content": prompt}]
+    messages = [{"role": "user", "content": with_images(prompt, images)}]
     if payload.get("system"):
         messages.insert(0, {"role": "system", "content": payload["system"]})
     fields = {"messages": messages, **sampling(payload), **thinking}

@@ -1,8 +1,8 @@
 """OpenAI's wire format, as the other protocols' translators read it: tool calls put together
-from stream deltas, a call's JSON arguments as an object, a thinking model's thoughts, and
-OpenAI's error body. Pure: no HTTP, no FastAPI. (OpenAI's requests are checked by
-``api/requests.py``; backends answer in OpenAI's shape, so its replies are relayed as they
-are.)"""
+from stream deltas, a call's JSON arguments as an object, a thinking model's thoughts, image
+content parts, and OpenAI's error body. Pure: no HTTP, no FastAPI. (OpenAI's requests are
+checked by ``api/requests.py``; backends answer in OpenAI's shape, so its replies are relayed
+as they are.)"""
 
 from __future__ import annotations
 
@@ -21,6 +21,78 @@ def openai_body(model: str, stream: bool, **fields: Any) -> dict[str, Any]:
     if stream:
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def image_part(url: str, detail: str | None = None) -> dict[str, Any]:
+    """OpenAI's image content part, the one shape every protocol's images become."""
+    image: dict[str, Any] = {"url": url}
+    if detail is not None:
+        image["detail"] = detail
+    return {"type": "image_url", "image_url": image}
+
+
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def is_image(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "image_url"
+
+
+def text_part_like(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "text"
+
+
+def message_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A message's content from its parts: text alone stays one string (the shape every
+    backend takes), parts with images stay parts, in order."""
+    if any(is_image(part) for part in parts):
+        return parts
+    return "".join(part["text"] for part in parts)
+
+
+def content_parts(content: Any) -> list[Any]:
+    """A message's content as a list of parts ("" and None as none)."""
+    if isinstance(content, list):
+        return content
+    return [text_part(content)] if content else []
+
+
+def joined_text(parts: list[Any]) -> str | list[Any]:
+    """A tool message's parts, its images taken out, as one string when the rest is text (a
+    list with anything else stays as it is, for validation to refuse)."""
+    rest = [part for part in parts if not is_image(part)]
+    texts = [part.get("text") if text_part_like(part) else None for part in rest]
+    if all(isinstance(text, str) for text in texts):
+        return "".join(text for text in texts if isinstance(text, str))
+    return rest
+
+
+def lift_tool_images(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI's rule: images only in user messages. Anthropic's tool results, Ollama's tool
+    messages and the Responses API's function call outputs may hold images (a screenshot
+    tool's), which llama-server and Ollama show the model with the result. So they are kept,
+    not dropped: each run of tool messages keeps its text, and its images go, in order, to the
+    start of the user message that follows the run, or to a new user message when none does
+    (templates that want turns to alternate get no second user turn in a row). Content that is
+    not what a translator made (a client's odd value) is left for validation to refuse."""
+    result: list[dict[str, Any]] = []
+    lifted: list[dict[str, Any]] = []
+    for message in messages:
+        if lifted and message.get("role") != "tool":
+            if message.get("role") == "user":
+                message = {**message, "content": lifted + content_parts(message.get("content"))}
+            else:
+                result.append({"role": "user", "content": lifted})
+            lifted = []
+        content = message.get("content")
+        if message.get("role") == "tool" and isinstance(content, list):
+            lifted += [part for part in content if is_image(part)]
+            message = {**message, "content": joined_text(content)}
+        result.append(message)
+    if lifted:
+        result.append({"role": "user", "content": lifted})
+    return result
 
 
 def error_object(err: APIError) -> dict[str, Any]:

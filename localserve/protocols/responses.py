@@ -4,7 +4,9 @@ the chat answer back into a response object or the Responses event stream (``res
 ... ``response.completed``). Pure: no HTTP, no FastAPI (the route is in
 ``server/routes/responses.py``).
 
-Served: text and function-call turns, whole and streamed; stored responses for
+Served: text and function-call turns, whole and streamed; images (``input_image`` parts with
+an ``image_url``, in user messages and function call outputs, become chat's ``image_url``
+parts; see ``protocols/openai.py``'s ``lift_tool_images`` for the latter); stored responses for
 ``previous_response_id`` (``server/response_store.py``); reasoning. A thinking model's thoughts
 (chat's ``reasoning_content``) become a ``reasoning`` item before the message, with the thought
 in ``content`` as ``reasoning_text``, the shape OpenAI gives for open-weight models (gpt-oss);
@@ -17,24 +19,29 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from localserve.api.errors import APIError, api_error_from
 from localserve.api.ids import new_call_id
 from localserve.api.inference import InferenceCall
-from localserve.api.requests import ReasoningEffort
+from localserve.api.requests import ImageDetail, ReasoningEffort
 from localserve.api.sse import sse_event
 from localserve.errors import BackendUnavailableError
 from localserve.protocols.openai import (
     StreamedToolCalls,
     error_object,
+    image_part,
+    lift_tool_images,
+    message_content,
     openai_body,
     reasoning_of,
+    text_part,
 )
 
 TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
+IMAGE_DETAILS = get_args(ImageDetail)
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
@@ -77,22 +84,51 @@ def new_id(prefix: str) -> str:
 
 
 # -- the request -----------------------------------------------------------------------------
-def text_of(content: Any, where: str) -> str:
-    """A message's content, string or parts, as text (images are refused, not dropped)."""
+def content_of(content: Any, where: str, images: bool) -> str | list[dict[str, Any]]:
+    """A message's content (or a function call's output) at ``where``, a string or parts, as
+    chat content: text parts as one string, or, with ``input_image`` parts (where ``images``
+    allows them), the parts in order. An image where none may be is refused, never dropped."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise APIError(400, f"{where}.content must be a string or a list of parts", param=where)
-    pieces = []
+        raise APIError(400, f"{where} must be a string or a list of parts", param=where)
+    parts = []
     for index, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind in TEXT_PARTS and isinstance(part.get("text"), str):
-            pieces.append(part["text"])
+        at = f"{where}.{index}"
+        if isinstance(kind, str) and kind in TEXT_PARTS and isinstance(part.get("text"), str):
+            parts.append(text_part(part["text"]))
+        elif kind == "input_image" and images:
+            parts.append(input_image(part, at))
         elif kind == "input_image":
-            raise APIError(400, f"{where}.content.{index}: images are not supported yet")
+            raise APIError(
+                400, f"{at}: images are accepted in user messages only", param=f"{at}.type"
+            )
         else:
-            raise APIError(400, f"{where}.content.{index} must be an input_text part")
-    return "".join(pieces)
+            raise APIError(400, f"{at} must be an input_text or input_image part", param=at)
+    return message_content(parts)
+
+
+def input_image(part: dict[str, Any], where: str) -> dict[str, Any]:
+    """An ``input_image`` part as chat's image part: its ``image_url`` (a data: or http(s)
+    URL) and its ``detail``. Uploaded files (``file_id``) are not served."""
+    url, detail = part.get("image_url"), part.get("detail")
+    if not isinstance(url, str) or not url:
+        if part.get("file_id") is not None:
+            raise APIError(
+                400,
+                f"{where}: images by file_id are not supported (there is no Files API); send "
+                "image_url, a data: or http(s) URL",
+                param=f"{where}.file_id",
+            )
+        raise APIError(400, f"{where}.image_url must be a URL", param=f"{where}.image_url")
+    if detail is not None and detail not in IMAGE_DETAILS:
+        raise APIError(
+            400,
+            f"{where}.detail must be one of {', '.join(IMAGE_DETAILS)}",
+            param=f"{where}.detail",
+        )
+    return image_part(url, detail)
 
 
 def input_messages(body: ResponsesRequest) -> list[dict[str, Any]]:
@@ -118,7 +154,7 @@ def input_messages(body: ResponsesRequest) -> list[dict[str, Any]]:
             thought = ""
     if not messages:
         raise APIError(400, "input must not be empty", param="input")
-    return messages
+    return lift_tool_images(messages)
 
 
 def input_message(
@@ -130,7 +166,10 @@ def input_message(
         role = ROLES.get(str(item.get("role")))
         if role is None:
             raise APIError(400, f"{where}.role must be user, assistant, system or developer")
-        return {"role": role, "content": text_of(item.get("content"), where)}
+        return {
+            "role": role,
+            "content": content_of(item.get("content"), f"{where}.content", role == "user"),
+        }
     if kind == "function_call":
         call = function_call(item, where)
         last = messages[-1] if messages else None
@@ -140,9 +179,10 @@ def input_message(
         return {"role": "assistant", "content": None, "tool_calls": [call]}
     if kind == "function_call_output":
         output = item.get("output")
-        if not isinstance(item.get("call_id"), str) or not isinstance(output, str):
-            raise APIError(400, f"{where} needs a call_id and an output string")
-        return {"role": "tool", "tool_call_id": item["call_id"], "content": output}
+        if not isinstance(item.get("call_id"), str) or not isinstance(output, (str, list)):
+            raise APIError(400, f"{where} needs a call_id and an output, a string or parts")
+        content = content_of(output, f"{where}.output", images=True)
+        return {"role": "tool", "tool_call_id": item["call_id"], "content": content}
     raise APIError(400, f"{where}: items of type '{kind}' are not supported")
 
 

@@ -92,7 +92,7 @@ def test_tool_results_without_ids_find_their_call() -> None:
     assert all(c["id"].startswith("call_") for c in calls)
     assert messages[2]["tool_call_id"] == calls[1]["id"]  # matched by name
     assert messages[3]["tool_call_id"] == calls[0]["id"]  # the one left
-    with pytest.raises(APIError, match="images are not supported"):
+    with pytest.raises(APIError, match="is not a PNG, JPEG, WebP or GIF image"):  # "hi"
         openai_chat_messages([{"role": "user", "content": "?", "images": ["aGk="]}])
 
 
