@@ -37,6 +37,7 @@ class RunnerInfo(BaseModel):
     has_chat_template: bool
     tool_syntax: str | None  # how the model writes tool calls; None: its template takes no tools
     thinking_syntax: str | None = None  # how the model marks its thoughts; None: it does not think
+    vision: bool = False  # a projector is loaded: the model sees images
     gpu_layers: int
     gpu_offload_supported: bool
     threads: int
@@ -87,6 +88,7 @@ class RunnerConfig(BaseModel):
     engine_path: EnginePath = LLAMA_DEFAULTS
     log_level: str = "info"
     log_file: str | None = None  # where stderr goes from now on; None: where it went already
+    mmproj_path: str | None = None  # the model's vision projector, if it has one
 
     def to_line(self) -> bytes:
         return (self.model_dump_json() + "\n").encode("utf-8")

@@ -105,7 +105,22 @@ class LimitSettings(BaseModel):
         "(429 with Retry-After above; bursts of as many; 0 = no limit).",
     )
     max_body_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413 above)."
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted, in bytes (413 above); images sent inline "
+        "(base64) count, so it is a few photos' worth.",
+    )
+    max_image_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=1024,
+        description="Largest image file accepted, inline or fetched from an http(s) URL "
+        "(400 above). Images are also limited to 8K (33 megapixels) when decoded.",
+    )
+    allow_private_image_urls: bool = Field(
+        False,
+        description="Let image URLs in requests reach loopback, link-local and private "
+        "addresses (this machine, the LAN, cloud metadata services). Off, such URLs are "
+        "refused with a 400, so a request cannot make localserve fetch from inside your network.",
     )
     header_timeout: float = Field(
         10.0,

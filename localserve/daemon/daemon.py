@@ -87,6 +87,7 @@ class Daemon:
             pid_dir=self.paths.runner_pid_dir,
             engine_checks_file=self.paths.engine_checks_file,
             model_checks_file=self.paths.model_checks_file,
+            mmproj_path=model.mmproj,
         )
 
     async def run(self) -> None:

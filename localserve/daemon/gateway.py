@@ -34,6 +34,7 @@ from localserve.daemon.remote import RemoteAccess
 from localserve.daemon.state import DaemonState
 from localserve.daemon.telemetry import Telemetry
 from localserve.hub.client import HubOptions
+from localserve.media import ImagePolicy
 from localserve.paths import AppPaths
 from localserve.router.cloud import CloudBackends
 from localserve.router.local import LocalBackend
@@ -141,7 +142,11 @@ def build_services(
         own_port=state.port,
     )
     policy = ForwardingPolicy(local_only=settings.local_only)
-    local = LocalBackend(pool, runner_http, ready_timeout=limits.runner_start_timeout)
+    images = ImagePolicy(
+        max_bytes=limits.max_image_bytes,
+        allow_private_addresses=limits.allow_private_image_urls,
+    )
+    local = LocalBackend(pool, runner_http, limits.runner_start_timeout, images)
     router = Router(local, cloud, lambda: policy.local_only)
     verifier = KeyVerifier(KeyStore(paths))
     # Served by the loopback gateway and the remote listener alike (one store of responses).

@@ -115,7 +115,9 @@ class ModelPool:
         record = self.library.find(wanted)
         if record is None:
             return None
-        return ResolvedModel(record.name, self.library.paths(record)[0])
+        return ResolvedModel(
+            record.name, self.library.paths(record)[0], self.library.mmproj_path(record)
+        )
 
     # -- use -------------------------------------------------------------------------------
     async def acquire(self, model_id: str, keep_alive: float | None = None) -> Supervisor:

@@ -94,6 +94,7 @@ class RunnerSpec:
     pid_dir: Path | None = None  # where the runner's pid file lives while it runs (orphans.py)
     engine_checks_file: Path | None = None  # None: no engine check (llama.cpp's defaults)
     model_checks_file: Path | None = None  # header verdicts kept across launches; None: memory
+    mmproj_path: Path | None = None  # the model's vision projector, if it has one
 
 
 @dataclass
@@ -160,6 +161,7 @@ class RunnerProcess:
             engine_path=engine_path,
             log_level=spec.log_level,
             log_file=str(spec.log_file) if spare is not None else None,
+            mmproj_path=str(spec.mmproj_path) if spec.mmproj_path else None,
         )
         if spare is not None:
             rotate_if_large(spec.log_file)

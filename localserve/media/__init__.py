@@ -9,7 +9,9 @@ from localserve.media.images import (
     content_hash,
     decode_data_url,
     decode_image,
+    fetched_as_data_url,
     load_image_bytes,
+    sniff_media_type,
 )
 from localserve.media.policy import ImagePolicy, is_forbidden_address
 
@@ -19,6 +21,8 @@ __all__ = [
     "content_hash",
     "decode_data_url",
     "decode_image",
+    "fetched_as_data_url",
     "is_forbidden_address",
     "load_image_bytes",
+    "sniff_media_type",
 ]

@@ -59,6 +59,35 @@ async def load_image_bytes(url: str, policy: ImagePolicy) -> bytes:
     )
 
 
+MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def sniff_media_type(data: bytes) -> str:
+    """The image type the bytes start like (PNG, JPEG, GIF, WebP); octet-stream, which the
+    decoder refuses, for anything else. Never trusts a server's Content-Type."""
+    for magic, media_type in MAGIC:
+        if data.startswith(magic):
+            return media_type
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+async def fetched_as_data_url(url: str, policy: ImagePolicy) -> str:
+    """An http(s) image URL as a data: URL of the bytes fetched within ``policy`` (a data:
+    URL comes back as it is, after its size check): what the gateway hands a local runner."""
+    if url_scheme(url) == "data":
+        read_data_url(url, policy)
+        return url
+    data = await load_image_bytes(url, policy)
+    return f"data:{sniff_media_type(data)};base64,{base64.b64encode(data).decode('ascii')}"
+
+
 def decode_data_url(url: str, policy: ImagePolicy) -> DecodedImage:
     """The runner's entry: the gateway has already turned http(s) images into data URLs."""
     if url_scheme(url) != "data":

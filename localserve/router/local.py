@@ -16,7 +16,9 @@ import httpx
 from localserve.api.keep_alive import parse_keep_alive
 from localserve.api.runner import RunnerEndpoint
 from localserve.errors import BackendTimeoutError, BackendUnavailableError
+from localserve.media import ImagePolicy
 from localserve.router.backend import ModelCard, Payload
+from localserve.router.images import VISION, image_parts, refuse_blind_model, with_fetched_images
 
 LOCAL_BACKEND = "local"
 
@@ -98,11 +100,16 @@ class LocalBackend(Generic[RunnerT]):
     name = LOCAL_BACKEND
 
     def __init__(
-        self, pool: RunnerPool[RunnerT], client: httpx.AsyncClient, ready_timeout: float
+        self,
+        pool: RunnerPool[RunnerT],
+        client: httpx.AsyncClient,
+        ready_timeout: float,
+        image_policy: ImagePolicy | None = None,
     ) -> None:
         self._pool = pool
         self._client = client
         self._ready_timeout = ready_timeout
+        self._image_policy = image_policy or ImagePolicy()
         self._created = int(time.time())
 
     def models(self) -> list[ModelCard]:
@@ -124,6 +131,8 @@ class LocalBackend(Generic[RunnerT]):
         A ``keep_alive`` field is ours (how long the model stays loaded), not the runner's."""
         payload = dict(payload)
         keep_alive = parse_keep_alive(payload.pop("keep_alive", None))
+        if any(True for _ in image_parts(payload)):
+            payload = await self._images_for(str(payload["model"]), payload)
         supervisor = await self._pool.acquire(str(payload["model"]), keep_alive)
         try:
             endpoint = await supervisor.ready(self._ready_timeout)
@@ -147,3 +156,11 @@ class LocalBackend(Generic[RunnerT]):
             self._pool.release(supervisor)
             raise
         return HttpxUpstream(response, on_close=lambda: self._pool.release(supervisor))
+
+    async def _images_for(self, model: str, payload: Payload) -> Payload:
+        """Refuse images for a model that does not see (naming those that do), else fetch
+        them: before the model is loaded for a request it could not answer."""
+        if VISION not in self._pool.capabilities(model):
+            seeing = [m for m in self._pool.model_ids() if VISION in self._pool.capabilities(m)]
+            raise refuse_blind_model(model, seeing)
+        return await with_fetched_images(payload, self._image_policy)

@@ -74,7 +74,11 @@ def main() -> int:
     try:
         engine = Engine(
             EngineConfig(
-                Path(config.model_path), config.model_id, config.engine, config.engine_path
+                Path(config.model_path),
+                config.model_id,
+                config.engine,
+                config.engine_path,
+                Path(config.mmproj_path) if config.mmproj_path else None,
             ),
             share,
         )

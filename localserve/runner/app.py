@@ -106,6 +106,8 @@ def log_generation(stats: GenerationStats) -> None:
         f"{ttft * 1000:.0f} ms" if ttft is not None else "-",
         f"{rate:.1f} tok/s" if rate is not None else "-",
     )
+    if stats.images:
+        log.info("images: %d, %d of them from the cache", stats.images, stats.images_cached)
     drafted = stats.accepted_draft_tokens + stats.rejected_draft_tokens
     if drafted:
         log.info(
@@ -129,14 +131,20 @@ class RunnerAPI:
 
     async def chat(self, request: Request) -> Response:
         body = await parse(request, ChatCompletionRequest)
-        turn = chat_turn(self.engine, body)
+        turn = await self.turn(body)
         shape = ResponseShape(self.engine.info.model_id, chat=True)
         return await self._generate(request, body, turn.prompt, shape, turn)
 
     async def tokenize_chat(self, request: Request) -> Response:
         """How many prompt tokens a chat request renders to (Anthropic's count_tokens)."""
         body = await parse(request, ChatCompletionRequest)
-        return JSONResponse({"input_tokens": len(chat_turn(self.engine, body).prompt)})
+        return JSONResponse({"input_tokens": len((await self.turn(body)).prompt)})
+
+    async def turn(self, body: ChatCompletionRequest) -> ChatTurn:
+        """The chat's prompt; with images on a thread, as decoding them takes a while."""
+        if body.has_images():
+            return await asyncio.to_thread(chat_turn, self.engine, body)
+        return chat_turn(self.engine, body)
 
     async def completions(self, request: Request) -> Response:
         body = await parse(request, CompletionRequest)
@@ -168,7 +176,9 @@ class RunnerAPI:
     ) -> Response:
         """Generate and answer; a chat ``turn``'s reader splits out thoughts and tool calls."""
         turn = turn or ChatTurn(prompt)
-        generation = self.engine.prepare(prompt, body.sampling(), turn.grammar, turn.thought)
+        generation = self.engine.prepare(
+            prompt, body.sampling(), turn.grammar, turn.thought, turn.images
+        )
         job = GenerationJob(len(prompt), self.report)
         self.engine.submit(generation, job)
         if body.stream:

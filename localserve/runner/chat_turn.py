@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from llama_cpp.llama_grammar import LlamaGrammar
 
     from localserve.runner.engine import Engine
+    from localserve.runner.vision import ImagePrompt
 
 LEVELS = ("low", "medium", "high")
 OFF = ("none", "minimal")  # efforts that ask the model not to think
@@ -46,6 +47,7 @@ class ChatTurn:
     grammar: LlamaGrammar | None = None  # a forced tool call's
     reader: OutputReader | None = None  # None: the output is all answer
     thought: ThoughtPlan | None = None  # None: the model does not think here
+    images: ImagePrompt | None = None  # the prompt's images, when it has any
 
 
 def template_variables(
@@ -96,7 +98,9 @@ def chat_turn(engine: Engine, body: ChatCompletionRequest) -> ChatTurn:
     form = body.response_format
     constrained = forced is not None or (form is not None and form.type != "text")
     syntax = engine.thinking
-    messages = [message.as_template_input() for message in body.messages]
+    images = [image for message in body.messages for image in message.images()]
+    marker = engine.image_marker() if images else None
+    messages = [message.as_template_input(marker) for message in body.messages]
     thinks = (
         not constrained and body.reasoning_effort not in OFF and body.enable_thinking is not False
     )
@@ -111,14 +115,16 @@ def chat_turn(engine: Engine, body: ChatCompletionRequest) -> ChatTurn:
         tool_reader = reader_for(
             engine.tool_syntax, tools, forced is not None, body.parallel_tool_calls
         )
-    prompt = engine.chat_tokens(text)
+    image_prompt = engine.image_prompt(text, marker, images) if marker else None
+    prompt = image_prompt.tokens if image_prompt else engine.chat_tokens(text)
     if syntax is None or forced is not None:  # a forced call is bare JSON, with no thought
-        return ChatTurn(prompt, grammar, ChatOutput(None, tool_reader) if tool_reader else None)
+        output = ChatOutput(None, tool_reader) if tool_reader else None
+        return ChatTurn(prompt, grammar, output, images=image_prompt)
     place = thought_place(syntax, text)
     reader = output_reader(syntax, body, text, place, tool_reader)
     watched = thinks and place is not Place.AFTER  # else the prompt closed the thought
     plan = thought_plan(engine, syntax, body, place) if watched else None
-    return ChatTurn(prompt, grammar, reader, plan)
+    return ChatTurn(prompt, grammar, reader, plan, image_prompt)
 
 
 def output_reader(

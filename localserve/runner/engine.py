@@ -22,6 +22,7 @@ import psutil
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from localserve.api.engine import SHARED_KV_PARALLEL, EngineSettings
+from localserve.api.requests import ImagePart
 from localserve.api.runner import EMBEDDING_CTX, LLAMA_DEFAULTS, EnginePath, RunnerInfo
 from localserve.api.sampling import SamplingParams
 from localserve.errors import (
@@ -40,6 +41,7 @@ from localserve.hub.templates import (
     thinking_syntax,
     tool_syntax,
 )
+from localserve.media import ImagePolicy, decode_data_url
 from localserve.runner.chat_template import ChatTemplate, TemplateLimitError
 from localserve.runner.commands import ThreadShare
 from localserve.runner.llama_backends import devices, extra_buffer_types
@@ -47,6 +49,7 @@ from localserve.runner.reasoning import ThoughtPlan
 from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.scheduler import GenerationRequest, Scheduler, Sink
 from localserve.runner.tools import forced_call_schema
+from localserve.runner.vision import ImagePrompt, Projector
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class EngineConfig:
     model_id: str
     settings: EngineSettings  # as the runner's config line carries it; on to the scheduler
     engine_path: EnginePath = LLAMA_DEFAULTS
+    mmproj_path: Path | None = None  # a vision projector: the model then sees images
 
 
 def check_gguf_magic(path: Path) -> None:
@@ -170,8 +174,20 @@ class Engine:
             parallel = settings.parallel or auto_parallel(model, n_ctx, settings)
         else:
             parallel = settings.parallel or SHARED_KV_PARALLEL
+        self.projector = (
+            Projector(config.mmproj_path, model.model, settings.threads, use_gpu=gpu_layers != 0)
+            if config.mmproj_path is not None
+            else None
+        )
+        self.image_policy = ImagePolicy()
         self._scheduler = Scheduler(
-            model, settings, self._share, n_ctx, parallel, self._visible_markers()
+            model,
+            settings,
+            self._share,
+            n_ctx,
+            parallel,
+            self._visible_markers(),
+            projector=self.projector,
         )
         self.info = RunnerInfo(
             model_id=config.model_id,
@@ -184,6 +200,7 @@ class Engine:
             has_chat_template=self._formatter is not None,
             tool_syntax=self.tool_syntax.name if self.tool_syntax else None,
             thinking_syntax=self.thinking.name if self.thinking else None,
+            vision=self.projector is not None,
             gpu_layers=gpu_layers,
             gpu_offload_supported=supports_offload,
             threads=settings.threads,
@@ -209,6 +226,8 @@ class Engine:
 
     def close(self) -> None:
         self._scheduler.close()
+        if self.projector is not None:
+            self.projector.close()
 
     def _compile(self, template: str | None) -> ChatTemplate | None:
         if not template:
@@ -279,6 +298,24 @@ class Engine:
                 f"The model's chat template rejected these messages: {exc}", param="messages"
             ) from exc
 
+    def image_marker(self) -> str | None:
+        """What the template writes where an image goes; None for a model that does not see
+        (its messages with images are then refused)."""
+        return self.projector.marker() if self.projector is not None else None
+
+    def image_prompt(self, prompt: str, marker: str, images: list[ImagePart]) -> ImagePrompt:
+        """A rendered chat with images as tokens and images: each image decoded here, within
+        the image policy's limits (data URLs only: the gateway fetched any http(s) image)."""
+        assert self.projector is not None
+        decoded = [decode_data_url(image.url, self.image_policy) for image in images]
+        image_prompt = self.projector.tokenize(prompt, marker, decoded)
+        if image_prompt.tokens and image_prompt.tokens[-1] < 0:
+            raise InvalidRequestError(
+                "The prompt ends with an image; the chat template must write text after it.",
+                param="messages",
+            )
+        return image_prompt
+
     def chat_tokens(self, prompt: str) -> list[int]:
         """A rendered chat's tokens; the template writes the BOS token itself where the model
         wants one, and its markers are special tokens."""
@@ -323,6 +360,7 @@ class Engine:
         params: SamplingParams,
         grammar: LlamaGrammar | None = None,
         thought: ThoughtPlan | None = None,
+        images: ImagePrompt | None = None,
     ) -> GenerationRequest:
         """Everything that can reject a request, done before a stream starts. ``grammar``
         (a forced tool call) takes the place of one from ``response_format``; ``thought``
@@ -336,6 +374,7 @@ class Engine:
             params=params,
             prompt_lookup=params.prompt_lookup,
             thought=thought,
+            images=images,
         )
 
     @staticmethod

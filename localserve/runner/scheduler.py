@@ -36,6 +36,7 @@ from localserve.runner.lookup import DraftControl, PromptLookup
 from localserve.runner.reasoning import ThoughtPlan, ThoughtWatch
 from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.text import GenerationStats, TextAssembler
+from localserve.runner.vision import ImagePrompt, Projector
 
 log = logging.getLogger("localserve.runner")
 
@@ -63,6 +64,7 @@ class GenerationRequest:
     params: SamplingParams
     prompt_lookup: bool = False
     thought: ThoughtPlan | None = None  # a thinking model's thought: watched, kept to budget
+    images: ImagePrompt | None = None  # the prompt's images (placeholders in prompt_tokens)
 
 
 class Sink(Protocol):
@@ -132,12 +134,14 @@ class Scheduler:
         parallel: int,
         visible_special: frozenset[int] = frozenset(),
         n_batch: int = BATCH_TOKENS,
+        projector: Projector | None = None,
     ) -> None:
         """``settings`` are the runner's engine settings as they came; ``n_ctx_per_sequence``
         and ``parallel`` are what the engine made of ``ctx`` and ``parallel`` for this model;
         ``visible_special`` are the special tokens written out as text (thought and tool-call
         markers)."""
         self._model = model
+        self._projector = projector
         self._visible_special = visible_special
         self._settings = settings
         self._vocab = model.vocab
@@ -261,6 +265,8 @@ class Scheduler:
         own = common_prefix(slot.cached, prompt) if self._settings.prefix_reuse else 0
         donor = max(self._slots, key=lambda s: common_prefix(s.cached, prompt))
         donated = common_prefix(donor.cached, prompt) if self._settings.prefix_reuse else 0
+        if request.images is not None:  # an image is in the cache whole, or not at all
+            own, donated = request.images.whole(own), request.images.whole(donated)
         if donated > own and donor is not slot:
             reuse = min(donated, limit)
             # Slots live in separate KV streams, which llama.cpp copies only whole: take the
@@ -278,7 +284,8 @@ class Scheduler:
         stats = sink.stats
         stats.cached_tokens = reuse
         text = TextAssembler(self._detokenize, self._is_eog, params.stop, request.max_tokens, stats)
-        lookup = PromptLookup(prompt) if request.prompt_lookup else None
+        # Drafts copy the prompt: never its image placeholders.
+        lookup = PromptLookup(prompt) if request.prompt_lookup and not request.images else None
         watch = ThoughtWatch(request.thought) if request.thought else None
         sampler = self._sampler(request)
         self._active.append(
@@ -345,11 +352,16 @@ class Scheduler:
                 self._add(rows, token, sequence, logits=True)
                 rows += 1
             draft_budget -= len(drafts)
+        prefilled += self._prefill_images()
         for sequence in self._active:
             missing = len(sequence.prompt) - sequence.prefilled
             if missing <= 0 or rows >= self.n_batch:
                 continue
             chunk = min(missing, self.n_batch - rows, self._prefill_room(sequence, missing))
+            images = sequence.request.images
+            next_image = images.next_start(sequence.prefilled) if images else None
+            if next_image is not None:  # text up to the image; the image in a later step
+                chunk = min(chunk, next_image - sequence.prefilled)
             if chunk <= 0:
                 continue
             for offset in range(chunk):
@@ -374,6 +386,34 @@ class Scheduler:
         generated = sum(self._sample(s) for s in list(self._active) if s.sample_rows)
         elapsed = time.perf_counter() - started
         self.meter.add(prefilled, generated, elapsed, active, self._cells.used)
+
+    def _prefill_images(self) -> int:
+        """Decode the images that come next in their sequences' prompts, each on its own (an
+        image's embeddings cannot share a batch with tokens), into the sequence's cells; the
+        image positions filled. Only once every position before an image is in the cache."""
+        filled = 0
+        for sequence in list(self._active):
+            images = sequence.request.images
+            while images is not None and self._projector is not None:
+                image = images.image_at(sequence.prefilled)
+                if image is None or image.start != len(sequence.slot.cached):
+                    break
+                if self._prefill_room(sequence, image.n_tokens) < image.n_tokens:
+                    break  # waits for cells
+                try:
+                    cached = self._projector.decode(
+                        self._ctx, image, sequence.slot.seq_id, self.n_batch
+                    )
+                except Exception as exc:  # this request fails alone
+                    log.exception("Could not decode an image")
+                    self._finish(sequence, exc)
+                    break
+                sequence.slot.cached.extend(sequence.prompt[image.start : image.end])
+                sequence.prefilled = image.end
+                sequence.sink.stats.images += 1
+                sequence.sink.stats.images_cached += cached
+                filled += image.n_tokens
+        return filled
 
     # -- the shared KV cache ----------------------------------------------------------------
     def _clear_idle_slots(self) -> None:

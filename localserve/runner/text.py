@@ -19,6 +19,8 @@ class GenerationStats:
     accepted_draft_tokens: int = 0  # prompt-lookup guesses the model confirmed
     rejected_draft_tokens: int = 0
     reasoning_tokens: int = 0  # of completion_tokens, those of a thinking model's thought
+    images: int = 0  # images decoded into the prompt (their tokens are in prompt_tokens)
+    images_cached: int = 0  # of those, the ones whose embeddings came from the cache
     finish_reason: str = "stop"
     started_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None

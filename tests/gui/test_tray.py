@@ -99,7 +99,7 @@ def test_the_tray_starts_serving_and_shows_live_figures(
 ) -> None:
     assert tray.states[:2] == ["starting", "serving"]  # type: ignore[attr-defined]
     assert tray.tray.toolTip().startswith(f"localserve: serving {STARTER_MODEL}")
-    assert "RAM" in tray.tooltip()
+    qtbot.waitUntil(lambda: "RAM" in tray.tooltip(), timeout=10_000)  # with the first stats
     assert [a.data() for a in tray.model_actions()] == [STARTER_MODEL]
     assert tray.model_actions()[0].isChecked()
     dashboard = tray._show(

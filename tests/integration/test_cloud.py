@@ -507,3 +507,22 @@ def test_the_local_engines_fields_do_not_reach_a_provider(
     assert message.content[0].type == "text"
     sent = last_post(cloud).body
     assert sent is not None and "reasoning_effort" not in sent and "enable_thinking" not in sent
+
+
+def test_images_reach_a_provider_as_they_came(daemon: DaemonProcess, cloud: FakeCloud) -> None:
+    """The provider fetches image URLs under its own rules: localserve neither fetches a
+    cloud request's images nor refuses a private-looking URL it will never open."""
+    image = "http://10.0.0.7/cat.png"
+    inline = "data:image/png;base64,iVBORw0KGgo="
+    content = [
+        {"type": "image_url", "image_url": {"url": image, "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": inline}},
+        {"type": "text", "text": "What is this?"},
+    ]
+    reply = chat(daemon, "fake/gpt-test", messages=[{"role": "user", "content": content}])
+    assert reply.status_code == 200, reply.text
+    sent = last_post(cloud).body
+    assert sent is not None
+    parts = sent["messages"][0]["content"]
+    assert [part["image_url"]["url"] for part in parts[:2]] == [image, inline]
+    assert parts[0]["image_url"]["detail"] == "low" and parts[2]["text"] == "What is this?"

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from localserve.config.settings import LimitSettings
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -48,14 +49,18 @@ def test_schema_violation_names_the_parameter(http: httpx.Client) -> None:
     assert assert_openai_error(response, 400)["param"] == "temperature"
 
 
+# MiB: one more than the default limit
+OVER_LIMIT = LimitSettings.model_fields["max_body_bytes"].default // (1024 * 1024) + 1
+
+
 def test_body_over_limit_is_413(http: httpx.Client) -> None:
-    big = b'{"model": "' + b"x" * (9 * 1024 * 1024) + b'"}'
+    big = b'{"model": "' + b"x" * (OVER_LIMIT * 1024 * 1024) + b'"}'
     assert_openai_error(http.post("/chat/completions", content=big), 413, "request_too_large")
 
 
 def test_chunked_body_over_limit_is_413(http: httpx.Client) -> None:
     def chunks() -> Iterator[bytes]:
-        for _ in range(10):
+        for _ in range(OVER_LIMIT + 1):
             yield b"x" * (1024 * 1024)
 
     response = http.post("/chat/completions", content=chunks())

@@ -54,6 +54,7 @@ INFO: dict[str, Any] = {
     "has_chat_template": True,
     "tool_syntax": None,
     "thinking_syntax": None,
+    "vision": False,
     "kv_cells": 0,
     "kv_bytes_per_cell": 0,
     "gpu_layers": 0,

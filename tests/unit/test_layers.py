@@ -36,7 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     "desktop": BASE,
     "daemon": BASE
     | {"api", "asgi", "cloud", "config", "hardware", "hub", "logs", "router", "runner"}
-    | {"security", "server"},
+    | {"media", "security", "server"},
 }
 # The clients of the core (the CLI, the tray, the app's entry points) may import anything
 # below them.
