@@ -11,7 +11,7 @@ Answers are frozen: a snapshot says how things were when it was taken.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -256,6 +256,16 @@ class RemovedModel(ControlAnswer):
     """``DELETE /models/{name}``."""
 
     removed: str
+
+
+class ModelSettings(ControlAnswer):
+    """``GET`` / ``PUT /models/{name}/preset``: the model's own settings (``values``), the keys
+    a change touched, and what happens next (``applies``: a sentence)."""
+
+    model: str
+    values: dict[str, Any]
+    changed: list[str] = Field(default_factory=list)
+    applies: str = ""
 
 
 class UnloadResult(ControlAnswer):

@@ -89,6 +89,7 @@ class RunnerConfig(BaseModel):
     log_level: str = "info"
     log_file: str | None = None  # where stderr goes from now on; None: where it went already
     mmproj_path: str | None = None  # the model's vision projector, if it has one
+    chat_template: str | None = None  # a template in place of the one in the model's file
 
     def to_line(self) -> bytes:
         return (self.model_dump_json() + "\n").encode("utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -11,7 +12,9 @@ from pathlib import Path
 import click
 
 from localserve.api.control import PullSnapshot, PullState, feature_words
+from localserve.api.presets import parse_assignments
 from localserve.config import load_settings
+from localserve.config.preset_store import PresetStore
 from localserve.daemon.client import DaemonClient
 from localserve.errors import LocalserveError
 from localserve.hardware.memory import MemorySnapshot, sample_memory
@@ -25,6 +28,7 @@ from localserve.hub.library import (
     model_name_for,
     refuse_projector_as_model,
 )
+from localserve.hub.starter import STARTER_MODEL_ID
 from localserve.paths import app_paths
 from localserve.runner.llama_backends import gpu_offload_supported
 
@@ -330,6 +334,48 @@ class ProgressLine:
         if self._drawn:
             click.echo("")
             self._drawn = False
+
+
+@models.command("set")
+@click.argument("name")
+@click.argument("assignments", nargs=-1, metavar="[KEY=VALUE]...")
+def models_set(name: str, assignments: tuple[str, ...]) -> None:
+    """Show or change a model's own settings (its preset): ctx, gpu_layers, threads, parallel,
+    flash_attention, cache_type_k, cache_type_v, chat_template (a template, or @FILE),
+    keep_alive, temperature, top_p, top_k, min_p, repeat_penalty, stop (comma-separated),
+    system. KEY= removes a key. They override the global settings for this model; a
+    request's own fields override them. Written to config.toml as [models."NAME"]."""
+    values = parse_assignments(list(assignments))
+    template = values.get("chat_template")
+    if isinstance(template, str) and template.startswith("@"):
+        values["chat_template"] = read_template(Path(template[1:]))
+    paths = app_paths()
+    client = DaemonClient.connect_if_running(paths)
+    if client is not None:  # the daemon writes config.toml and applies it
+        with client:
+            answer = client.change_preset(name, values) if values else client.model_preset(name)
+        shown, changed, applies = answer.values, answer.changed, answer.applies
+    else:
+        model = library().get(name).name if name != STARTER_MODEL_ID else name
+        settings = load_settings(paths.config_file)
+        store = PresetStore(paths.config_file, settings.models)
+        preset, keys = store.update(model, values) if values else (store.get(model), set())
+        shown = preset.values() if preset else {}
+        changed, applies = sorted(keys), "The next time it loads, it uses them."
+    if not shown:
+        click.echo(f"{name} has no settings of its own; it uses the global ones.")
+    for key, value in shown.items():
+        text = f"{len(value)} characters" if key == "chat_template" else json.dumps(value)
+        click.echo(f"{key} = {text}")
+    if changed:
+        click.echo(f"Changed: {', '.join(changed)}. {applies}")
+
+
+def read_template(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LocalserveError(f"Cannot read the template {path}: {exc.strerror or exc}") from exc
 
 
 @models.command("load")

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from localserve.api.engine import EngineSettings
+from localserve.api.presets import ModelPreset
 from localserve.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -245,6 +246,14 @@ class Settings(BaseSettings, RemoteSettings, LimitSettings, EngineSettings):
         "text",
         description="The daemon log file's format: text lines, or one JSON object per line "
         "(time, level, logger, message) for log collectors. Keys and tokens are masked in both.",
+    )
+    models: dict[str, ModelPreset] = Field(
+        default_factory=dict,
+        description='Per-model presets, as `[models."NAME"]` tables: ctx, gpu_layers, threads, '
+        "parallel, flash_attention, cache_type_k, cache_type_v, chat_template, keep_alive, "
+        "temperature, top_p, top_k, min_p, repeat_penalty, stop, system. They override these "
+        "settings for that model, and a request's own fields override them. `localserve models "
+        "set NAME key=value` writes them (docs/models.md).",
     )
 
     @field_validator("cors_origins")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from localserve.api.presets import ModelPreset
+from localserve.config.preset_store import PresetStore
 from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullManager
 from localserve.hub.library import ModelRecord
@@ -13,8 +15,12 @@ from localserve.server.ports import LoadedModel, PullUpdate
 class PoolCatalog:
     """``ModelCatalog`` over the model pool and its library."""
 
-    def __init__(self, pool: ModelPool) -> None:
+    def __init__(self, pool: ModelPool, presets: PresetStore | None = None) -> None:
         self._pool = pool
+        self._presets = presets or PresetStore(None)
+
+    def preset(self, name: str) -> ModelPreset | None:
+        return self._presets.get(name)
 
     def installed(self) -> list[ModelRecord]:
         return self._pool.library.records()

@@ -22,6 +22,7 @@ from localserve.api.control import (
     LibraryModel,
     LocalOnlyStatus,
     ModelList,
+    ModelSettings,
     ModelStatus,
     PullList,
     PullSnapshot,
@@ -127,6 +128,13 @@ class DaemonClient:
 
     def unload_model(self, name: str) -> UnloadResult:
         return self.request(UnloadResult, "POST", f"/models/{name}/unload")
+
+    def model_preset(self, name: str) -> ModelSettings:
+        return self.request(ModelSettings, "GET", f"/models/{name}/preset")
+
+    def change_preset(self, name: str, values: dict[str, Any]) -> ModelSettings:
+        """Set (or, with None, remove) keys of a model's own settings."""
+        return self.request(ModelSettings, "PUT", f"/models/{name}/preset", json={"values": values})
 
     def remove_model(self, name: str) -> RemovedModel:
         return self.request(RemovedModel, "DELETE", f"/models/{name}")

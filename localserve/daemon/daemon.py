@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 
 from localserve import __version__, logs
 from localserve.api.engine import EngineSettings
+from localserve.api.presets import engine_for
 from localserve.asgi.serving import bind_socket, run_async
 from localserve.config import Settings
+from localserve.config.preset_store import PresetStore
 from localserve.daemon.orphans import stop_orphan_runners
 from localserve.daemon.pool import ModelPool, PoolLimits
 from localserve.daemon.spare import SPARE_LOG_NAME, SpareRunner
@@ -70,6 +72,7 @@ class Daemon:
         self.paths = paths
         self.model = model
         self._on_listening = on_listening
+        self.presets = PresetStore(paths.config_file, settings.models)
 
     @functools.cached_property
     def engine(self) -> EngineSettings:
@@ -78,16 +81,22 @@ class Daemon:
         return resolve_engine(self.settings.engine, gpu_offload_supported())
 
     def runner_spec(self, model: ResolvedModel) -> RunnerSpec:
+        preset = self.presets.get(model.model_id)
+        engine = engine_for(self.settings.engine, preset)
         return RunnerSpec(
             model_id=model.model_id,
             model_path=model.path,
-            engine=self.engine,
+            engine=self.engine
+            if engine is self.settings.engine
+            else resolve_engine(engine, gpu_offload_supported()),
             log_file=self.paths.runner_log(model.model_id),
             log_level=self.settings.log_level,
             pid_dir=self.paths.runner_pid_dir,
             engine_checks_file=self.paths.engine_checks_file,
             model_checks_file=self.paths.model_checks_file,
             mmproj_path=model.mmproj,
+            chat_template=preset.chat_template if preset else None,
+            keep_alive=preset.keep_alive if preset else None,
         )
 
     async def run(self) -> None:
@@ -110,7 +119,9 @@ class Daemon:
             await asyncio.to_thread(import_module, "localserve.daemon.gateway")
             from localserve.daemon import gateway
 
-            services = gateway.build_services(self.settings, self.paths, state, pool, telemetry)
+            services = gateway.build_services(
+                self.settings, self.paths, state, pool, telemetry, self.presets
+            )
         except BaseException:
             await pool.stop_all()  # the spare too
             sock.close()

@@ -27,6 +27,7 @@ from localserve.asgi.serving import deadline_http_protocol
 from localserve.cloud.ledger import UsageLedger
 from localserve.cloud.providers import ProviderStore
 from localserve.config import Settings
+from localserve.config.preset_store import PresetStore
 from localserve.daemon.catalog import ManagerPulls, PoolCatalog
 from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullManager
@@ -107,6 +108,7 @@ class Services:
     remote: RemoteAccess
     state: DaemonState
     http_clients: list[httpx.AsyncClient]
+    presets: PresetStore
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start_background_work(self) -> None:
@@ -128,7 +130,12 @@ class Services:
 
 
 def build_services(
-    settings: Settings, paths: AppPaths, state: DaemonState, pool: ModelPool, telemetry: Telemetry
+    settings: Settings,
+    paths: AppPaths,
+    state: DaemonState,
+    pool: ModelPool,
+    telemetry: Telemetry,
+    presets: PresetStore,
 ) -> Services:
     """Pulls, cloud backends, routing and remote access around ``pool``, for one run."""
     limits = settings.limits
@@ -146,18 +153,18 @@ def build_services(
         max_bytes=limits.max_image_bytes,
         allow_private_addresses=limits.allow_private_image_urls,
     )
-    local = LocalBackend(pool, runner_http, limits.runner_start_timeout, images)
+    local = LocalBackend(pool, runner_http, limits.runner_start_timeout, images, presets.get)
     router = Router(local, cloud, lambda: policy.local_only)
     verifier = KeyVerifier(KeyStore(paths))
     # Served by the loopback gateway and the remote listener alike (one store of responses).
     extra = [
         responses_routes(router, ResponseStore()),
-        ollama_routes(router, PoolCatalog(pool), ManagerPulls(pulls)),
+        ollama_routes(router, PoolCatalog(pool, presets), ManagerPulls(pulls)),
     ]
     remote = RemoteAccess(settings, paths, router, verifier, extra=extra)
     return Services(
         pool, pulls, telemetry, cloud, policy, router, verifier, extra, remote, state,
-        [runner_http, cloud_http],
+        [runner_http, cloud_http], presets,
     )  # fmt: skip
 
 
@@ -191,6 +198,7 @@ def build_server(settings: Settings, services: Services) -> GatewayServer:
         services.policy,
         status,
         services.remote,
+        services.presets,
     )
     app = create_app(settings, services.router, services.verifier, control, extra=services.routes)
     return GatewayServer(

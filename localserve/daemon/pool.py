@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from localserve.api.presets import ENGINE_KEYS
 from localserve.daemon.admission import ModelUse
 from localserve.daemon.cpu_share import share_threads, threads_freed
 from localserve.daemon.eviction import make_room
@@ -209,6 +210,29 @@ class ModelPool:
     def status(self) -> list[SupervisorStatus]:
         return [entry.supervisor.status() for entry in self._loaded.values()]
 
+    def preset_changed(self, model_id: str, keys: set[str]) -> bool:
+        """A loaded model's preset changed: its new keep_alive from now on, and after an
+        engine key (context, offload, cache types...) it is unloaded once idle, so the next
+        request loads it with them; True in that case."""
+        entry = self._loaded.get(model_id)
+        model = self.resolve(model_id)
+        if entry is None or model is None:
+            return False
+        spec = self._spec_for(model)
+        if "keep_alive" in keys:
+            entry.use.keep_alive = (
+                spec.keep_alive if spec.keep_alive is not None else self.limits.keep_alive
+            )
+        if keys & ENGINE_KEYS:
+            entry.use.keep_alive = 0.0  # the idle unloader takes it as soon as it is idle
+            log.info(
+                "%s: new engine settings (%s); reloading once idle",
+                model_id,
+                ", ".join(sorted(keys & ENGINE_KEYS)),
+            )
+            return True
+        return False
+
     def in_flight(self) -> int:
         """Requests being answered by any loaded model (streams count until they close)."""
         return sum(entry.use.in_flight for entry in self._loaded.values())
@@ -248,9 +272,8 @@ class ModelPool:
         supervisor = Supervisor(
             spec, self.start_timeout, self._on_event, self._crash_policy, spare=self.spare
         )
-        entry = LoadedModel(
-            supervisor, ModelUse(self.limits.keep_alive, last_used=time.monotonic())
-        )
+        keep_alive = spec.keep_alive if spec.keep_alive is not None else self.limits.keep_alive
+        entry = LoadedModel(supervisor, ModelUse(keep_alive, last_used=time.monotonic()))
         self._loaded[model.model_id] = entry
         log.info("Loading %s", model.model_id)
         supervisor.start()

@@ -95,6 +95,8 @@ class RunnerSpec:
     engine_checks_file: Path | None = None  # None: no engine check (llama.cpp's defaults)
     model_checks_file: Path | None = None  # header verdicts kept across launches; None: memory
     mmproj_path: Path | None = None  # the model's vision projector, if it has one
+    chat_template: str | None = None  # the model preset's template, in place of the file's
+    keep_alive: float | None = None  # the model preset's; None: the pool's (the setting)
 
 
 @dataclass
@@ -162,6 +164,7 @@ class RunnerProcess:
             log_level=spec.log_level,
             log_file=str(spec.log_file) if spare is not None else None,
             mmproj_path=str(spec.mmproj_path) if spec.mmproj_path else None,
+            chat_template=spec.chat_template,
         )
         if spare is not None:
             rotate_if_large(spec.log_file)

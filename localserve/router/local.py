@@ -14,6 +14,7 @@ from typing import Generic, Protocol, TypeVar
 import httpx
 
 from localserve.api.keep_alive import parse_keep_alive
+from localserve.api.presets import ModelPreset, with_request_defaults
 from localserve.api.runner import RunnerEndpoint
 from localserve.errors import BackendTimeoutError, BackendUnavailableError
 from localserve.media import ImagePolicy
@@ -105,7 +106,9 @@ class LocalBackend(Generic[RunnerT]):
         client: httpx.AsyncClient,
         ready_timeout: float,
         image_policy: ImagePolicy | None = None,
+        presets: Callable[[str], ModelPreset | None] | None = None,
     ) -> None:
+        self._presets = presets or (lambda model: None)
         self._pool = pool
         self._client = client
         self._ready_timeout = ready_timeout
@@ -131,6 +134,8 @@ class LocalBackend(Generic[RunnerT]):
         A ``keep_alive`` field is ours (how long the model stays loaded), not the runner's."""
         payload = dict(payload)
         keep_alive = parse_keep_alive(payload.pop("keep_alive", None))
+        # The model's preset: defaults for what the request leaves out (temperature...).
+        payload = with_request_defaults(payload, self._presets(str(payload["model"])))
         if any(True for _ in image_parts(payload)):
             payload = await self._images_for(str(payload["model"]), payload)
         supervisor = await self._pool.acquire(str(payload["model"]), keep_alive)

@@ -79,6 +79,7 @@ def main() -> int:
                 config.engine,
                 config.engine_path,
                 Path(config.mmproj_path) if config.mmproj_path else None,
+                config.chat_template,
             ),
             share,
         )

@@ -59,6 +59,7 @@ class EngineConfig:
     settings: EngineSettings  # as the runner's config line carries it; on to the scheduler
     engine_path: EnginePath = LLAMA_DEFAULTS
     mmproj_path: Path | None = None  # a vision projector: the model then sees images
+    chat_template: str | None = None  # in place of the file's (a model preset's)
 
 
 def check_gguf_magic(path: Path) -> None:
@@ -159,7 +160,7 @@ class Engine:
         model = self._llama._model
         self._fim_tokens = (model.token_prefix(), model.token_suffix(), model.token_middle())
         self._eos_text = self._token_text(model.token_eos())
-        template = self._llama.metadata.get("tokenizer.chat_template")
+        template = config.chat_template or self._llama.metadata.get("tokenizer.chat_template")
         self._template_error: str | None = None
         self._formatter = self._compile(template)
         # Command R and Hermes 2 Pro carry a second template for requests with tools.

@@ -22,6 +22,7 @@ from localserve.api.control import (
     RemoteStatus,
     StatsSnapshot,
 )
+from localserve.api.presets import ModelPreset
 from localserve.api.runner import RunnerEndpoint
 from localserve.errors import LocalserveError
 from localserve.hub.client import HubOptions
@@ -43,6 +44,10 @@ class ModelCatalog(Protocol):
     def installed(self) -> list[ModelRecord]: ...
 
     def find(self, name: str) -> ModelRecord | None: ...
+
+    def preset(self, name: str) -> ModelPreset | None:
+        """The model's own settings (``config.toml``'s ``[models."NAME"]``), if any."""
+        ...
 
     def names(self) -> list[str]:
         """Every model name a request may use (for "did you mean" in errors)."""
@@ -138,6 +143,8 @@ class ModelControl(Protocol):
     def resolve(self, model_id: str) -> ResolvedModel | None: ...
 
     def status(self) -> Sequence[RunnerStatus]: ...
+
+    def preset_changed(self, model_id: str, keys: set[str]) -> bool: ...
 
     async def load(self, model_id: str) -> ModelRunner: ...
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Generic
+from typing import Any, Generic
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -30,6 +30,7 @@ from localserve.api.control import (
     LibraryModel,
     LocalOnlyStatus,
     ModelList,
+    ModelSettings,
     ModelStatus,
     PullList,
     PullSnapshot,
@@ -41,7 +42,8 @@ from localserve.api.control import (
 )
 from localserve.api.errors import APIError
 from localserve.api.sse import sse_data
-from localserve.errors import ModelNotFoundError
+from localserve.config.preset_store import PresetStore
+from localserve.errors import ConfigError, ModelNotFoundError
 from localserve.hardware.memory import MemorySnapshot, sample_memory
 from localserve.hub.catalog import RepoSummary, search_repos
 from localserve.hub.fit import FitEstimate, estimate_fit
@@ -166,7 +168,9 @@ class ControlAPI(Generic[JobT]):
         policy: ForwardingPolicy,
         status: StatusProvider,
         remote: RemoteSwitch,
+        presets: PresetStore | None = None,
     ) -> None:
+        self.presets = presets or PresetStore(None)
         self.pool = pool
         self.pulls = pulls
         self.telemetry = telemetry
@@ -187,6 +191,8 @@ class ControlAPI(Generic[JobT]):
         api.add_api_route("/models/{name}", self.remove_model, methods=delete)
         api.add_api_route("/models/{name}/load", self.load_model, methods=post)
         api.add_api_route("/models/{name}/unload", self.unload_model, methods=post)
+        api.add_api_route("/models/{name}/preset", self.model_preset, methods=get)
+        api.add_api_route("/models/{name}/preset", self.change_preset, methods=["PUT"])
         api.add_api_route("/hub/search", self.hub_search, methods=get)
         api.add_api_route("/hub/files", self.hub_files, methods=get)
         api.add_api_route("/pulls", self.start_pull, methods=post, status_code=202)
@@ -268,6 +274,34 @@ class ControlAPI(Generic[JobT]):
             raise ModelNotFoundError(name, self.pool.model_ids())
         return UnloadResult(model=name, unloaded=await self.pool.unload(name))
 
+    async def model_preset(self, name: str) -> ModelSettings:
+        model = self._known(name)
+        preset = self.presets.get(model)
+        return ModelSettings(model=model, values=preset.values() if preset else {})
+
+    async def change_preset(self, name: str, body: PresetChange) -> ModelSettings:
+        """Set or remove (null) keys of a model's preset, written to config.toml."""
+        model = self._known(name)
+        try:
+            preset, changed = await asyncio.to_thread(self.presets.update, model, body.values)
+        except ConfigError as exc:
+            raise APIError(400, str(exc), param="values") from exc
+        reloads = self.pool.preset_changed(model, changed)
+        applies = (
+            "It reloads with them once idle (the next request loads it again)."
+            if reloads
+            else "The next load and the next request use them."
+        )
+        return ModelSettings(
+            model=model, values=preset.values(), changed=sorted(changed), applies=applies
+        )
+
+    def _known(self, name: str) -> str:
+        resolved = self.pool.resolve(name)
+        if resolved is None:
+            raise ModelNotFoundError(name, self.pool.model_ids())
+        return resolved.model_id
+
     # -- the Hub -----------------------------------------------------------------------------
     async def hub_search(self, q: str, limit: int = 20) -> HubRepoList:
         timeout = self.pulls.hub.timeout_s
@@ -308,5 +342,12 @@ def control_routes(
     policy: ForwardingPolicy,
     status: StatusProvider,
     remote: RemoteSwitch,
+    presets: PresetStore | None = None,
 ) -> APIRouter:
-    return ControlAPI(pool, pulls, telemetry, policy, status, remote).routes()
+    return ControlAPI(pool, pulls, telemetry, policy, status, remote, presets).routes()
+
+
+class PresetChange(BaseModel):
+    """The body of ``PUT /models/{name}/preset``: keys to set, or to remove with null."""
+
+    values: dict[str, Any]

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from localserve.api.control import PullState
 from localserve.api.errors import APIError, api_error_from
+from localserve.api.presets import ollama_parameters
 from localserve.errors import ModelNotFoundError
 from localserve.hub.library import ModelRecord
 from localserve.protocols.ollama import (
@@ -203,10 +204,11 @@ class OllamaAPI:
         if record is None:
             raise ModelNotFoundError(name, self.catalog.names())
         capabilities = record.capabilities()
-        return {
+        preset = self.catalog.preset(record.name)
+        shown = {
             "modelfile": f"# served by localserve from the GGUF file of {record.name}",
-            "parameters": "",
-            "template": "",
+            "parameters": ollama_parameters(preset),
+            "template": (preset.chat_template if preset else None) or "",
             "details": details(record),
             "model_info": {
                 "general.architecture": record.architecture,
@@ -217,6 +219,9 @@ class OllamaAPI:
             },
             "capabilities": capabilities,
         }
+        if preset is not None and preset.system:
+            shown["system"] = preset.system
+        return shown
 
     async def ps(self) -> dict[str, Any]:
         loaded = []
