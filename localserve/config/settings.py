@@ -71,7 +71,7 @@ class LimitSettings(BaseModel):
         True,
         description="After a model is unloaded, start one runner process ahead, its imports "
         "done, for the next model to load: a reload answers about 0.3 s sooner, for a Python "
-        "process without a model (about 60 MB of RAM) while none is loaded.",
+        "process without a model (about 70 MB of RAM) while none is loaded.",
     )
     max_queue: int = Field(
         32,
