@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from localserve.api.engine import EngineSettings, FlashAttention, KvCacheType
 from localserve.errors import ConfigError
@@ -53,6 +53,18 @@ class ModelPreset(BaseModel):
     def values(self) -> dict[str, Any]:
         """The keys this preset sets."""
         return self.model_dump(exclude_none=True)
+
+
+def validated_preset(values: dict[str, Any], model: str = "this model") -> ModelPreset:
+    """``values`` as a preset, or ConfigError saying in one line which key is wrong and why."""
+    try:
+        return ModelPreset.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"Invalid setting for {model}: {problems}") from None
 
 
 ENGINE_KEYS = frozenset(

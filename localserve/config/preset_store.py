@@ -8,11 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from localserve.api.presets import ModelPreset
+from localserve.api.presets import ModelPreset, validated_preset
 from localserve.config.settings import read_config_file, write_config_file
-from localserve.errors import ConfigError
 
 PRESETS_KEY = "models"  # the config.toml table that holds them
 
@@ -46,14 +43,7 @@ class PresetStore:
             old = self._presets.get(name) or ModelPreset()
             merged = {**old.values(), **changes}
             merged = {key: value for key, value in merged.items() if value is not None}
-            try:
-                preset = ModelPreset.model_validate(merged)
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-                    for error in exc.errors()
-                )
-                raise ConfigError(f"Invalid setting for {name}: {problems}") from exc
+            preset = validated_preset(merged, name)
             changed = {
                 key
                 for key in set(old.values()) | set(preset.values())

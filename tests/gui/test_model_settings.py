@@ -1,0 +1,82 @@
+"""The Models window's per-model "Settings…" dialog, on a real daemon the tray starts: it shows
+the preset, saves changes to config.toml through the daemon, clears keys, and refuses a bad
+value in place without saving."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from localserve.config.settings import read_config_file
+from localserve.daemon.launcher import stop_daemon
+from localserve.gui.app import create_tray
+from localserve.gui.tray import TrayController, TrayState
+from localserve.gui.windows.model_settings import DEFAULT, ModelSettingsDialog
+from localserve.paths import AppPaths, app_paths
+from tests.helpers.daemon_process import STARTER_MODEL
+
+SERVE_TIMEOUT_MS = 90_000
+
+
+@pytest.fixture
+def paths(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> AppPaths:
+    monkeypatch.setenv("LOCALSERVE_PORT", "0")
+    return app_paths().ensure()
+
+
+@pytest.fixture
+def tray(qapp: Any, qtbot: QtBot, paths: AppPaths) -> Iterator[TrayController]:
+    created = create_tray(qapp, paths, poll_interval=0.25, stats_interval=0.25)
+    assert created is not None
+    controller, instance = created
+    controller.start()
+    try:
+        qtbot.waitUntil(lambda: controller.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
+        yield controller
+    finally:
+        controller.shutdown()
+        instance.server.close()
+        stop_daemon(paths)
+
+
+def test_the_dialog_saves_clears_and_refuses(
+    tray: TrayController, qtbot: QtBot, paths: AppPaths
+) -> None:
+    dialog = ModelSettingsDialog(tray, STARTER_MODEL)
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(dialog.save_button.isEnabled, timeout=10_000)
+    assert (
+        dialog.lines["ctx"].text() == "" and dialog.choices["cache_type_k"].currentText() == DEFAULT
+    )
+
+    dialog.lines["ctx"].setText("2048")
+    dialog.lines["temperature"].setText("0.5")
+    dialog.lines["stop"].setText("END, STOP")
+    dialog.choices["cache_type_k"].setCurrentText("q8_0")
+    dialog.system.setPlainText("Be brief.")
+    dialog.save()
+    qtbot.waitUntil(lambda: dialog.note.text().startswith("Saved"), timeout=10_000)
+    assert "reloads" in dialog.note.text()  # ctx and the cache type apply at load
+    table = read_config_file(paths.config_file)["models"][STARTER_MODEL]
+    assert table == {
+        "ctx": 2048,
+        "temperature": 0.5,
+        "stop": ["END", "STOP"],
+        "cache_type_k": "q8_0",
+        "system": "Be brief.",
+    }
+
+    dialog.lines["temperature"].setText("")  # back to the global setting
+    dialog.save()
+    qtbot.waitUntil(lambda: "temperature" in dialog.note.text(), timeout=10_000)
+    assert "temperature" not in read_config_file(paths.config_file)["models"][STARTER_MODEL]
+
+    before = paths.config_file.read_text()
+    dialog.lines["top_p"].setText("7")  # out of range: refused here, nothing sent
+    dialog.save()
+    assert dialog.note.text().startswith("⚠") and "top_p" in dialog.note.text()
+    assert paths.config_file.read_text() == before
