@@ -36,9 +36,9 @@ class LocalserveGroup(click.Group):
     """Turns every LocalserveError (and a network fault no layer below named) into one readable
     line and exit status 1, and Ctrl-C into "Cancelled." and status 130.
 
-    The command groups in ``LAZY_GROUPS`` are imported only when used (or listed in the help):
-    `localserve serve` does not pay for importing the Hub, cloud and models commands before it
-    starts its runner (cold start)."""
+    The command groups (and commands) in ``LAZY_GROUPS`` are imported only when used (or listed
+    in the help): `localserve serve` does not pay for importing the Hub, cloud, models and chat
+    commands before it starts its runner (cold start)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY_GROUPS})
@@ -72,6 +72,7 @@ LAZY_GROUPS = {
     "remote": ("localserve.cli.remote", "remote"),
     "autostart": ("localserve.cli.desktop", "autostart"),
     "desktop": ("localserve.cli.desktop", "desktop"),
+    "chat": ("localserve.cli.chat", "chat"),
 }
 
 
