@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import click
-import httpx
 
 from localserve.cloud.ledger import UsageLedger
 from localserve.cloud.providers import PRESETS, Price, Provider, ProviderStore, check_base_url
@@ -13,11 +12,8 @@ from localserve.config.settings import load_settings, update_config_file
 from localserve.daemon.client import DaemonClient
 from localserve.daemon.state import read_state
 from localserve.errors import ConfigError
-from localserve.network import FaultKind, NetworkFault, fault_from_response, host_of
 from localserve.paths import AppPaths, app_paths
-from localserve.router.cloud import provider_fault, provider_message, upstream_error
-
-TEST_TIMEOUT_S = 20.0
+from localserve.router.provider_check import CHECK_TIMEOUT_S, check_provider
 
 
 def store() -> ProviderStore:
@@ -109,7 +105,7 @@ def cloud_rm(name: str) -> None:
 @click.option(
     "--timeout",
     type=float,
-    default=TEST_TIMEOUT_S,
+    default=CHECK_TIMEOUT_S,
     show_default=True,
     help="Seconds to wait for the provider's answer.",
 )
@@ -123,34 +119,10 @@ def cloud_test(name: str, timeout: float) -> None:
     """
     providers = store()
     provider = providers.get(name)
-    key = providers.key(name).get()
-    headers = {"authorization": f"Bearer {key}"} if key else {}
-    url = f"{provider.base_url.rstrip('/')}/models"
-    try:
-        response = httpx.get(url, headers=headers, timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise upstream_error(name, exc, timeout) from exc
-    fault = fault_from_response(response)
-    if fault is not None:
-        raise provider_fault(name, fault, response.content)
-    if response.status_code in (401, 403):
-        detail = provider_message(response.content)
-        raise ConfigError(
-            f"{name} refused the key (HTTP {response.status_code}"
-            f"{': ' + detail if detail else ''}); set it again with `localserve cloud add "
-            f"{name} --base-url {provider.base_url}`."
-        )
-    if response.status_code != 200:
-        detail = provider_message(response.content) or response.text[:200]
-        raise ConfigError(f"{name} answered HTTP {response.status_code} for {url}: {detail}")
-    try:
-        data = response.json().get("data") or []
-        models = [str(item["id"]) for item in data if isinstance(item, dict) and item.get("id")]
-    except (ValueError, AttributeError, TypeError):
-        raise provider_fault(
-            name, NetworkFault(FaultKind.WEB_PAGE, host_of(url), status=response.status_code)
-        ) from None
-    click.echo(f"{name} works: {len(models)} models.")
+    advice = f"set it again with `localserve cloud add {name} --base-url {provider.base_url}`"
+    checked = check_provider(provider, providers.key(name).get(), advice, timeout)
+    click.echo(checked.verdict())
+    models = checked.models
     for model in models[:50]:
         click.echo(f"  {name}/{model}")
     if len(models) > 50:

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from localserve.api.errors import APIError, error_body
 from localserve.api.keep_alive import parse_keep_alive
+from localserve.api.presets import ModelPreset
 from localserve.api.requests import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -286,6 +287,9 @@ class FakeCatalog:
 
     def find(self, name: str) -> ModelRecord | None:
         return self.models.get(name.strip().lower())
+
+    def preset(self, name: str) -> ModelPreset | None:
+        return None  # no model of the fake has settings of its own
 
     def names(self) -> list[str]:
         return sorted(self.models)
