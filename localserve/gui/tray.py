@@ -329,8 +329,10 @@ class TrayController(QObject):
         self._start_action = menu.addAction("Start serving", self.start_serving)
         self._stop_action = menu.addAction("Stop serving", self.stop_serving)
         self.model_menu = menu.addMenu("Model")
+        menu.addAction("Chat...", lambda: self.show_chat())
         menu.addAction("Download models...", self.show_models_window)
         menu.addAction("Dashboard", self.show_dashboard)
+        menu.addAction("Cloud providers...", self.show_cloud_window)
         menu.addSeparator()
         self._copy_url = menu.addAction("Copy endpoint URL", self.copy_endpoint)
         self._copy_key = menu.addAction("Copy admin API key", self.copy_admin_key)
@@ -458,6 +460,14 @@ class TrayController(QObject):
 
         self._show("models", lambda: ModelsWindow(self))
 
+    def show_chat(self, model: str | None = None) -> None:
+        """The chat window; with ``model``, ready to talk to that model."""
+        from localserve.gui.windows.chat import ChatWindow
+
+        window = self._show("chat", lambda: ChatWindow(self))
+        if model:
+            window.use_model(model)
+
     def show_dashboard(self) -> None:
         from localserve.gui.windows.dashboard import DashboardWindow
 
@@ -467,6 +477,11 @@ class TrayController(QObject):
         from localserve.gui.windows.connect import ConnectWindow
 
         self._show("connect", lambda: ConnectWindow(self)).refresh()
+
+    def show_cloud_window(self) -> None:
+        from localserve.gui.windows.cloud import CloudWindow
+
+        self._show("cloud", lambda: CloudWindow(self))
 
     def show_settings(self) -> None:
         from localserve.gui.windows.settings import SettingsWindow

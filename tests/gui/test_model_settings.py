@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from localserve.config.settings import read_config_file
@@ -80,3 +81,20 @@ def test_the_dialog_saves_clears_and_refuses(
     dialog.save()
     assert dialog.note.text().startswith("⚠") and "top_p" in dialog.note.text()
     assert paths.config_file.read_text() == before
+
+
+def test_the_models_window_opens_the_selected_models_settings(
+    tray: TrayController, qtbot: QtBot
+) -> None:
+    tray.show_models_window()
+    models = tray._open_windows["models"]
+    qtbot.waitUntil(lambda: models.installed_table.rowCount() > 0, timeout=10_000)
+    assert not models.settings_button.isEnabled()
+    models.installed_table.selectRow(0)
+    assert models.settings_button.isEnabled()
+    qtbot.mouseClick(models.settings_button, Qt.MouseButton.LeftButton)
+    dialog = models.settings_dialog
+    assert isinstance(dialog, ModelSettingsDialog) and dialog.isVisible()
+    assert dialog.model == models.installed_table.item(0, 0).text() == STARTER_MODEL
+    qtbot.waitUntil(dialog.save_button.isEnabled, timeout=10_000)
+    dialog.close()

@@ -34,6 +34,7 @@ from localserve.api.control import (
     feature_words,
 )
 from localserve.gui.icons import icon
+from localserve.gui.windows.model_settings import ModelSettingsDialog
 from localserve.hub.library import format_bytes
 
 if TYPE_CHECKING:
@@ -124,7 +125,22 @@ class ModelsWindow(QWidget):
         downloads_box = QGroupBox("Downloads (they continue when this window is closed)")
         QVBoxLayout(downloads_box).addWidget(self.download_table)
         installed_box = QGroupBox("Installed")
-        QVBoxLayout(installed_box).addWidget(self.installed_table)
+        installed_layout = QVBoxLayout(installed_box)
+        installed_layout.addWidget(self.installed_table)
+        self.chat_button = QPushButton("Chat with the selected model")
+        self.chat_button.setEnabled(False)
+        self.chat_button.clicked.connect(self.chat_with_selected)
+        self.settings_button = QPushButton("Settings...")
+        self.settings_button.setToolTip("This model's own settings (its preset)")
+        self.settings_button.setEnabled(False)
+        self.settings_button.clicked.connect(self.settings_of_selected)
+        self.installed_table.itemSelectionChanged.connect(self.selection_changed)
+        self.installed_table.itemDoubleClicked.connect(lambda _item: self.chat_with_selected())
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.settings_button)
+        buttons.addWidget(self.chat_button)
+        installed_layout.addLayout(buttons)
         layout = QVBoxLayout(self)
         layout.addWidget(hub_box, 3)
         layout.addWidget(downloads_box, 1)
@@ -307,6 +323,27 @@ class ModelsWindow(QWidget):
                 self.installed_table.setCellWidget(row, 7, button)
             else:
                 self.installed_table.removeCellWidget(row, 6)
+
+    def selected_installed(self) -> str | None:
+        rows = self.installed_table.selectionModel().selectedRows()
+        item = self.installed_table.item(rows[0].row(), 0) if rows else None
+        return item.text() if item is not None else None
+
+    def selection_changed(self) -> None:
+        chosen = self.selected_installed() is not None
+        self.chat_button.setEnabled(chosen)
+        self.settings_button.setEnabled(chosen)
+
+    def settings_of_selected(self) -> None:
+        model = self.selected_installed()
+        if model is not None:
+            self.settings_dialog = ModelSettingsDialog(self.controller, model, self)
+            self.settings_dialog.show()
+
+    def chat_with_selected(self) -> None:
+        model = self.selected_installed()
+        if model is not None:
+            self.controller.show_chat(model)
 
     def remove(self, model: LibraryModel) -> None:
         answer = QMessageBox.question(
