@@ -86,6 +86,17 @@ def engine_for(base: EngineSettings, preset: ModelPreset | None) -> EngineSettin
     return base.model_copy(update=changes) if changes else base
 
 
+def fit_inputs(preset: ModelPreset | None) -> tuple[int | None, float]:
+    """What a model's fit verdict is computed with: the preset's context (None: the estimate's
+    default) and its KV cache's size against f16 (``EngineSettings.kv_scale``)."""
+    if preset is None:
+        return None, 1.0
+    engine = EngineSettings(
+        cache_type_k=preset.cache_type_k or "f16", cache_type_v=preset.cache_type_v or "f16"
+    )
+    return preset.ctx or None, engine.kv_scale
+
+
 def with_request_defaults(payload: dict[str, Any], preset: ModelPreset | None) -> dict[str, Any]:
     """An OpenAI request with the preset's sampling defaults where the request has none, and
     its system prompt in a chat that has no system message."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from localserve.api.control import PullSnapshot, PullState, feature_words
-from localserve.api.presets import parse_assignments
+from localserve.api.presets import fit_inputs, parse_assignments
 from localserve.config import load_settings
 from localserve.config.preset_store import PresetStore
 from localserve.daemon.client import DaemonClient
@@ -45,9 +45,19 @@ def library() -> Library:
 
 
 def fit_of(
-    record: ModelRecord, memory: MemorySnapshot, ctx: int | None, parallel: int = 1
+    record: ModelRecord,
+    memory: MemorySnapshot,
+    ctx: int | None,
+    parallel: int = 1,
+    kv_scale: float = 1.0,
 ) -> FitEstimate:
-    return estimate_fit(record, memory, ctx, parallel, gpu_offload_supported())
+    return estimate_fit(record, memory, ctx, parallel, gpu_offload_supported(), kv_scale)
+
+
+def preset_fit(record: ModelRecord, memory: MemorySnapshot, presets: PresetStore) -> FitEstimate:
+    """The fit verdict with the model's own context and KV-cache types, if it has them."""
+    ctx, kv_scale = fit_inputs(presets.get(record.name))
+    return fit_of(record, memory, ctx, kv_scale=kv_scale)
 
 
 @click.group()
@@ -65,13 +75,15 @@ def models_list() -> None:
     """Installed models with size, quant, context length, fit on this machine and features
     (sees, tools, thinks)."""
     memory = sample_memory()
+    paths = app_paths().ensure()
+    presets = PresetStore(None, load_settings(paths.config_file).models)
     rows = [
         (
             r.name,
             format_bytes(r.size_bytes + r.mmproj_size_bytes),
             r.quant_type,
             str(r.context_length),
-            fit_of(r, memory, None).verdict.value,
+            preset_fit(r, memory, presets).verdict.value,
             features(r),
         )
         for r in library().records()

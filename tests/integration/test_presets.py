@@ -82,6 +82,14 @@ def test_ollama_show_reports_the_preset(daemon: DaemonProcess) -> None:
     assert raw["system"] == "You are a pirate."
 
 
+def test_the_fit_verdict_uses_the_presets_context(daemon: DaemonProcess) -> None:
+    models = daemon.control("GET", "/models").json()["data"]
+    starter = next((m for m in models if m["name"] == STARTER_MODEL), None)
+    if starter is None:
+        pytest.skip("the starter is not listed in this library")
+    assert starter["fit"]["context_length"] == 2048
+
+
 def test_models_set_while_serving_reloads_once_idle(daemon: DaemonProcess) -> None:
     pid = daemon.model_status().pid
     changed = daemon.cli("models", "set", STARTER_MODEL, "ctx=1024", "temperature=0.1")

@@ -11,6 +11,7 @@ from localserve.api.engine import EngineSettings
 from localserve.api.presets import (
     ModelPreset,
     engine_for,
+    fit_inputs,
     ollama_parameters,
     parse_assignments,
     with_request_defaults,
@@ -51,6 +52,15 @@ def test_the_preset_overrides_the_global_engine_settings() -> None:
     assert (tuned.ctx, tuned.cache_type_k, tuned.threads) == (16384, "q8_0", 2)
     assert engine_for(base, ModelPreset(temperature=0.3)) is base  # no engine key: unchanged
     assert engine_for(base, None) is base
+
+
+def test_the_fit_estimate_takes_the_presets_context_and_cache_types() -> None:
+    assert fit_inputs(None) == (None, 1.0)
+    assert fit_inputs(ModelPreset(ctx=16384, cache_type_k="q8_0", cache_type_v="q8_0")) == (
+        16384,
+        EngineSettings(cache_type_k="q8_0", cache_type_v="q8_0").kv_scale,
+    )
+    assert fit_inputs(ModelPreset(cache_type_v="q4_0"))[1] < 1.0
 
 
 def test_ollama_show_writes_parameters_its_way() -> None:

@@ -41,6 +41,7 @@ from localserve.api.control import (
     UnloadResult,
 )
 from localserve.api.errors import APIError
+from localserve.api.presets import ModelPreset, fit_inputs
 from localserve.api.sse import sse_data
 from localserve.config.preset_store import PresetStore
 from localserve.errors import ConfigError, ModelNotFoundError
@@ -106,9 +107,12 @@ def library_model(
     states: dict[str, str],
     default: str,
     gpu_offload: bool,
+    preset: ModelPreset | None = None,
 ) -> LibraryModel:
-    """A library model for the control API; ``states`` maps loaded model ids to their state."""
-    fit = estimate_fit(record, memory, None, 1, gpu_offload)
+    """A library model for the control API; ``states`` maps loaded model ids to their state.
+    The fit verdict uses the model's own context and KV-cache types (``preset``)."""
+    ctx, kv_scale = fit_inputs(preset)
+    fit = estimate_fit(record, memory, ctx, 1, gpu_offload, kv_scale)
     return LibraryModel(
         name=record.name,
         size_bytes=record.size_bytes,
@@ -253,7 +257,7 @@ class ControlAPI(Generic[JobT]):
         states = {status.model_id: status.state for status in self.pool.status()}
         default, offload = self.pool.default.model_id, self.pool.gpu_offload
         return [
-            library_model(record, memory, states, default, offload)
+            library_model(record, memory, states, default, offload, self.presets.get(record.name))
             for record in self.pool.library.records()
         ]
 
