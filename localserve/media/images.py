@@ -28,6 +28,7 @@ from urllib.parse import unquote_to_bytes
 
 from PIL import Image, ImageOps
 
+from localserve.api.media_types import image_media_type
 from localserve.errors import ImageRejectedError
 from localserve.media.fetch import fetch_image
 from localserve.media.policy import ImagePolicy, over_max_bytes
@@ -59,23 +60,10 @@ async def load_image_bytes(url: str, policy: ImagePolicy) -> bytes:
     )
 
 
-MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
-
-
 def sniff_media_type(data: bytes) -> str:
     """The image type the bytes start like (PNG, JPEG, GIF, WebP); octet-stream, which the
     decoder refuses, for anything else. Never trusts a server's Content-Type."""
-    for magic, media_type in MAGIC:
-        if data.startswith(magic):
-            return media_type
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "application/octet-stream"
+    return image_media_type(data) or "application/octet-stream"
 
 
 async def fetched_as_data_url(url: str, policy: ImagePolicy) -> str:

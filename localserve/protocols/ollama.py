@@ -29,6 +29,7 @@ from localserve.api.errors import APIError, api_error_from
 from localserve.api.ids import new_call_id
 from localserve.api.inference import InferenceCall
 from localserve.api.keep_alive import parse_keep_alive
+from localserve.api.media_types import image_media_type
 from localserve.errors import BackendUnavailableError
 from localserve.protocols.openai import (
     StreamedToolCalls,
@@ -164,19 +165,6 @@ def ollama_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return result
-
-
-def image_media_type(head: bytes) -> str | None:
-    """The media type of an image file from its first 12 bytes: PNG, JPEG, WebP or GIF."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def image_data_url(image: Any, where: str) -> str:

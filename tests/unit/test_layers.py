@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": BASE | {"api", "security"},
     "hardware": BASE | {"api"},
     "logs": BASE,
-    "media": BASE,
+    "media": BASE | {"api"},
     "hub": BASE | {"api", "hardware", "security"},
     "runner": BASE | {"api", "asgi", "hardware", "hub", "media"},
     "cloud": BASE | {"security", "hub"},
