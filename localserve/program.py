@@ -11,3 +11,9 @@ def localserve_command() -> list[str]:
     if getattr(sys, "frozen", False):
         return [sys.executable]
     return [sys.executable, "-m", "localserve"]
+
+
+def runner_command() -> list[str]:
+    """How to start a runner child process (``localserve.runner``; a frozen app accepts the
+    same ``-m`` form for it, ``frozen.py``)."""
+    return [sys.executable, "-m", "localserve.runner"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from importlib import import_module
@@ -120,7 +121,8 @@ def tray() -> None:
 @click.option("--gpu-layers", metavar="auto|N", help=describe("gpu_layers"))
 @click.option("--threads", type=int, help=describe("threads"))
 @click.option("--parallel", type=int, help=describe("parallel"))
-def serve(**options: Any) -> None:
+@click.pass_obj
+def serve(first_runner: subprocess.Popen[bytes] | None, /, **options: Any) -> None:
     """Serve a model on 127.0.0.1 until Ctrl-C (the starter model by default)."""
     from localserve.daemon.daemon import configure_logging, run_daemon
     from localserve.hub.resolve import resolve_model
@@ -140,7 +142,7 @@ def serve(**options: Any) -> None:
             "  Stop:         Ctrl-C",
         )
 
-    run_daemon(settings, paths, model, on_listening=announce)
+    run_daemon(settings, paths, model, on_listening=announce, first_runner=first_runner)
 
 
 def running_daemon(paths: AppPaths) -> DaemonState:
@@ -327,5 +329,6 @@ def logs(model: str | None, follow: bool, lines: int) -> None:
             pass
 
 
-def main() -> None:
-    cli(prog_name="localserve")
+def main(first_runner: subprocess.Popen[bytes] | None = None) -> None:
+    """Run the CLI; ``first_runner`` is `serve`'s head start (``daemon/head_start.py``)."""
+    cli(prog_name="localserve", obj=first_runner)

@@ -1,8 +1,9 @@
 """The daemon: one run of `localserve serve`, from binding the port to stopping the runners.
 
-Cold start matters (launch to first token): the daemon imports only what the model pool needs,
-binds, and spawns the first runner; the gateway (``gateway.py``, the heavier imports) is
-built while that runner starts.
+Cold start matters (launch to first token): the first runner process was started by the
+console script before anything else (``head_start.py``), or is spawned here first thing; the
+daemon imports only what the model pool needs, and the gateway (``gateway.py``, the heavier
+imports) is built while that runner loads its model.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 import ipaddress
 import logging
 import socket
+import subprocess
 from collections.abc import Callable
 from importlib import import_module
 from typing import TYPE_CHECKING
@@ -67,11 +69,13 @@ class Daemon:
         paths: AppPaths,
         model: ResolvedModel,
         on_listening: Callable[[DaemonState], None] | None = None,
+        first_runner: subprocess.Popen[bytes] | None = None,
     ) -> None:
         self.settings = settings
         self.paths = paths
         self.model = model
         self._on_listening = on_listening
+        self._first_runner = first_runner  # started by the console script (head_start.py)
         self.presets = PresetStore(paths.config_file, settings.models)
 
     @functools.cached_property
@@ -104,7 +108,9 @@ class Daemon:
         host = check_loopback_host(self.settings.host)
         self._refuse_a_second_daemon()
         spare = self._spare()
-        if spare is not None:  # first of all: the first model's runner starts booting now
+        if self._first_runner is not None:
+            await spare.adopt(self._first_runner)
+        else:  # first of all: the first model's runner starts booting now
             await spare.prepare()
         sock = bind_socket(host, self.settings.port)
         state = new_state(host, sock.getsockname()[1], self.model.model_id, __version__)
@@ -144,12 +150,14 @@ class Daemon:
         stop_orphan_runners(self.paths.runner_pid_dir)  # no daemon runs: any runner is stray
         self.paths.runner_pid_dir.mkdir(mode=0o700, exist_ok=True)
 
-    def _spare(self) -> SpareRunner | None:
-        if not self.settings.limits.prestart_runner:
-            return None
-        return SpareRunner(self.paths.log_dir / SPARE_LOG_NAME, self.paths.runner_pid_dir)
+    def _spare(self) -> SpareRunner:
+        return SpareRunner(
+            self.paths.log_dir / SPARE_LOG_NAME,
+            self.paths.runner_pid_dir,
+            after_unload=self.settings.limits.prestart_runner,
+        )
 
-    def _pool(self, telemetry: Telemetry, spare: SpareRunner | None) -> ModelPool:
+    def _pool(self, telemetry: Telemetry, spare: SpareRunner) -> ModelPool:
         limits = self.settings.limits
         return ModelPool(
             Library(self.paths.models_dir),
@@ -196,6 +204,7 @@ def run_daemon(
     paths: AppPaths,
     model: ResolvedModel,
     on_listening: Callable[[DaemonState], None] | None = None,
+    first_runner: subprocess.Popen[bytes] | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (uvicorn handles both), then stop the runner and clean up."""
-    run_async(Daemon(settings, paths, model, on_listening).run())
+    run_async(Daemon(settings, paths, model, on_listening, first_runner).run())

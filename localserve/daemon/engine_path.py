@@ -34,9 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock
+from typing import TYPE_CHECKING, Any
 
 from localserve.api.engine import WeightRepack
 from localserve.api.runner import EnginePath
@@ -50,6 +48,9 @@ from localserve.runner.engine_check import (
     CheckPlan,
 )
 from localserve.security.secret_store import write_private_file
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,14 @@ class VerdictStore:
 
     def __init__(self, file: Path) -> None:
         self.file = file
-        self.lock = FileLock(str(file) + ".lock")
+
+    @functools.cached_property
+    def lock(self) -> FileLock:
+        """Held while checks run and verdicts are written (imported here: a cold start that
+        only reads a verdict need not import filelock)."""
+        from filelock import FileLock
+
+        return FileLock(str(self.file) + ".lock")
 
     def read(self) -> dict[str, Any]:
         try:
@@ -240,11 +248,20 @@ def choose_engine_path(
     """The path a runner for ``model_path`` should use; ModelLoadError when every candidate
     crashes."""
     key = check_key(quant_type, choice)
+    known = _verdict(store, key)  # the usual case, read without waiting for the lock
+    if known is not None:
+        return known
     with store.lock:
-        verdict = store.entry(key).get("verdict")
-        if isinstance(verdict, dict):
-            return dataclasses.replace(EnginePath(**verdict), check_key=key)
-        return _check_candidates(model_path, quant_type, choice, store, key, timeout)
+        return _verdict(store, key) or _check_candidates(
+            model_path, quant_type, choice, store, key, timeout
+        )
+
+
+def _verdict(store: VerdictStore, key: str) -> EnginePath | None:
+    verdict = store.entry(key).get("verdict")
+    if isinstance(verdict, dict):
+        return dataclasses.replace(EnginePath(**verdict), check_key=key)
+    return None
 
 
 def _check_candidates(

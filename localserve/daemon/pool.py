@@ -254,7 +254,7 @@ class ModelPool:
     async def _prepare_spare(self) -> None:
         """After an unload: the next load, likely soon, takes a runner that has started."""
         if self.spare is not None:
-            await self.spare.prepare()
+            await self.spare.prepare_after_unload()
 
     # -- inside the lock ---------------------------------------------------------------------
     async def _load_locked(self, model_id: str) -> LoadedModel:

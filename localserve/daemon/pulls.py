@@ -18,13 +18,16 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from localserve.api.control import ACTIVE_PULL_STATES, PullSnapshot, PullState
 from localserve.errors import LocalserveError
-from localserve.hub.catalog import RemoteModel, choose_model, parse_pull_spec, repo_models
 from localserve.hub.client import HUB, HubOptions
-from localserve.hub.download import PullCancelled, PullProgress, pull
 from localserve.hub.library import Library
+
+if TYPE_CHECKING:  # the Hub's catalog and downloads are imported at the first pull
+    from localserve.hub.catalog import RemoteModel
+    from localserve.hub.download import PullProgress
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,8 @@ class PullManager:
 
         Resolving the repo happens here, so a missing repo or quant fails this call (404).
         """
+        from localserve.hub.catalog import choose_model, parse_pull_spec, repo_models
+
         self._loop = asyncio.get_running_loop()
         repo, selector = parse_pull_spec(spec)
         remote = await asyncio.to_thread(
@@ -134,6 +139,8 @@ class PullManager:
 
     # -- the worker thread -------------------------------------------------------------------
     def _run(self, job: PullJob, remote: RemoteModel) -> None:
+        from localserve.hub.download import PullCancelled, pull
+
         last = 0.0
 
         def on_progress(progress: PullProgress) -> None:

@@ -14,6 +14,7 @@ import logging
 import logging.handlers
 import socket
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import psutil
 import uvicorn
@@ -25,9 +26,11 @@ from localserve.config import Settings
 from localserve.errors import ConfigError
 from localserve.paths import AppPaths
 from localserve.router.router import Router
-from localserve.security.tls import Certificate, ensure_certificate
 from localserve.server.auth import KeyVerifier
 from localserve.server.remote import AuthThrottle, audit_log, create_remote_app
+
+if TYPE_CHECKING:  # cryptography (20 ms) is imported when remote access is turned on
+    from localserve.security.tls import Certificate
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,8 @@ class RemoteAccess:
         return self._status
 
     async def enable(self, interface: str | None, port: int | None) -> RemoteStatus:
+        from localserve.security.tls import ensure_certificate
+
         async with self._lock:
             await self._stop_locked()
             address = resolve_address(interface or self.remote.remote_address)

@@ -40,7 +40,7 @@ from localserve.daemon.engine_path import (
     kernel_names,
 )
 from localserve.daemon.orphans import forget_runner
-from localserve.daemon.spare import SpareRunner, spawn_runner, stop_process
+from localserve.daemon.spare import RunnerChild, SpareRunner, spawn_runner, stop_process
 from localserve.errors import BackendUnavailableError, InvalidModelFileError, ModelLoadError
 from localserve.hub.gguf_check import check_model_file
 from localserve.hub.gguf_header import read_gguf_header
@@ -132,7 +132,7 @@ class RunnerProcess:
         self.spec = spec
         self._spare = spare
         self._on_handshake = on_handshake
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: RunnerChild | None = None
         self._threads = spec.engine.threads  # granted last
         self._threads_in_use = spec.engine.threads  # reported applied by the batch loop
         self._threads_changed = asyncio.Event()

@@ -23,8 +23,6 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import huggingface_hub
-from huggingface_hub import constants, get_token
 
 from localserve import __version__
 from localserve.errors import HubAccessError, HubError, HubUnreachableError, RepoNotFoundError
@@ -73,16 +71,31 @@ class HubOptions:
 def hub_headers(token: str | None) -> dict[str, str]:
     """What every Hub request sends: the token (ours, else ``huggingface-cli login``'s) and
     our user agent. Not ``huggingface_hub``'s ``build_hf_headers``: to name an "agent" in the
-    user agent it fetches a registry from the Hub, a call of its own that we do not want."""
+    user agent it fetches a registry from the Hub, a call of its own that we do not want.
+
+    ``huggingface_hub`` is imported where it is used, here and below: the daemon builds its
+    Hub options at start-up, and that import (30 ms) would delay a cold start's first answer.
+    """
+    import huggingface_hub
+
     headers = {"user-agent": f"localserve/{__version__}; hf_hub/{huggingface_hub.__version__}"}
-    token = token or get_token()
+    token = token or huggingface_hub.get_token()
     if token:
         headers["authorization"] = f"Bearer {token}"
     return headers
 
 
 def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
     return str(constants.ENDPOINT).rstrip("/")
+
+
+def file_url(repo_id: str, file_name: str, revision: str | None) -> str:
+    """Where the Hub serves one file of a repo at ``revision`` (``HF_ENDPOINT`` honoured)."""
+    from huggingface_hub import hf_hub_url
+
+    return str(hf_hub_url(repo_id, file_name, revision=revision))
 
 
 def hub_unreachable(fault: NetworkFault, hint: str = STILL_WORKS) -> HubUnreachableError:
@@ -90,6 +103,8 @@ def hub_unreachable(fault: NetworkFault, hint: str = STILL_WORKS) -> HubUnreacha
 
 
 def check_online() -> None:
+    from huggingface_hub import constants
+
     if constants.HF_HUB_OFFLINE:
         raise HubUnreachableError(
             "HF_HUB_OFFLINE is set, so localserve does not contact the Hugging Face Hub; unset "

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import httpx
 from filelock import FileLock, Timeout
-from huggingface_hub import hf_hub_url
 
 from localserve.errors import DownloadError, InvalidModelFileError
 from localserve.hub.catalog import RemoteFile, RemoteModel
@@ -32,6 +31,7 @@ from localserve.hub.client import (
     DEFAULT_NETWORK_WAIT_S,
     answer_fault,
     check_online,
+    file_url,
     hub_headers,
     hub_unreachable,
 )
@@ -244,7 +244,7 @@ class Download:
         if path.is_file() and path.stat().st_size == remote_file.size:
             return sha256_file(path)  # finished by an earlier pull whose later shard failed
         part = path.with_name(path.name + ".part")
-        url = hf_hub_url(self.remote.repo_id, remote_file.name, revision=self.remote.revision)
+        url = file_url(self.remote.repo_id, remote_file.name, self.remote.revision)
         while True:
             have = part.stat().st_size if part.exists() else 0
             if have >= remote_file.size:

@@ -88,6 +88,8 @@ _SCALARS: dict[int, str] = {
     12: "<d",
 }
 _STRING, _ARRAY = 8, 9
+_LENGTH = struct.Struct("<Q")  # a string's byte count
+_SKIP_WINDOW = 256 * 1024  # read at a time while skipping an array of strings
 
 # llama.cpp's llama_ftype values -> the names quantized files are known by.
 FILE_TYPES = {
@@ -210,10 +212,32 @@ class _Reader:
         if kind in _SCALARS:
             self.skip(items * struct.calcsize(_SCALARS[kind]))
         elif kind == _STRING:
-            for _ in range(items):
-                self.skip(self.count(MAX_STRING_BYTES, "a string length"))
+            self._skip_strings(items)
         else:
             raise self.fail(f"array of unsupported type {kind}")
+
+    def _skip_strings(self, items: int) -> None:
+        """Skip ``items`` length-prefixed strings, reading their lengths from windows of the
+        file: a vocabulary's 50,000 to 250,000 strings, skipped one seek at a time, took 0.1 s
+        and more, on every cold start."""
+        position = self._handle.tell()
+        window, window_start = b"", position
+        for _ in range(items):
+            offset = position - window_start
+            if offset + _LENGTH.size > len(window):
+                self._check_room(position + _LENGTH.size)
+                self._handle.seek(position)
+                window, window_start, offset = self._handle.read(_SKIP_WINDOW), position, 0
+                if len(window) < _LENGTH.size:
+                    raise self.fail("it ends inside its header (truncated download?)")
+            (length,) = _LENGTH.unpack_from(window, offset)
+            if length > MAX_STRING_BYTES:
+                raise self.fail(
+                    f"a string length is {length}, more than the limit of {MAX_STRING_BYTES}"
+                )
+            position += _LENGTH.size + length
+        self._check_room(position)
+        self._handle.seek(position)
 
     @property
     def position(self) -> int:

@@ -14,12 +14,17 @@ import logging
 from dataclasses import dataclass
 
 import httpx
-from huggingface_hub import hf_hub_url
 
 from localserve.errors import HubError, InvalidModelFileError
 from localserve.hardware.memory import MemorySnapshot
 from localserve.hub.catalog import RemoteModel, repo_models, with_projector
-from localserve.hub.client import API_TIMEOUT_S, answer_fault, hub_headers, hub_unreachable
+from localserve.hub.client import (
+    API_TIMEOUT_S,
+    answer_fault,
+    file_url,
+    hub_headers,
+    hub_unreachable,
+)
 from localserve.hub.fit import FitEstimate, estimate_fit
 from localserve.hub.gguf_header import GgufHeader, HeaderIncomplete, read_gguf_header_prefix
 from localserve.hub.library import ModelRecord, model_name_for
@@ -42,7 +47,7 @@ class QuantChoice:
 def fetch_remote_header(remote: RemoteModel, timeout_s: float = API_TIMEOUT_S) -> GgufHeader:
     """The GGUF header of ``remote``'s first file, read from a prefix of it."""
     first = remote.files[0]
-    url = hf_hub_url(remote.repo_id, first.name, revision=remote.revision)
+    url = file_url(remote.repo_id, first.name, remote.revision)
     headers = hub_headers(hub_token())
     fetch = FIRST_FETCH
     with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout_s)) as client:

@@ -24,14 +24,16 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
-
-from PIL import Image, ImageOps
 
 from localserve.api.media_types import image_media_type
 from localserve.errors import ImageRejectedError
 from localserve.media.fetch import fetch_image
 from localserve.media.policy import ImagePolicy, over_max_bytes
+
+if TYPE_CHECKING:  # Pillow is imported at the first decode: the gateway never decodes
+    from PIL import Image
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
@@ -132,6 +134,8 @@ def decode_base64(payload: str) -> bytes:
 def decode_image(data: bytes, policy: ImagePolicy) -> DecodedImage:
     """RGB pixels of a PNG, JPEG, WebP or GIF (first frame), upright as its EXIF orientation
     says. CPU-bound (tens of ms for a photo): async callers run it in a thread."""
+    from PIL import Image, ImageOps
+
     with pillow_errors(policy):
         image = Image.open(io.BytesIO(data), formats=FORMATS)
     with image:
@@ -155,6 +159,8 @@ def check_pixels(size: tuple[int, int], policy: ImagePolicy) -> None:
 def flatten_to_rgb(image: Image.Image) -> Image.Image:
     """Transparent pixels become white, as on a white page: dropping alpha instead would show
     whatever colour they happen to hold, often black, and hide dark content drawn on them."""
+    from PIL import Image
+
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         background = Image.new("RGBA", image.size, WHITE)
         return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
@@ -164,6 +170,8 @@ def flatten_to_rgb(image: Image.Image) -> Image.Image:
 @contextlib.contextmanager
 def pillow_errors(policy: ImagePolicy) -> Iterator[None]:
     """Pillow's many ways of failing on a hostile file, as the two refusals a client can act on."""
+    from PIL import Image
+
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -28,6 +28,7 @@ import functools
 import hashlib
 import importlib.util
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -131,11 +132,26 @@ def build_id() -> str:
 
 
 @functools.cache
-def _libggml() -> ctypes.CDLL:
-    """The libggml that libllama linked (loaded by ``import llama_cpp``), with the registry
-    functions typed."""
-    import llama_cpp  # noqa: F401  - loads libllama and, through it, libggml
+def _libllama() -> ctypes.CDLL:
+    """libllama, loaded as ``llama_cpp`` loads it (globally, so that its libggml is the one
+    ``llama_cpp`` will use), without importing ``llama_cpp``: that import (numpy, Jinja, the
+    high-level classes: 90 ms) is the runner's to pay, not the daemon's, which only asks about
+    the build."""
+    folder = library_dir()
+    names = ("libllama.so", "libllama.dylib", "llama.dll", "libllama.dll")
+    path = next((folder / name for name in names if (folder / name).exists()), None)
+    if path is None:
+        raise BackendLoadError(f"No libllama in {folder}.")
+    if sys.platform == "win32":
+        os.add_dll_directory(str(folder))
+        return ctypes.CDLL(str(path), winmode=ctypes.RTLD_GLOBAL)
+    return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
 
+
+@functools.cache
+def _libggml() -> ctypes.CDLL:
+    """The libggml that libllama linked, with the registry functions typed."""
+    _libllama()  # loads libggml with it
     names = ("libggml.so.0", "libggml.so", "libggml.dylib", "ggml.dll")
     path = next((library_dir() / name for name in names if (library_dir() / name).exists()), None)
     if path is None:
@@ -222,16 +238,15 @@ def load_gpu_backends() -> None:
 def gpu_offload_supported() -> bool:
     """Whether this llama.cpp build can offload layers to a GPU (CUDA, Metal, Vulkan...).
 
-    Asks llama.cpp itself (loading a ``GGML_BACKEND_DL`` build's GPU libraries first), so it
-    imports ``llama_cpp`` on first call.
+    Asks llama.cpp itself, loading a ``GGML_BACKEND_DL`` build's GPU libraries first.
     """
-    import llama_cpp
-
     try:
         load_gpu_backends()
     except BackendLoadError as exc:
         log.warning("GPU offload unavailable: %s", exc)
-    return bool(llama_cpp.llama_supports_gpu_offload())
+    supports = _libllama().llama_supports_gpu_offload
+    supports.restype = ctypes.c_bool
+    return bool(supports())
 
 
 def build_summary() -> dict[str, object]:

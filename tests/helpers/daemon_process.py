@@ -53,7 +53,8 @@ class DaemonProcess:
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout: float = 60.0) -> DaemonProcess:
+    def start(self, timeout: float = 60.0, poll_s: float = 0.05) -> DaemonProcess:
+        """Launch it and wait for its state file (looked for every ``poll_s`` seconds)."""
         self.home.mkdir(parents=True, exist_ok=True)
         with (self.home / "stdout.log").open("wb") as log:
             self.process = subprocess.Popen(
@@ -75,7 +76,7 @@ class DaemonProcess:
                 if state.get("pid") == self.process.pid:
                     self.state = state
                     return self
-            time.sleep(0.05)
+            time.sleep(poll_s)
         raise TimeoutError(f"daemon did not start:\n{self.output()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:

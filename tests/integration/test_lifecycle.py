@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers.daemon_process import ENDLESS, STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import ENDLESS, STARTER_MODEL, DaemonProcess, run_cli
 from tests.helpers.model_files import starter_path, unknown_architecture_copy
 
 
@@ -363,3 +363,41 @@ def test_no_spare_runner_when_prestart_is_off(tmp_path: Path) -> None:
         assert runner_pids(daemon.state["pid"]) == []
         assert daemon.chat().status_code == 200
         assert daemon.model_status().pid not in (None, first)
+
+
+def test_serve_adopts_the_runner_it_started_before_its_imports(tmp_path: Path) -> None:
+    """`localserve serve` starts its first runner before importing the CLI (head_start.py); the
+    daemon takes that very process for the first model, and starts no other."""
+    daemon = DaemonProcess(tmp_path / "home", env={"LOCALSERVE_LOG_LEVEL": "debug"})
+    with daemon:
+        pid = daemon.wait_until_model("ready").pid
+        assert runner_pids(daemon.state["pid"]) == [pid]
+        daemon_log = (daemon.home / "logs" / "daemon.log").read_text()
+        assert f"Spare runner adopted (pid {pid})" in daemon_log
+        assert "Spare runner started" not in daemon_log
+
+
+def runners_of_home(home: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "localserve.runner" not in (process.info["cmdline"] or []):
+                continue
+            if process.environ().get("LOCALSERVE_HOME") == str(home):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_the_early_runner_exits_when_serve_fails(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "LOCALSERVE_HOME": str(home)}
+    result = run_cli("serve", "--model", "no-such-model", env=env)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "no-such-model" in result.stderr
+    assert (home / "logs" / "spare-runner.log").exists()  # a runner was started, before the CLI
+    deadline = time.monotonic() + 30
+    while runners_of_home(home) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runners_of_home(home) == [], "the runner started for serve outlived it"

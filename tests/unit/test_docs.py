@@ -20,7 +20,7 @@ def test_every_cli_command_is_in_the_readme() -> None:
     group's row, as in `remote on` / `remote off`)."""
     import click
 
-    from localserve.cli import cli
+    from localserve.cli.main import cli
 
     readme = (ROOT / "README.md").read_text()
 
