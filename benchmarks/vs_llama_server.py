@@ -53,13 +53,17 @@ class Server(LlamaServer):
         self.args.append("--kv-unified")
 
 
-def first_answer(url: str, headers: dict[str, str], model: str, deadline_s: float = 120) -> float:
-    """Seconds until a one-token chat answers 200 (polling while the server starts)."""
+def first_answer(
+    client: httpx.Client, url: str, headers: dict[str, str], model: str, deadline_s: float = 120
+) -> float:
+    """Seconds until a one-token chat answers 200 (polling every 10 ms while the server
+    starts). The client is made beforehand for both servers: a new one costs 20 ms (its TLS
+    context), which would count as start-up and space the polls out."""
     started = time.perf_counter()
     body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
     while time.perf_counter() - started < deadline_s:
         try:
-            if httpx.post(url, headers=headers, json=body, timeout=30).status_code == 200:
+            if client.post(url, headers=headers, json=body).status_code == 200:
                 return time.perf_counter() - started
         except httpx.HTTPError:
             pass
@@ -69,28 +73,32 @@ def first_answer(url: str, headers: dict[str, str], model: str, deadline_s: floa
 
 def localserve_cold_start(home: Path, threads: int) -> float:
     """Launch ``localserve serve`` and wait for its first chat answer (its state file, which
-    says the port, looked for every 5 ms, as llama-server's port is tried every 10 ms)."""
+    says the port, looked for every 5 ms)."""
     daemon = DaemonProcess(home, "--threads", str(threads))
-    started = time.perf_counter()
-    daemon.start(poll_s=0.005)
-    try:
-        url = f"{daemon.base_url}/chat/completions"
-        return time.perf_counter() - started + first_answer(url, daemon.headers(), STARTER_MODEL)
-    finally:
-        daemon.stop()
+    with httpx.Client(timeout=30) as client:
+        started = time.perf_counter()
+        daemon.start(poll_s=0.005)
+        try:
+            url = f"{daemon.base_url}/chat/completions"
+            first_answer(client, url, daemon.headers(), STARTER_MODEL)
+            return time.perf_counter() - started
+        finally:
+            daemon.stop()
 
 
 def server_cold_start(make: Callable[[], Server]) -> float:
     server = make()
-    started = time.perf_counter()
-    server.process = subprocess.Popen(
-        server.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server.env
-    )
-    try:
-        url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
-        return time.perf_counter() - started + first_answer(url, {}, STARTER_MODEL)
-    finally:
-        server.__exit__(None, None, None)
+    with httpx.Client(timeout=30) as client:
+        started = time.perf_counter()
+        server.process = subprocess.Popen(
+            server.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server.env
+        )
+        try:
+            url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
+            first_answer(client, url, {}, STARTER_MODEL)
+            return time.perf_counter() - started
+        finally:
+            server.__exit__(None, None, None)
 
 
 IDLE_S = 2.0  # a reload after an idle unload: the next request comes later than at once
@@ -104,12 +112,20 @@ def reload_time(daemon: DaemonProcess, idle_s: float = 0.0) -> float:
     httpx.post(f"{daemon.url}/api/generate", headers=daemon.headers(), json=body, timeout=30)
     daemon.wait_until_model("unloaded")
     time.sleep(idle_s)
-    return first_answer(f"{daemon.base_url}/chat/completions", daemon.headers(), STARTER_MODEL)
+    with httpx.Client(timeout=30) as client:
+        url = f"{daemon.base_url}/chat/completions"
+        return first_answer(client, url, daemon.headers(), STARTER_MODEL)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16, 32])
+    parser.add_argument(
+        "--levels",
+        type=int,
+        nargs="*",
+        default=[1, 4, 8, 16, 32],
+        help="concurrent streams to measure (none: only cold starts and reloads)",
+    )
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
@@ -152,8 +168,9 @@ def main() -> None:
                     "llama-server": (f"http://127.0.0.1:{peer.port}/v1/completions", {}),
                 }
                 for url, headers in targets.values():
-                    http_level(url, headers, 1, 8)  # warm-up
-                for round_ in range(args.rounds):
+                    if args.levels:
+                        http_level(url, headers, 1, 8)  # warm-up
+                for round_ in range(args.rounds if args.levels else 0):
                     order = list(targets.items())[:: 1 if round_ % 2 == 0 else -1]
                     for level in args.levels:
                         for name, (url, headers) in order:
@@ -192,6 +209,16 @@ def report(
 ) -> None:
     print(f"\nMachine: {machine_description()}")
     print(f"Model: starter, {threads} threads, {max_tokens} tokens per stream\n")
+    if rows:
+        print_throughput(rows)
+    print("\n| launch to first answer | seconds (median) | runs |")
+    print("|---|---:|---|")
+    for name, seconds in starts.items():
+        runs = ", ".join(f"{s:.2f}" for s in seconds)
+        print(f"| {name} | {statistics.median(seconds):.2f} | {runs} |")
+
+
+def print_throughput(rows: dict[tuple[int, str], list[dict[str, float]]]) -> None:
     print(
         "| streams | localserve tok/s | exact tok/s | llama-server tok/s | ratio | exact ratio "
         "| TTFT p50 ms localserve / exact / llama-server | TTFT max ms localserve |"
@@ -209,11 +236,6 @@ def report(
             f"{aggregate[0] / aggregate[2]:.2f} | {aggregate[1] / aggregate[2]:.2f} | "
             f"{ttft[0]:.0f} / {ttft[1]:.0f} / {ttft[2]:.0f} | {worst:.0f} |"
         )
-    print("\n| launch to first answer | seconds (median) | runs |")
-    print("|---|---:|---|")
-    for name, seconds in starts.items():
-        runs = ", ".join(f"{s:.2f}" for s in seconds)
-        print(f"| {name} | {statistics.median(seconds):.2f} | {runs} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,12 @@
 """Entry point of a runner child process (`python -m localserve.runner`), run by the supervisor.
 
 See ``api/runner.py`` for how it talks to the supervisor.
+
+Start-up is ordered for launch to first answer. llama.cpp and the engine are imported first;
+then one thread waits for the handshake and loads the model (llama.cpp's load and the KV
+cache's allocation run in C, without the GIL), while this thread imports the HTTP side
+(Starlette, uvicorn, the routes: about 0.1 s), which the model does not need. A spare runner
+(daemon/spare.py) has done all this by the time its handshake comes, but for the load.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-
-import uvicorn
+from typing import TYPE_CHECKING, TypeVar
 
 from localserve.api.runner import (
     EVENT_LOAD_FAILED,
@@ -21,11 +29,25 @@ from localserve.api.runner import (
     RunnerConfig,
     event_line,
 )
-from localserve.asgi.serving import bind_socket, run_async
 from localserve.errors import LocalserveError
 from localserve.runner.commands import ThreadShare, follow_daemon
 
+if TYPE_CHECKING:
+    from localserve.runner.engine import Engine
+
 log = logging.getLogger("localserve.runner")
+ResultT = TypeVar("ResultT")
+
+
+class LoadFailed(Exception):
+    """The model could not be loaded; the message says why, for the daemon."""
+
+
+@dataclass
+class Loaded:
+    config: RunnerConfig
+    share: ThreadShare
+    engine: Engine
 
 
 def announce(line: str) -> None:
@@ -40,22 +62,14 @@ def follow_log_file(path: str) -> None:
         os.dup2(log_file.fileno(), sys.stderr.fileno())
 
 
-def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s"
-    )
-
-    # Imported before the handshake: the daemon checks the model file meanwhile, or this is a
-    # spare runner (daemon/spare.py) that waits here for a model with its imports done.
-    # A portable build loads its backends only in llama_backends.load_backends, below.
+def receive_and_load() -> Loaded | None:
+    """Wait for the handshake, then load its model; None when the daemon went away first."""
     from localserve.runner import llama_backends
-    from localserve.runner.app import create_runner_app
     from localserve.runner.engine import Engine, EngineConfig
-    from localserve.runner.reporting import EventChannel
 
     line = sys.stdin.buffer.readline()
     if not line:
-        return 0  # the daemon went away before giving us a model
+        return None
     config = RunnerConfig.from_line(line)
     if config.log_file:
         follow_log_file(config.log_file)
@@ -67,11 +81,6 @@ def main() -> int:
     log.info("llama.cpp: %s", config.engine_path.note)
     try:
         llama_backends.load_backends(config.engine_path.cpu_variant)
-    except llama_backends.BackendLoadError as exc:
-        log.error("load failed: %s", exc)
-        announce(event_line(EVENT_LOAD_FAILED, message=str(exc)))
-        return EXIT_LOAD_FAILED
-    try:
         engine = Engine(
             EngineConfig(
                 Path(config.model_path),
@@ -83,18 +92,58 @@ def main() -> int:
             ),
             share,
         )
-    except LocalserveError as exc:
+    except (llama_backends.BackendLoadError, LocalserveError) as exc:
+        raise LoadFailed(str(exc)) from exc
+    log.info("loaded %s: %s", config.model_id, engine.info)
+    return Loaded(config, share, engine)
+
+
+def in_background(work: Callable[[], ResultT]) -> Future[ResultT]:
+    """``work()`` on a daemon thread (an executor's thread would be waited for at exit, and
+    this one may be blocked reading stdin)."""
+    future: Future[ResultT] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # handed to whoever waits for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="load", daemon=True).start()
+    return future
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s"
+    )
+    # The engine's imports (llama.cpp, numpy, Jinja) before the loading thread starts: a module
+    # half-imported by two threads at once would wait on the import lock anyway.
+    import localserve.runner.engine  # noqa: F401
+
+    loading = in_background(receive_and_load)
+    import uvicorn
+
+    from localserve.asgi.serving import bind_socket, run_async
+    from localserve.runner.app import create_runner_app
+    from localserve.runner.reporting import EventChannel
+
+    try:
+        loaded = loading.result()
+    except LoadFailed as exc:
         log.error("load failed: %s", exc)
         announce(event_line(EVENT_LOAD_FAILED, message=str(exc)))
         return EXIT_LOAD_FAILED
-    log.info("loaded %s: %s", config.model_id, engine.info)
+    if loaded is None:
+        return 0  # the daemon went away before giving us a model
+    engine = loaded.engine
 
     # From here on stdout is the event channel to the daemon (reporting.py).
     channel = EventChannel.take_stdout()
-    engine.meter.report = share.report = channel.send
+    engine.meter.report = loaded.share.report = channel.send
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    app = create_runner_app(engine, config.token, channel.send)
+    app = create_runner_app(engine, loaded.config.token, channel.send)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -54,3 +54,22 @@ def test_a_gpu_backend_linked_into_libggml_is_not_loaded_twice(
         llama_backends.load_gpu_backends()  # skips it instead of failing
     finally:
         llama_backends.load_gpu_backends.cache_clear()
+
+
+def test_a_rebuilt_library_changes_the_build_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "libllama.so").write_bytes(b"one build")
+    (lib / "libggml-base.so").write_bytes(b"base")
+    monkeypatch.setattr(llama_backends, "library_dir", lambda: lib)
+    monkeypatch.setattr(llama_backends, "backend_dirs", lambda: [lib])
+    llama_backends.build_id.cache_clear()
+    try:
+        first = llama_backends.build_id()
+        (lib / "libllama.so").write_bytes(b"another build!")
+        llama_backends.build_id.cache_clear()
+        assert llama_backends.build_id() != first
+    finally:
+        llama_backends.build_id.cache_clear()
