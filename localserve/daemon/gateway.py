@@ -136,6 +136,7 @@ class Services:
         await self.pool.stop_all()
         for client in self.http_clients:
             await client.aclose()
+        await self.cloud.aclose()
 
 
 def build_services(
@@ -150,10 +151,9 @@ def build_services(
     limits = settings.limits
     pulls = PullManager(pool.library, HubOptions(limits.hub_timeout, limits.pull_network_wait))
     runner_http = runner_client(httpx.Timeout(limits.request_timeout, connect=5.0))
-    cloud_http = cloud_client(httpx.Timeout(limits.request_timeout, connect=10.0))
     cloud = CloudBackends(
         ProviderStore(paths),
-        cloud_http,
+        lambda: cloud_client(httpx.Timeout(limits.request_timeout, connect=10.0)),
         UsageLedger(paths.cloud_usage_file),
         own_port=state.port,
     )
@@ -173,7 +173,7 @@ def build_services(
     remote = RemoteAccess(settings, paths, router, verifier, extra=extra)
     return Services(
         pool, pulls, telemetry, cloud, policy, router, verifier, extra, remote, state,
-        [runner_http, cloud_http], presets,
+        [runner_http], presets,
     )  # fmt: skip
 
 

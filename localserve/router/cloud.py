@@ -351,10 +351,18 @@ class CloudBackends:
     """The providers of ``providers.json`` as backends, rebuilt when the file changes."""
 
     def __init__(
-        self, store: ProviderStore, client: httpx.AsyncClient, ledger: UsageLedger, own_port: int
+        self,
+        store: ProviderStore,
+        client: Callable[[], httpx.AsyncClient],
+        ledger: UsageLedger,
+        own_port: int,
     ) -> None:
+        """``client`` makes the HTTP client for providers, when the first one is configured:
+        loading the certificate authorities takes 17 ms, which a cold start without providers
+        need not spend."""
         self.store = store
-        self._client = client
+        self._make_client = client
+        self._client: httpx.AsyncClient | None = None
         self._ledger = ledger
         self._own_port = own_port
         self._stamp: tuple[int, int] | None = None
@@ -379,12 +387,22 @@ class CloudBackends:
         self.backends = {}
         for name, provider in providers.items():
             backend = CloudBackend(
-                provider, self.store.key(name).get(), self._client, self._ledger, self._own_port
+                provider, self.store.key(name).get(), self.client, self._ledger, self._own_port
             )
             if name in old and old[name].provider.base_url == provider.base_url:
                 backend.cards = old[name].cards
             self.backends[name] = backend
         return True
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
 
     async def list_models_soon(self, wait_s: float = FIRST_LISTING_WAIT_S) -> None:
         """A client lists models: fetch the lists that are stale now, waiting ``wait_s`` at
