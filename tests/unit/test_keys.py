@@ -77,3 +77,34 @@ def test_verifier_sees_changes_without_restart(tmp_path: Path) -> None:
     assert verifier.verify(new_admin) is not None
     assert verifier.verify(None) is None
     assert verifier.verify("") is None
+
+
+class CountingKeyring(MemoryKeyring):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get_password(self, service: str, username: str) -> str | None:
+        self.reads += 1
+        return super().get_password(service, username)
+
+
+def test_a_fallback_file_is_read_first_and_spares_the_keyring(tmp_path: Path) -> None:
+    """The file holds the newest value (a write that reaches the keyring removes it); reading
+    it first skips the keyring's backend search at every daemon start."""
+    paths = app_paths({"LOCALSERVE_HOME": str(tmp_path)}).ensure()
+    previous = keyring.get_keyring()
+    backend = CountingKeyring()
+    backend.items[("localserve", "admin-key")] = "older, from before the keyring broke"
+    keyring.set_keyring(backend)
+    try:
+        paths.admin_key_file.write_text("newer\n")
+        store = KeyStore(paths)
+        assert store.admin_key() == "newer"
+        assert backend.reads == 0
+        assert store.admin_key_location() == str(paths.admin_key_file)
+        paths.admin_key_file.unlink()
+        assert store.admin_key() == "older, from before the keyring broke"
+        assert backend.reads == 1
+    finally:
+        keyring.set_keyring(previous)
