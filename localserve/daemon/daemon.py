@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HANDOVER_WAIT_S = 5.0  # at most this long does the gateway wait for the first runner's handshake
+UNDERWAY_WAIT_S = 5.0  # at most this long does the gateway wait for the first runner's handshake
 
 REMOTE_ACCESS_HINT = (
     "The main listener is loopback only (127.0.0.1, ::1, localhost). To reach localserve from "
@@ -118,10 +118,10 @@ class Daemon:
         pool = self._pool(telemetry, spare)
         try:
             supervisor = await pool.load(self.model.model_id)
-            # Import the gateway while the runner loads its model, once the daemon has sent
-            # it the handshake: importing earlier competes with that work for the GIL, and
-            # on the event loop it would hold it back altogether.
-            await supervisor.handed_over(HANDOVER_WAIT_S)
+            # Import the gateway while the runner loads its model (or an engine check runs),
+            # once the daemon has sent it the handshake: importing earlier competes with that
+            # work for the GIL, and on the event loop it would hold it back altogether.
+            await supervisor.underway(UNDERWAY_WAIT_S)
             await asyncio.to_thread(import_module, "localserve.daemon.gateway")
             from localserve.daemon import gateway
 

@@ -31,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,13 +244,16 @@ def choose_engine_path(
     choice: EngineChoice,
     store: VerdictStore,
     timeout: float = CHECK_TIMEOUT_S,
+    on_check: Callable[[], None] | None = None,
 ) -> EnginePath:
     """The path a runner for ``model_path`` should use; ModelLoadError when every candidate
-    crashes."""
+    crashes. ``on_check`` is called when no verdict is known, before checks run."""
     key = check_key(quant_type, choice)
     known = _verdict(store, key)  # the usual case, read without waiting for the lock
     if known is not None:
         return known
+    if on_check is not None:
+        on_check()
     with store.lock:
         return _verdict(store, key) or _check_candidates(
             model_path, quant_type, choice, store, key, timeout

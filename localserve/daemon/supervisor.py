@@ -127,11 +127,11 @@ class RunnerProcess:
         self,
         spec: RunnerSpec,
         spare: SpareRunner | None = None,
-        on_handshake: Callable[[], None] | None = None,
+        on_underway: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self._spare = spare
-        self._on_handshake = on_handshake
+        self._on_underway = on_underway  # the daemon's part of the start is done
         self._process: RunnerChild | None = None
         self._threads = spec.engine.threads  # granted last
         self._threads_in_use = spec.engine.threads  # reported applied by the batch loop
@@ -173,8 +173,7 @@ class RunnerProcess:
         with contextlib.suppress(ConnectionError):  # a runner already gone says so below
             process.stdin.write(config.to_line())
             await process.stdin.drain()
-        if self._on_handshake is not None:
-            self._on_handshake()
+        self._underway()
         try:
             line = await asyncio.wait_for(process.stdout.readline(), timeout)
         except asyncio.TimeoutError:
@@ -198,6 +197,10 @@ class RunnerProcess:
             pid=process.pid,
         )
 
+    def _underway(self) -> None:
+        if self._on_underway is not None:
+            self._on_underway()
+
     async def _checked_engine_path(self) -> EnginePath:
         """The model file's header check (in a time- and memory-limited child, before
         llama.cpp ever opens the file) and the engine check's verdict, side by side."""
@@ -207,7 +210,12 @@ class RunnerProcess:
                 check_model_file, spec.model_path, verdicts_file=spec.model_checks_file
             )
         )
-        engine_path = asyncio.create_task(asyncio.to_thread(self._engine_path))
+        loop = asyncio.get_running_loop()
+
+        def checking() -> None:  # on the worker thread
+            loop.call_soon_threadsafe(self._underway)
+
+        engine_path = asyncio.create_task(asyncio.to_thread(self._engine_path, checking))
         try:
             await header
         except InvalidModelFileError as exc:
@@ -217,8 +225,9 @@ class RunnerProcess:
                 engine_path.cancel()
         return await engine_path
 
-    def _engine_path(self) -> EnginePath:
-        """How the runner will use llama.cpp: the engine check's verdict (engine_path.py)."""
+    def _engine_path(self, on_check: Callable[[], None]) -> EnginePath:
+        """How the runner will use llama.cpp: the engine check's verdict (engine_path.py);
+        ``on_check`` is called first when an engine check has to run for it."""
         spec = self.spec
         if spec.engine_checks_file is None:
             return LLAMA_DEFAULTS
@@ -231,7 +240,11 @@ class RunnerProcess:
         )
         quant_type = read_gguf_header(spec.model_path).quant_type  # checked sound just before
         return choose_engine_path(
-            spec.model_path, quant_type, choice, VerdictStore(spec.engine_checks_file)
+            spec.model_path,
+            quant_type,
+            choice,
+            VerdictStore(spec.engine_checks_file),
+            on_check=on_check,
         )
 
     def crash_diagnosis(self, code: int) -> str | None:
@@ -342,7 +355,7 @@ class Supervisor:
         self._process: RunnerProcess | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
-        self._handed_over = asyncio.Event()
+        self._underway = asyncio.Event()
         self.restarts = 0
         self.last_error: str | None = None
 
@@ -390,14 +403,16 @@ class Supervisor:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
 
-    async def handed_over(self, timeout: float) -> bool:
-        """Wait until a runner of this model has been sent its handshake (the model is
-        loading), or has failed before; False after ``timeout``."""
+    async def underway(self, timeout: float) -> bool:
+        """Wait until the daemon's part of starting this model's runner is done: it was sent
+        its handshake (the model is loading), or an engine check child runs before that, or it
+        failed; False after ``timeout``. From then on, work on the daemon's event loop or GIL no
+        longer holds the runner back."""
         if self._state is RunnerState.FAILED:
             return False
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._handed_over.wait(), timeout)
-        return self._handed_over.is_set()
+            await asyncio.wait_for(self._underway.wait(), timeout)
+        return self._underway.is_set()
 
     def grant_threads(self, threads: int) -> bool:
         """The CPU threads the runner may use while it is busy (``ModelPool._share_cpu``);
@@ -445,14 +460,14 @@ class Supervisor:
         state = RunnerState.STARTING
         while not self._stop_requested.is_set():
             await self._set_state(state)
-            self._process = RunnerProcess(self.spec, self._spare, self._handed_over.set)
+            self._process = RunnerProcess(self.spec, self._spare, self._underway.set)
             try:
                 endpoint = await self._process.start(self._start_timeout)
             except ModelLoadError as exc:
                 self.last_error = str(exc)
                 log.error("Model %s failed to load: %s", self.spec.model_id, exc)
                 await self._set_state(RunnerState.FAILED)
-                self._handed_over.set()  # nobody waits for a handshake that will not come
+                self._underway.set()  # nobody waits for a handshake that will not come
                 return
             log.info("Runner for %s ready (pid %s)", self.spec.model_id, endpoint.pid)
             await self._set_state(RunnerState.READY, endpoint)
