@@ -104,6 +104,7 @@ class _Decoder:
         numpy arrays (read element by element through ctypes, 49,152 of them per row took
         most of the check's time)."""
         import numpy  # loaded with llama_cpp already
+
         batch = self.batch
         for index, (token, pos, seq) in enumerate(rows):
             batch.token[index] = token
