@@ -8,8 +8,13 @@ import sys
 
 def main() -> None:
     """The console script. For `serve` it starts the first runner process before importing the
-    CLI, so that the two processes' start-ups overlap (``daemon/head_start.py``)."""
+    CLI, so that the two processes' start-ups overlap (``daemon/head_start.py``), and imports
+    without the cyclic garbage collector until the daemon listens."""
     from localserve.daemon.head_start import start_first_runner
+    from localserve.program import pause_garbage_collection
+
+    if sys.argv[1:2] == ["serve"]:
+        pause_garbage_collection()  # resumed by the daemon once it listens
 
     first_runner = start_first_runner(sys.argv[1:])
     from localserve.cli.main import main as cli_main

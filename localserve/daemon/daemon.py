@@ -35,6 +35,7 @@ from localserve.hardware.devices import resolve_engine
 from localserve.hub.library import Library
 from localserve.hub.resolve import ResolvedModel
 from localserve.paths import AppPaths
+from localserve.program import resume_garbage_collection
 from localserve.runner.llama_backends import gpu_offload_supported
 
 if TYPE_CHECKING:
@@ -183,6 +184,7 @@ class Daemon:
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if server.started:
+            resume_garbage_collection()  # paused for `serve`'s start-up (cli/__init__.py)
             write_state(self.paths.state_file, state)
             log.info("Gateway listening on %s", state.url)
             if self._on_listening:

@@ -30,6 +30,7 @@ from localserve.api.runner import (
     event_line,
 )
 from localserve.errors import LocalserveError
+from localserve.program import pause_garbage_collection, resume_garbage_collection
 from localserve.runner.commands import ThreadShare, follow_daemon
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ def in_background(work: Callable[[], ResultT]) -> Future[ResultT]:
 
 
 def main() -> int:
+    pause_garbage_collection()  # for the imports; resumed once serving
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s"
     )
@@ -159,6 +161,7 @@ def main() -> int:
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if server.started:
+            resume_garbage_collection()
             channel.send({"event": EVENT_READY, "port": port, "info": engine.info.model_dump()})
         await task
 

@@ -22,6 +22,7 @@ at its first decode, as llama.cpp's AMX kernels do, so the fallback can be teste
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import signal
@@ -198,6 +199,7 @@ def _piece(decoder: _Decoder, token: int) -> bytes:
 
 
 def main() -> int:
+    gc.disable()  # a short life, spent importing and decoding: the cyclic collector finds nothing
     plan = CheckPlan(**json.loads(sys.stdin.buffer.readline()))
     try:
         facts = run_check(plan)
