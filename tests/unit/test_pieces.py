@@ -115,3 +115,21 @@ def test_gateway_modules_do_not_load_llama_cpp_or_qt() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_serving_start_up_leaves_out_what_it_does_not_use() -> None:
+    """What `localserve serve` imports before it answers (the CLI, the daemon, the gateway,
+    the question of GPU offload) leaves out the modules only other work needs: each one put
+    back costs the cold start 10 to 90 ms (docs/benchmarks.md)."""
+    import subprocess
+
+    unused = ("llama_cpp", "numpy", "huggingface_hub", "PIL", "cryptography", "filelock", "keyring")
+    code = (
+        "import sys, localserve.cli.main, localserve.daemon.daemon, localserve.daemon.gateway\n"
+        "from localserve.runner.llama_backends import gpu_offload_supported\n"
+        "gpu_offload_supported()\n"
+        f"print([m for m in {unused!r} if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
