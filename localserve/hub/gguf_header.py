@@ -8,6 +8,7 @@ hostile or truncated header gives a clear ``InvalidModelFileError`` instead of a
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from dataclasses import dataclass, field
@@ -249,8 +250,18 @@ class _Reader:
 
 
 def read_gguf_header(path: Path) -> GgufHeader:
+    """The header of the GGUF file at ``path``; read once per process while the file stays the
+    same (a daemon's start asks for it from the library and the engine check alike)."""
     try:
-        size = path.stat().st_size
+        stat = path.stat()
+    except OSError as exc:
+        raise InvalidModelFileError(f"Cannot read {path}: {exc.strerror or exc}") from exc
+    return _read_header(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_header(path: Path, size: int, mtime_ns: int, inode: int, device: int) -> GgufHeader:
+    try:
         handle = path.open("rb")
     except OSError as exc:
         raise InvalidModelFileError(f"Cannot read {path}: {exc.strerror or exc}") from exc
