@@ -24,12 +24,13 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
-import urllib.request
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
+if TYPE_CHECKING:  # imported where used: runners import this module, and never call out
+    import httpx
 
 # No route, or no usable address of that family (IPv6 switched off): this machine cannot get there.
 UNREACHABLE_ERRNOS = {
@@ -157,6 +158,8 @@ def host_of(url: str | httpx.URL) -> str:
 
 def proxy_for(url: str | httpx.URL) -> str | None:
     """The proxy the environment sets for ``url`` (HTTPS_PROXY, ALL_PROXY, NO_PROXY), if any."""
+    import urllib.request
+
     parts = urlsplit(str(url))
     proxies = urllib.request.getproxies()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
@@ -179,6 +182,8 @@ def fault_from_exception(
     exc: httpx.HTTPError, url: str | httpx.URL, timeout_s: float | None = None
 ) -> NetworkFault:
     """Sort an httpx exception raised while calling ``url``."""
+    import httpx
+
     host = host_of(url)
     proxy = proxy_for(url)
     if isinstance(exc, httpx.ProxyError):

@@ -29,7 +29,6 @@ from urllib.parse import unquote_to_bytes
 
 from localserve.api.media_types import image_media_type
 from localserve.errors import ImageRejectedError
-from localserve.media.fetch import fetch_image
 from localserve.media.policy import ImagePolicy, over_max_bytes
 
 if TYPE_CHECKING:  # Pillow is imported at the first decode: the gateway never decodes
@@ -55,6 +54,8 @@ async def load_image_bytes(url: str, policy: ImagePolicy) -> bytes:
     if scheme == "data":
         return read_data_url(url, policy)
     if scheme in ("http", "https"):
+        from localserve.media.fetch import fetch_image  # httpx: the gateway's, not a runner's
+
         return await fetch_image(url, policy)
     raise ImageRejectedError(
         f"Image URLs must be data: or http(s) URLs; {scheme[:20]}: URLs are refused.",

@@ -133,3 +133,17 @@ def test_serving_start_up_leaves_out_what_it_does_not_use() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_runner_start_up_leaves_out_the_gateway_side() -> None:
+    """A runner's imports (runner/__main__.py) are on the way to the first answer too."""
+    import subprocess
+
+    unused = ("httpx", "fastapi", "huggingface_hub", "PIL", "cryptography", "keyring")
+    code = (
+        "import sys, localserve.runner.engine, localserve.runner.app, localserve.runner.__main__\n"
+        f"print([m for m in {unused!r} if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
