@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
 import ssl
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -29,7 +30,6 @@ from localserve.cloud.ledger import UsageLedger
 from localserve.cloud.providers import ProviderStore
 from localserve.config import Settings
 from localserve.config.preset_store import PresetStore
-from localserve.daemon.catalog import ManagerPulls, PoolCatalog
 from localserve.daemon.pool import ModelPool
 from localserve.daemon.pulls import PullManager
 from localserve.daemon.remote import RemoteAccess
@@ -43,12 +43,9 @@ from localserve.router.local import LocalBackend
 from localserve.router.router import Router
 from localserve.runner.llama_backends import build_summary, gpu_offload_supported
 from localserve.security.keys import KeyStore
-from localserve.server.app import create_app
+from localserve.server.app import LaterRoutes, create_app
 from localserve.server.auth import KeyVerifier
-from localserve.server.response_store import ResponseStore
-from localserve.server.routes.control import ForwardingPolicy, control_routes, model_status
-from localserve.server.routes.ollama import ollama_routes
-from localserve.server.routes.responses import responses_routes
+from localserve.server.ports import ForwardingPolicy
 
 
 def backend_client(timeout: httpx.Timeout, tls: ssl.SSLContext | None = None) -> httpx.AsyncClient:
@@ -113,7 +110,7 @@ class Services:
     policy: ForwardingPolicy
     router: Router
     verifier: KeyVerifier
-    routes: list[APIRouter]  # the Responses and Ollama APIs
+    routes: Callable[[], list[APIRouter]]  # the Responses and Ollama APIs, built at first use
     remote: RemoteAccess
     state: DaemonState
     http_clients: list[httpx.AsyncClient]
@@ -165,11 +162,21 @@ def build_services(
     local = LocalBackend(pool, runner_http, limits.runner_start_timeout, images, presets.get)
     router = Router(local, cloud, lambda: policy.local_only)
     verifier = KeyVerifier(KeyStore(paths))
-    # Served by the loopback gateway and the remote listener alike (one store of responses).
-    extra = [
-        responses_routes(router, ResponseStore()),
-        ollama_routes(router, PoolCatalog(pool, presets), ManagerPulls(pulls)),
-    ]
+
+    @functools.cache
+    def extra() -> list[APIRouter]:
+        """Served by the loopback gateway and the remote listener alike (one store of
+        responses); imported and built at their first use, not on the way to a first answer."""
+        from localserve.daemon.catalog import ManagerPulls, PoolCatalog
+        from localserve.server.response_store import ResponseStore
+        from localserve.server.routes.ollama import ollama_routes
+        from localserve.server.routes.responses import responses_routes
+
+        return [
+            responses_routes(router, ResponseStore()),
+            ollama_routes(router, PoolCatalog(pool, presets), ManagerPulls(pulls)),
+        ]
+
     remote = RemoteAccess(settings, paths, router, verifier, extra=extra)
     return Services(
         pool, pulls, telemetry, cloud, policy, router, verifier, extra, remote, state,
@@ -178,6 +185,8 @@ def build_services(
 
 
 async def daemon_status(settings: Settings, services: Services) -> DaemonStatus:
+    from localserve.server.routes.control import model_status  # loaded: it asks for this
+
     return DaemonStatus(
         version=__version__,
         pid=services.state.pid,
@@ -200,16 +209,22 @@ def build_server(settings: Settings, services: Services) -> GatewayServer:
     async def status() -> DaemonStatus:
         return await daemon_status(settings, services)
 
-    control = control_routes(
-        services.pool,
-        services.pulls,
-        services.telemetry,
-        services.policy,
-        status,
-        services.remote,
-        services.presets,
-    )
-    app = create_app(settings, services.router, services.verifier, control, extra=services.routes)
+    def later() -> LaterRoutes:
+        """The control, Responses and Ollama APIs, at their first request (server/app.py)."""
+        from localserve.server.routes.control import control_routes
+
+        control = control_routes(
+            services.pool,
+            services.pulls,
+            services.telemetry,
+            services.policy,
+            status,
+            services.remote,
+            services.presets,
+        )
+        return LaterRoutes(control, services.routes())
+
+    app = create_app(settings, services.router, services.verifier, later)
     return GatewayServer(
         uvicorn.Config(
             app,

@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import logging.handlers
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import psutil
@@ -88,11 +88,11 @@ class RemoteAccess:
         paths: AppPaths,
         router: Router,
         verifier: KeyVerifier,
-        extra: Sequence[APIRouter] = (),
+        extra: Callable[[], Sequence[APIRouter]] = tuple,
     ) -> None:
         self.settings = settings
         self.remote = settings.remote
-        self.extra = extra
+        self.extra = extra  # built when remote access is first turned on
         self.paths = paths
         self.router = router
         self.verifier = verifier
@@ -131,7 +131,7 @@ class RemoteAccess:
                 self.verifier,
                 self.throttle,
                 frozenset(allowed),
-                self.extra,
+                self.extra(),
             )
             server = RemoteServer(
                 uvicorn.Config(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -54,34 +56,85 @@ def include_inference_routes(
         app.include_router(routes, dependencies=[Depends(require_key)])
 
 
+@dataclass
+class LaterRoutes:
+    """The route groups a chat needs none of: the control API (with ``/metrics``) for the admin
+    key, and ``extra`` routes for any key (the Responses and Ollama APIs)."""
+
+    control: APIRouter
+    extra: Sequence[APIRouter] = field(default_factory=list)
+
+
+# The paths of the later routes: each group's own, so no path is served by both apps.
+LATER_PREFIXES = ("/localserve/", "/metrics", "/api/", "/v1/responses")
+
+
+class DeferredRoutes:
+    """The main app, and the later routes in an app of their own, built (imports included) by
+    ``build`` on a worker thread at the first request for one of ``LATER_PREFIXES``: about
+    40 ms of a cold start that the first chat answer no longer waits for."""
+
+    def __init__(self, main: FastAPI, build: Callable[[], FastAPI]) -> None:
+        self.main = main
+        self._build = build
+        self._later: FastAPI | None = None
+        self._lock = asyncio.Lock()
+
+    async def later(self) -> FastAPI:
+        async with self._lock:
+            if self._later is None:
+                self._later = await asyncio.to_thread(self._build)
+        return self._later
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(LATER_PREFIXES):
+            app = self._later or await self.later()
+            await app(scope, receive, send)
+            return
+        await self.main(scope, receive, send)
+
+
+def _fastapi(settings: Settings) -> FastAPI:
+    app = FastAPI(title="localserve", version=__version__, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    app.state.body_timeout = settings.limits.body_timeout
+    return app
+
+
 def create_app(
     settings: Settings,
     router: Router,
     verifier: KeyVerifier,
-    control: APIRouter,
-    extra: Sequence[APIRouter] = (),
+    later: Callable[[], LaterRoutes],
 ) -> Any:
-    """The gateway ASGI app: the OpenAI and Anthropic APIs (and ``extra`` routes, such as
-    Ollama's) for any key, ``control`` for the admin key."""
-    app = FastAPI(title="localserve", version=__version__, docs_url=None, redoc_url=None)
-    install_error_handlers(app)
+    """The gateway ASGI app: the OpenAI and Anthropic APIs for any key, and the routes that
+    ``later`` builds (``DeferredRoutes``): the control API for the admin key, extra routes
+    (such as Ollama's) for any key."""
+    app = _fastapi(settings)
     limits = settings.limits
-    app.state.body_timeout = limits.body_timeout
     require_key = key_dependency(verifier)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    def require_admin(principal: Principal = Depends(require_key)) -> Principal:  # noqa: B008
-        if not principal.is_admin:
-            raise APIError(403, "This endpoint needs the admin key.", code="admin_key_required")
-        return principal
+    include_inference_routes(app, router, require_key)
 
-    app.include_router(control, dependencies=[Depends(require_admin)])
-    include_inference_routes(app, router, require_key, extra)
+    def build_later() -> FastAPI:
+        routes = later()
+        later_app = _fastapi(settings)
 
-    asgi: Any = with_cors(app, settings.cors_origins)
+        def require_admin(principal: Principal = Depends(require_key)) -> Principal:  # noqa: B008
+            if not principal.is_admin:
+                raise APIError(403, "This endpoint needs the admin key.", code="admin_key_required")
+            return principal
+
+        later_app.include_router(routes.control, dependencies=[Depends(require_admin)])
+        for extra in routes.extra:
+            later_app.include_router(extra, dependencies=[Depends(require_key)])
+        return later_app
+
+    asgi: Any = with_cors(DeferredRoutes(app, build_later), settings.cors_origins)
     asgi = BodySizeLimit(asgi, limits.max_body_bytes)
     asgi = PerKeyConcurrency(asgi, limits.max_concurrent_per_key)
     asgi = PerKeyRateLimit(asgi, limits.rate_limit_per_key)

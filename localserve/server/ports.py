@@ -30,6 +30,13 @@ from localserve.hub.library import Library, ModelRecord
 from localserve.hub.resolve import ResolvedModel
 
 
+@dataclass
+class ForwardingPolicy:
+    """Switches that decide whether requests may leave this machine (changed at run time)."""
+
+    local_only: bool = False
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A model with a runner, as the Ollama API reports it."""

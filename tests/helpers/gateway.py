@@ -19,7 +19,7 @@ from localserve.config.settings import load_settings
 from localserve.paths import app_paths
 from localserve.router.router import Router
 from localserve.security.keys import KeyStore
-from localserve.server.app import create_app
+from localserve.server.app import LaterRoutes, create_app
 from localserve.server.auth import KeyVerifier
 from localserve.server.response_store import ResponseStore
 from localserve.server.routes.ollama import ollama_routes
@@ -37,6 +37,7 @@ class Gateway:
     catalog: FakeCatalog
     admin_key: str
     client_key: str
+    later_builds: list[int]  # one entry each time the later routes were built
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"authorization": f"Bearer {key or self.client_key}"}
@@ -101,8 +102,14 @@ def build_gateway(home: Path, backend: FakeBackend | None = None) -> Gateway:
     catalog = FakeCatalog()
     ollama = ollama_routes(router, catalog, FakePulls())
     responses = responses_routes(router, ResponseStore())
-    app = create_app(settings, router, KeyVerifier(keys), APIRouter(), extra=[responses, ollama])
-    return Gateway(app, backend, catalog, admin_key, client_key)
+    builds: list[int] = []
+
+    def later() -> LaterRoutes:
+        builds.append(1)
+        return LaterRoutes(APIRouter(), [responses, ollama])
+
+    app = create_app(settings, router, KeyVerifier(keys), later)
+    return Gateway(app, backend, catalog, admin_key, client_key, builds)
 
 
 def sse_events(body: bytes) -> Iterator[tuple[str | None, Any]]:

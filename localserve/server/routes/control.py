@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any, Generic
 
 from fastapi import APIRouter
@@ -52,6 +51,7 @@ from localserve.hub.library import ModelRecord
 from localserve.hub.quants import QuantChoice, quant_choices
 from localserve.server.metrics import prometheus_text
 from localserve.server.ports import (
+    ForwardingPolicy,
     JobT,
     ModelControl,
     PullControl,
@@ -62,13 +62,7 @@ from localserve.server.ports import (
 )
 
 PREFIX = "/localserve/v1"
-
-
-@dataclass
-class ForwardingPolicy:
-    """Switches that decide whether requests may leave this machine (changed at run time)."""
-
-    local_only: bool = False
+__all__ = ["PREFIX", "ForwardingPolicy", "control_routes", "model_status"]
 
 
 # -- requests and answers --------------------------------------------------------------------
