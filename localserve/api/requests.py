@@ -6,9 +6,10 @@ we cannot honour (``n`` > 1) are refused with a clear 400.
 Images arrive as OpenAI's ``image_url`` content parts, in user messages only (OpenAI's rule),
 whatever protocol the request came in: the translators in ``localserve/protocols/`` turn
 Anthropic's ``image`` blocks, Ollama's ``images`` and the Responses API's ``input_image`` into
-them. The gateway swaps http(s) URLs for the data URLs it fetched (``image_urls`` and
-``with_image_urls``); a runner writes its model's media marker where each image stands
-(``ChatMessage.as_template_input``), and a model that does not see refuses the request.
+them. The gateway swaps http(s) URLs for the data URLs it fetched, on the request's JSON
+(``router/images.with_fetched_images``); a runner writes its model's media marker where each
+image stands (``ChatMessage.as_template_input``), and a model that does not see refuses the
+request.
 """
 
 from __future__ import annotations
@@ -143,9 +144,6 @@ class ImagePart(BaseModel):
     def url(self) -> str:
         return self.image_url.url
 
-    def with_url(self, url: str) -> ImagePart:
-        return self.model_copy(update={"image_url": self.image_url.model_copy(update={"url": url})})
-
 
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 IMAGE_ROLES = frozenset({"user"})  # OpenAI's rule: only a user's turn holds images
@@ -201,19 +199,6 @@ class ChatMessage(BaseModel):
         if not isinstance(self.content, list):
             return []
         return [part for part in self.content if isinstance(part, ImagePart)]
-
-    def with_image_urls(self, urls: list[str]) -> ChatMessage:
-        """A copy whose images have ``urls``, in order (``urls`` has one per image)."""
-        if len(urls) != len(self.images()):
-            raise ValueError(f"{len(urls)} image URLs given for {len(self.images())} images")
-        if not isinstance(self.content, list):
-            return self
-        found = iter(urls)
-        content = [
-            part.with_url(next(found)) if isinstance(part, ImagePart) else part
-            for part in self.content
-        ]
-        return self.model_copy(update={"content": content})
 
     def as_template_input(self, image_marker: str | None = None) -> dict[str, Any]:
         """The message as chat templates expect it: content is one string, each image the
@@ -340,20 +325,6 @@ class ChatCompletionRequest(GenerationRequest):
 
     def has_images(self) -> bool:
         return any(message.images() for message in self.messages)
-
-    def with_image_urls(self, urls: list[str]) -> ChatCompletionRequest:
-        """A copy whose images have ``urls``, in order: one URL for each of ``image_urls()``
-        (the gateway swaps http(s) URLs for the data URLs it fetched within its limits)."""
-        count = len(self.image_urls())
-        if len(urls) != count:
-            raise ValueError(f"{len(urls)} image URLs given for {count} images")
-        messages = []
-        start = 0
-        for message in self.messages:
-            end = start + len(message.images())
-            messages.append(message.with_image_urls(urls[start:end]) if end > start else message)
-            start = end
-        return self.model_copy(update={"messages": messages})
 
 
 class CompletionRequest(GenerationRequest):
