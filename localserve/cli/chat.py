@@ -25,13 +25,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, TextIO, TypeVar
+from typing import Any, Literal, TextIO, TypeVar
 
 import click
 import httpx
@@ -60,8 +61,14 @@ Type a message and press Enter to send it.
   {QUOTES}                  start a multi-line message; a line with {QUOTES} ends it
   a line ending in \\   goes on on the next line
   /set                 show the settings
-  /set temperature X   sampling temperature, 0 to 2 (`default`: the model's own)
-  /set max_tokens N    the longest answer, in tokens (`default`: up to the context)
+  /set temperature X   sampling temperature, 0 to 2 (`default`, for each: the model's own)
+  /set max_tokens N    the longest answer, in tokens
+  /set top_p X         nucleus sampling, above 0 to 1
+  /set top_k N         sample from the N likeliest tokens (0: all)
+  /set min_p X         drop tokens under X times the likeliest one's odds, 0 to 1
+  /set repeat_penalty X  above 0; over 1 discourages repeating
+  /set seed N          the same seed and settings give the same answer
+  /set stop "A" "B"    up to 4 strings that end an answer, quoted as in a shell
   /system TEXT         set the system prompt (/system alone shows it)
   /clear               forget the conversation (the system prompt stays)
   /bye                 leave (or Ctrl-D)
@@ -123,35 +130,83 @@ class ChatSettings:
 
     temperature: float | None = None
     max_tokens: int | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
 
-    def request_fields(self) -> dict[str, float | int]:
-        fields = {"temperature": self.temperature, "max_tokens": self.max_tokens}
-        return {name: value for name, value in fields.items() if value is not None}
+    def request_fields(self) -> dict[str, object]:
+        values = {name: getattr(self, name) for name in SETTERS}
+        found = {name: value for name, value in values.items() if value is not None}
+        if "stop" in found:
+            found["stop"] = list(found["stop"])
+        return found
 
 
-def parse_temperature(value: str) -> float | None:
+Parser = Callable[[str], Any]  # a setting's value, or None for the model's default
+MAX_STOPS = 4  # as OpenAI's API allows
+
+
+def number_parser(
+    name: str, low: float, high: float | None = None, *, above: bool = False, whole: bool = False
+) -> Parser:
+    """A parser of ``name``'s value: a number from ``low`` (or above it) to ``high``, or
+    `default`; one readable line when it is not."""
+    kind = "a whole number" if whole else "a number"
+    if above:
+        bounds = f"above {low:g}" + (f" and at most {high:g}" if high is not None else "")
+    else:
+        bounds = f"from {low:g} to {high:g}" if high is not None else f"of {low:g} or more"
+    problem = f"{name} must be {kind} {bounds}"
+
+    def parse(value: str) -> object:
+        if value.lower() == "default":
+            return None
+        try:
+            number: float = int(value) if whole else float(value)
+        except ValueError:
+            raise ChatCommandError(f"{problem}, not '{value}'.") from None
+        too_low = number <= low if above else number < low
+        if too_low or (high is not None and number > high) or number != number:
+            raise ChatCommandError(f"{problem}, not '{value}'.")
+        return number
+
+    return parse
+
+
+def parse_seed(value: str) -> object:
     if value.lower() == "default":
         return None
     try:
-        temperature = float(value)
+        return int(value)
     except ValueError:
-        temperature = -1.0
-    if not 0.0 <= temperature <= 2.0:
-        raise ChatCommandError(f"temperature must be a number from 0 to 2, not '{value}'.")
-    return temperature
+        raise ChatCommandError(f"seed must be a whole number, not '{value}'.") from None
 
 
-def parse_max_tokens(value: str) -> int | None:
+def parse_stop(value: str) -> object:
+    """Up to four stop strings, quoted as a shell quotes them: /set stop "###" "User:"."""
     if value.lower() == "default":
         return None
-    if not value.isdigit() or int(value) < 1:
-        raise ChatCommandError(f"max_tokens must be a whole number of 1 or more, not '{value}'.")
-    return int(value)
+    try:
+        stops = tuple(shlex.split(value))
+    except ValueError as exc:
+        raise ChatCommandError(f"stop strings must be quoted as a shell quotes: {exc}.") from None
+    if not stops or len(stops) > MAX_STOPS or not all(stops):
+        raise ChatCommandError(f"Give 1 to {MAX_STOPS} non-empty stop strings, not '{value}'.")
+    return stops
 
 
-SETTERS: dict[str, Callable[[ChatSettings, str], ChatSettings]] = {
-    "temperature": lambda settings, value: replace(settings, temperature=parse_temperature(value)),
-    "max_tokens": lambda settings, value: replace(settings, max_tokens=parse_max_tokens(value)),
+SETTERS: dict[str, Parser] = {
+    "temperature": number_parser("temperature", 0, 2),
+    "max_tokens": number_parser("max_tokens", 1, whole=True),
+    "top_p": number_parser("top_p", 0, 1, above=True),
+    "top_k": number_parser("top_k", 0, whole=True),
+    "min_p": number_parser("min_p", 0, 1),
+    "repeat_penalty": number_parser("repeat_penalty", 0, above=True),
+    "seed": parse_seed,
+    "stop": parse_stop,
 }
 
 
@@ -159,22 +214,26 @@ def apply_set(settings: ChatSettings, argument: str) -> tuple[ChatSettings, str]
     """``settings`` changed as ``/set NAME VALUE`` asks, and a line saying what changed."""
     name, _, value = argument.strip().partition(" ")
     name, value = name.lower().replace("-", "_"), value.strip()
-    setter = SETTERS.get(name)
-    if setter is None:
+    parse = SETTERS.get(name)
+    if parse is None:
         raise ChatCommandError(f"Unknown setting '{name}'. Settings: {', '.join(SETTERS)}.")
     if not value:
         raise ChatCommandError(f"Give a value: /set {name} VALUE (or `default`).")
-    changed = setter(settings, value)
+    changed = replace(settings, **{name: parse(value)})
     return changed, f"Set {name} to {describe_value(getattr(changed, name))}."
 
 
-def describe_value(value: float | int | None) -> str:
-    return "the model's default" if value is None else str(value)
+def describe_value(value: object) -> str:
+    if value is None:
+        return "the model's default"
+    if isinstance(value, tuple):
+        return " ".join(json.dumps(part) for part in value)
+    return str(value)
 
 
 def describe_settings(settings: ChatSettings, system: str | None) -> str:
-    lines = [f"{name:<12} {describe_value(getattr(settings, name))}" for name in SETTERS]
-    lines.append(f"{'system':<12} {first_line(system) if system else '(none)'}")
+    lines = [f"{name:<15} {describe_value(getattr(settings, name))}" for name in SETTERS]
+    lines.append(f"{'system':<15} {first_line(system) if system else '(none)'}")
     return "\n".join(lines)
 
 

@@ -129,10 +129,10 @@ def test_a_conversation_in_a_terminal(chat: pexpect.spawn) -> None:
     assert ask(chat, "/set max_tokens 24") == "Set max_tokens to 24."
     assert ask(chat, "/system You are a pirate.") == "Set the system prompt."
     settings = ask(chat, "/set")
-    assert "max_tokens   24" in settings and "system       You are a pirate." in settings
+    assert "max_tokens      24" in settings and "system          You are a pirate." in settings
     assert ask(chat, "Say hello.")  # an answer streamed back, then the prompt
     assert ask(chat, "/clear") == "Cleared the conversation."
-    assert "Unknown setting 'top_k'" in ask(chat, "/set top_k 3")
+    assert "Unknown setting 'warmth'" in ask(chat, "/set warmth 3")
     chat.sendline('"""')
     chat.expect_exact("... ")
     chat.sendline("Name a colour.")

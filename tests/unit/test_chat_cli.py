@@ -158,12 +158,21 @@ def test_set_changes_one_setting_and_says_so() -> None:
 @pytest.mark.parametrize(
     ("argument", "message"),
     [
-        ("top_k 5", r"^Unknown setting 'top_k'\. Settings: temperature, max_tokens\.$"),
+        ("warmth 5", r"^Unknown setting 'warmth'\. Settings: temperature, max_tokens, top_p, "),
         ("temperature", r"^Give a value: /set temperature VALUE"),
         ("temperature 3", r"^temperature must be a number from 0 to 2, not '3'\.$"),
         ("temperature warm", r"not 'warm'"),
         ("max_tokens 0", r"^max_tokens must be a whole number of 1 or more, not '0'\.$"),
         ("max_tokens 1.5", r"not '1\.5'"),
+        ("top_p 0", r"^top_p must be a number above 0 and at most 1, not '0'\.$"),
+        ("top_k -1", r"^top_k must be a whole number of 0 or more, not '-1'\.$"),
+        ("min_p 2", r"^min_p must be a number from 0 to 1, not '2'\.$"),
+        ("repeat_penalty 0", r"^repeat_penalty must be a number above 0, not '0'\.$"),
+        ("min_p nan", r"not 'nan'"),
+        ("seed lucky", r"^seed must be a whole number, not 'lucky'\.$"),
+        ('stop "unclosed', r"^stop strings must be quoted as a shell quotes: "),
+        ("stop a b c d e", r"^Give 1 to 4 non-empty stop strings"),
+        ('stop ""', r"^Give 1 to 4 non-empty stop strings"),
     ],
 )
 def test_a_bad_set_is_one_line(argument: str, message: str) -> None:
@@ -171,14 +180,38 @@ def test_a_bad_set_is_one_line(argument: str, message: str) -> None:
         apply_set(ChatSettings(), argument)
 
 
+def test_the_sampling_settings_reach_the_request() -> None:
+    settings = ChatSettings()
+    for argument in ("top_p 0.9", "top_k 20", "min_p 0.1", "repeat_penalty 1.1", "seed 7"):
+        settings, _ = apply_set(settings, argument)
+    settings, said = apply_set(settings, 'stop "###" "User: "')
+    assert said == 'Set stop to "###" "User: ".'
+    assert settings.request_fields() == {
+        "top_p": 0.9,
+        "top_k": 20,
+        "min_p": 0.1,
+        "repeat_penalty": 1.1,
+        "seed": 7,
+        "stop": ["###", "User: "],
+    }
+    settings, _ = apply_set(settings, "stop default")
+    assert "stop" not in settings.request_fields()
+
+
 def test_describe_settings_lists_them_all() -> None:
-    text = describe_settings(ChatSettings(max_tokens=64), "Be terse.\nAlways.")
+    text = describe_settings(ChatSettings(max_tokens=64, stop=("a b",)), "Be terse.\nAlways.")
     assert text.splitlines() == [
-        "temperature  the model's default",
-        "max_tokens   64",
-        "system       Be terse....",
+        "temperature     the model's default",
+        "max_tokens      64",
+        "top_p           the model's default",
+        "top_k           the model's default",
+        "min_p           the model's default",
+        "repeat_penalty  the model's default",
+        "seed            the model's default",
+        'stop            "a b"',
+        "system          Be terse....",
     ]
-    assert describe_settings(ChatSettings(), None).endswith("system       (none)")
+    assert describe_settings(ChatSettings(), None).endswith("system          (none)")
 
 
 def test_cloud_and_mapped_models_are_not_loaded_ahead() -> None:
@@ -373,14 +406,15 @@ def test_clear_forgets_the_conversation_but_keeps_the_system_prompt() -> None:
 
 
 def test_commands_that_only_answer() -> None:
-    loop, out = chat_loop(Typed("/?", "/system", "/set", "/set top_p 1", "/what"), FakeModel())
+    loop, out = chat_loop(Typed("/?", "/system", "/set", "/set top_q 1", "/what"), FakeModel())
     loop.run()
     assert out.getvalue() == "\n".join(
         [
             HELP,
             "No system prompt. Set one: /system TEXT",
             describe_settings(ChatSettings(), None),
-            "Unknown setting 'top_p'. Settings: temperature, max_tokens.",
+            "Unknown setting 'top_q'. Settings: temperature, max_tokens, top_p, top_k, min_p, "
+            "repeat_penalty, seed, stop.",
             "Unknown command '/what'. Type /? for help.",
             "",  # Ctrl-D
             "",
