@@ -548,6 +548,7 @@ def test_errors_show_in_place_with_what_to_do(
     assert view.problem.isVisible() and view.problem.text() == expected
     assert fake_window.conversation.messages[-1].error == expected
     assert fake_window.send_button.isEnabled()
+    assert fake_window.input.toPlainText() == "Hello?"  # back in the input, to send again
 
 
 def test_a_daemon_that_is_not_running_is_said_in_place(
@@ -695,6 +696,33 @@ def test_attached_images_go_first_in_the_question_and_stay_with_the_conversation
     assert again.request_body("More?")["messages"][0]["content"][0] == image_part
     settle(again, qtbot)
     again.close()
+
+
+def test_a_failed_question_comes_back_with_its_images_unless_something_new_was_typed(
+    fake_window: ChatWindow, fake: FakeOpenAI, qtbot: QtBot, tmp_path: Path
+) -> None:
+    window = fake_window
+    image, _ = png_file(tmp_path / "noise.png", 8, 8)
+    window.attach_files([image])
+    refusal = openai_error("Model tiny-local failed to load: bad magic.", "model_load_failed")
+    fake.script.append(Reply(503, body=refusal))
+    ask(window, qtbot, "What is in it?")
+    assert window.input.toPlainText() == "" and window.attachments == []  # sent
+    wait_answered(window, qtbot)
+    assert window.input.toPlainText() == "What is in it?"
+    assert [chip.attachment.name for chip in window.attachment_chips()] == ["noise.png"]
+    # An answer that comes puts nothing back.
+    window.clear_attachments()
+    ask(window, qtbot, "Hello?")
+    wait_answered(window, qtbot)
+    assert window.input.toPlainText() == "" and window.attachments == []
+    # Something typed while a failing answer was awaited stays as typed.
+    fake.script.append(Reply(503, body=refusal))
+    ask(window, qtbot, "Again?")
+    window.input.setPlainText("Something else")
+    wait_answered(window, qtbot)
+    assert window.input.toPlainText() == "Something else"
+    settle(window, qtbot)
 
 
 def test_the_attach_button_follows_the_model_and_files_are_checked(

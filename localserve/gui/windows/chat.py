@@ -419,6 +419,7 @@ class ChatWindow(QWidget):
         self.code_dialog: CodeDialog | None = None
         self._sending: object | None = None  # the send waiting for the daemon's address
         self.attachments: list[Attachment] = []  # images for the next question
+        self._sent: tuple[str, list[Attachment]] | None = None  # the question being answered
         self._reading = 0  # image files being read on a worker thread
         self._follow = True  # keep the newest text in view
         self._listing = False
@@ -697,6 +698,7 @@ class ChatWindow(QWidget):
         conversation.max_tokens = self.max_tokens.value()
         images = [attachment.data_url for attachment in attached]
         body = self.request_body(question, images)
+        self._sent = (question, attached)  # put back in the input should the answer fail
         self.input.clear()
         self.clear_attachments()
         conversation.messages.append(ChatMessage("user", question, images=images))
@@ -767,8 +769,20 @@ class ChatWindow(QWidget):
         answer.stopped = outcome.state is StreamState.STOPPED
         answer.error = outcome.error.text() if outcome.error is not None else None
         view.finish(answer.stats, answer.stopped, outcome.finish_reason, answer.error)
+        sent, self._sent = self._sent, None
+        if outcome.state is StreamState.FAILED and sent is not None:
+            self._put_back(*sent)
         self.conversation.updated = time.time()
         self.save()
+
+    def _put_back(self, question: str, attached: list[Attachment]) -> None:
+        """A failed question and its images, back in the input to send again, unless something
+        new was typed or attached meanwhile."""
+        if self.input.toPlainText().strip() or self.attachments:
+            return
+        self.input.setPlainText(question)
+        self.attachments = list(attached)
+        self._show_attachments()
 
     def _set_busy(self, busy: bool) -> None:
         self.send_button.setEnabled(not busy)
