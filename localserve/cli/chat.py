@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shlex
 import sys
@@ -169,7 +170,8 @@ def number_parser(
         except ValueError:
             raise ChatCommandError(f"{problem}, not '{value}'.") from None
         too_low = number <= low if above else number < low
-        if too_low or (high is not None and number > high) or number != number:
+        # Not infinite nor NaN either: JSON has no such numbers, so the request could not go.
+        if too_low or (high is not None and number > high) or not math.isfinite(number):
             raise ChatCommandError(f"{problem}, not '{value}'.")
         return number
 

@@ -176,7 +176,7 @@ def status(watch: bool) -> None:
 
 
 def describe_status(state: DaemonState, details: DaemonStatus, stats: StatsSnapshot) -> str:
-    from localserve.hub.library import format_bytes
+    from localserve.units import format_bytes
 
     uptime = int(time.time() - state.started_at)
     lines = [

@@ -24,13 +24,13 @@ from localserve.hub.library import (
     Library,
     ModelRecord,
     describe_file,
-    format_bytes,
     model_name_for,
     refuse_projector_as_model,
 )
 from localserve.hub.starter import STARTER_MODEL_ID
 from localserve.paths import app_paths
 from localserve.runner.llama_backends import gpu_offload_supported
+from localserve.units import format_bytes
 
 CANCELLED_LINE = "Cancelled; the partial file is kept: run the same command to resume."
 

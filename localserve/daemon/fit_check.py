@@ -16,7 +16,8 @@ import psutil
 from localserve.errors import ModelTooLargeError
 from localserve.hardware.memory import MemorySnapshot, sample_memory
 from localserve.hub.fit import Verdict, estimate_fit
-from localserve.hub.library import ModelRecord, format_bytes
+from localserve.hub.library import ModelRecord
+from localserve.units import format_bytes
 
 
 def free_memory(reclaimable: int = 0) -> MemorySnapshot:

@@ -28,13 +28,14 @@ from typing import Any
 from localserve.hub.library import write_json_atomic
 from localserve.media import ImagePolicy, sniff_media_type
 from localserve.paths import AppPaths
+from localserve.units import format_bytes
 
 log = logging.getLogger(__name__)
 
 ID_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 TITLE_LENGTH = 60
 FORMAT_VERSION = 1
-MAX_IMAGE_BYTES = ImagePolicy().max_bytes  # what the daemon takes (20 MB)
+MAX_IMAGE_BYTES = ImagePolicy().max_bytes  # what the daemon takes (20 MiB)
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 
 
@@ -163,8 +164,8 @@ def image_data_url(data: bytes, name: str = "The file") -> str:
 
 
 def too_large(name: str, size: int) -> str:
-    mib = 1024 * 1024
-    return f"{name} is {size / mib:.1f} MB; images up to {MAX_IMAGE_BYTES // mib} MB can be sent."
+    most = format_bytes(MAX_IMAGE_BYTES, binary=True)
+    return f"{name} is {format_bytes(size, binary=True)}; images up to {most} can be sent."
 
 
 def data_url_bytes(url: str) -> bytes:

@@ -31,9 +31,9 @@ from localserve.daemon.launcher import Launch, start_daemon, stop_daemon
 from localserve.daemon.state import read_state
 from localserve.gui.background import Background, StatsStream
 from localserve.gui.icons import icon
-from localserve.hub.library import format_bytes
 from localserve.paths import AppPaths
 from localserve.security.keys import KeyStore
+from localserve.units import format_bytes
 
 T = TypeVar("T")
 

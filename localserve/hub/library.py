@@ -35,6 +35,7 @@ from localserve.hub.templates import (
     template_supports_tools,
     thinking_syntax,
 )
+from localserve.units import format_bytes
 
 RECORD_NAME = "model.json"
 SHARD_PATTERN = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.gguf$", re.I)
@@ -257,14 +258,6 @@ def check_free_space(folder: Path, needed: int) -> None:
             f"Not enough disk space in {folder}: {format_bytes(needed)} needed, "
             f"{format_bytes(free)} free."
         )
-
-
-def format_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(count) < 1000:
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

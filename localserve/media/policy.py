@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 from localserve.errors import ImageRejectedError
+from localserve.units import format_bytes
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -65,16 +66,9 @@ class ImagePolicy:
         return not self.allow_private_addresses and self.is_forbidden_address(address)
 
 
-def format_bytes(count: int) -> str:
-    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= size:
-            return f"{count / size:.3g} {unit}"
-    return f"{count} bytes"
-
-
 def over_max_bytes(policy: ImagePolicy) -> ImageRejectedError:
     """The one refusal for too many bytes, whether they came in a data URL or over http(s)."""
+    most = format_bytes(policy.max_bytes, binary=True)  # a power of two (20 MiB by default)
     return ImageRejectedError(
-        f"The image is larger than {format_bytes(policy.max_bytes)}, the most accepted.",
-        "image_too_large",
+        f"The image is larger than {most}, the most accepted.", "image_too_large"
     )

@@ -38,6 +38,7 @@ from localserve.gui.windows.chat import AnswerView, ChatWindow, QuestionView
 from localserve.paths import AppPaths, app_paths
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 from tests.helpers.fake_http import JsonHandler, LoopbackServer
+from tests.helpers.tray import started_tray
 
 pytestmark = [
     pytest.mark.qt_log_level_fail("WARNING"),
@@ -210,11 +211,9 @@ def daemon_paths(daemon: DaemonProcess) -> AppPaths:
 
 @pytest.fixture
 def tray(qapp: Any, daemon_paths: AppPaths) -> Iterator[TrayController]:
-    """A tray following the shared daemon (it finds it through the state file)."""
-    controller = TrayController(daemon_paths, Background(), poll_interval=0.25)
-    controller.start(launch_daemon=False)
-    yield controller
-    controller.shutdown()
+    """Here the tray follows the shared daemon (it finds it through the state file)."""
+    with started_tray(qapp, daemon_paths, launch_daemon=False) as controller:
+        yield controller
 
 
 @pytest.fixture
@@ -760,7 +759,7 @@ def test_the_attach_button_follows_the_model_and_files_are_checked(
     qtbot.mouseClick(chip.remove_button, Qt.MouseButton.LeftButton)
     assert window.attachments == [] and window.attachment_chips() == []
 
-    # Refused in place, with one line: not an image, over 20 MB.
+    # Refused in place, with one line: not an image, over 20 MiB.
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     window.attach_files([text])
@@ -770,7 +769,7 @@ def test_the_attach_button_follows_the_model_and_files_are_checked(
         out.write(b"\x89PNG\r\n\x1a\n")
         out.truncate(21 * 1024 * 1024)
     window.attach_files([huge])
-    assert window.attach_note.text() == "huge.png is 21.0 MB; images up to 20 MB can be sent."
+    assert window.attach_note.text() == "huge.png is 21.0 MiB; images up to 20.0 MiB can be sent."
     assert window.attachments == [] and window.attach_bar.isVisible()
 
     # Over 1 MB: read on a worker thread; sending waits for it.

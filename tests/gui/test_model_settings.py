@@ -4,44 +4,23 @@ value in place without saving."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from localserve.config.settings import read_config_file
-from localserve.daemon.launcher import stop_daemon
-from localserve.gui.app import create_tray
-from localserve.gui.tray import TrayController, TrayState
+from localserve.gui.tray import TrayController
 from localserve.gui.windows.model_settings import DEFAULT, ModelSettingsDialog
 from localserve.paths import AppPaths, app_paths
 from tests.helpers.daemon_process import STARTER_MODEL
-
-SERVE_TIMEOUT_MS = 90_000
 
 
 @pytest.fixture
 def paths(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> AppPaths:
     monkeypatch.setenv("LOCALSERVE_PORT", "0")
     return app_paths().ensure()
-
-
-@pytest.fixture
-def tray(qapp: Any, qtbot: QtBot, paths: AppPaths) -> Iterator[TrayController]:
-    created = create_tray(qapp, paths, poll_interval=0.25, stats_interval=0.25)
-    assert created is not None
-    controller, instance = created
-    controller.start()
-    try:
-        qtbot.waitUntil(lambda: controller.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
-        yield controller
-    finally:
-        controller.shutdown()
-        instance.server.close()
-        stop_daemon(paths)
 
 
 def test_the_dialog_saves_clears_and_refuses(

@@ -22,9 +22,7 @@ from openai import OpenAI
 from pytestqt.qtbot import QtBot
 
 from localserve.api.control import HubQuant
-from localserve.daemon.launcher import stop_daemon
 from localserve.daemon.state import read_state
-from localserve.gui.app import create_tray
 from localserve.gui.tray import TrayController, TrayState
 from localserve.hub.library import Library
 from localserve.paths import AppPaths, app_paths
@@ -32,11 +30,11 @@ from localserve.security.keys import KeyStore
 from tests.helpers.daemon_process import STARTER_MODEL
 from tests.helpers.fake_hub import FakeHub
 from tests.helpers.model_files import starter_path
+from tests.helpers.tray import SERVE_TIMEOUT_MS, started_tray
 
 REPO = "example/Traypull-GGUF"
 FILE = "Traypull-Q4_1.gguf"
 MODEL = "traypull-q4_1"
-SERVE_TIMEOUT_MS = 90_000
 
 
 @pytest.fixture(scope="module")
@@ -58,24 +56,6 @@ def paths(isolated_home: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) ->
     return app_paths().ensure()
 
 
-@pytest.fixture
-def tray(qapp: Any, qtbot: QtBot, paths: AppPaths) -> Iterator[TrayController]:
-    created = create_tray(qapp, paths, poll_interval=0.25, stats_interval=0.25)
-    assert created is not None
-    controller, instance = created
-    states: list[str] = []
-    controller.state_changed.connect(states.append)
-    controller.states = states  # type: ignore[attr-defined]
-    controller.start()
-    try:
-        qtbot.waitUntil(lambda: controller.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
-        yield controller
-    finally:
-        controller.shutdown()
-        instance.server.close()
-        stop_daemon(paths)
-
-
 def ask(paths: AppPaths, model: str = STARTER_MODEL, max_tokens: int = 48) -> Any:
     state = read_state(paths.state_file)
     assert state is not None
@@ -95,9 +75,9 @@ def tooltip_rate(controller: TrayController) -> float:
 
 
 def test_the_tray_starts_serving_and_shows_live_figures(
-    tray: TrayController, qtbot: QtBot, paths: AppPaths
+    tray: TrayController, tray_states: list[str], qtbot: QtBot, paths: AppPaths
 ) -> None:
-    assert tray.states[:2] == ["starting", "serving"]  # type: ignore[attr-defined]
+    assert tray_states[:2] == ["starting", "serving"]
     assert tray.tray.toolTip().startswith(f"localserve: serving {STARTER_MODEL}")
     qtbot.waitUntil(lambda: "RAM" in tray.tooltip(), timeout=10_000)  # with the first stats
     assert [a.data() for a in tray.model_actions()] == [STARTER_MODEL]
@@ -217,12 +197,12 @@ def test_the_models_window_shows_hub_faults_and_a_download_waiting_for_network(
 
 
 def test_a_killed_runner_shows_the_error_state_and_recovers(
-    tray: TrayController, qtbot: QtBot
+    tray: TrayController, tray_states: list[str], qtbot: QtBot
 ) -> None:
     status = tray.status
     assert status is not None and status.models[0].pid is not None
     os.kill(status.models[0].pid, signal.SIGKILL)
-    qtbot.waitUntil(lambda: "error" in tray.states, timeout=10_000)  # type: ignore[attr-defined]
+    qtbot.waitUntil(lambda: "error" in tray_states, timeout=10_000)
     qtbot.waitUntil(lambda: tray.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
     qtbot.waitUntil(
         lambda: any(title == "Model runner restarted" for title, _ in tray.notifications),
@@ -333,11 +313,7 @@ def test_a_broken_config_file_is_reported_and_the_settings_window_repairs_it(
     monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.StandardButton.No)
     broken = 'ctx = 2048\nport = "11435\n'
     paths.config_file.write_text(broken)
-    created = create_tray(qapp, paths, poll_interval=0.25, stats_interval=0.25)
-    assert created is not None
-    controller, instance = created
-    controller.start()
-    try:
+    with started_tray(qapp, paths) as controller:
         # The daemon refuses the file; the tray says why at once, file and line included.
         qtbot.waitUntil(lambda: bool(controller.notifications), timeout=30_000)
         title, message = controller.notifications[-1]
@@ -353,10 +329,6 @@ def test_a_broken_config_file_is_reported_and_the_settings_window_repairs_it(
         assert tomllib.loads(paths.config_file.read_text())["port"] == 11435
         controller.start_serving()  # and it starts now (LOCALSERVE_PORT=0 still wins)
         qtbot.waitUntil(lambda: controller.state is TrayState.SERVING, timeout=SERVE_TIMEOUT_MS)
-    finally:
-        controller.shutdown()
-        instance.server.close()
-        stop_daemon(paths)
 
 
 def test_the_remote_access_toggle(tray: TrayController, qtbot: QtBot, paths: AppPaths) -> None:

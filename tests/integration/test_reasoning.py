@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.imported_models import ModelImport, daemon_with_models
 from tests.helpers.model_files import templated_starter
 
 R1 = "r1-distill"
@@ -30,17 +31,16 @@ QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     home = tmp_path_factory.mktemp("reasoning-daemon")
-    running = DaemonProcess(home, env={"LOCALSERVE_THINKING_BUDGET": str(SETTING_BUDGET)})
-    for name, template in [
-        (R1, "deepseek-r1-distill-qwen.jinja"),
-        (QWEN3, "qwen3.jinja"),
-        (GPT_OSS, "gpt-oss.jinja"),
-    ]:
-        path = templated_starter(home, name, template)
-        imported = running.cli("models", "import", str(path), "--name", name)
-        assert imported.returncode == 0, imported.stderr
-    with running:
-        running.wait_until_model("ready")
+    models = [
+        ModelImport(name, templated_starter(home, name, template))
+        for name, template in [
+            (R1, "deepseek-r1-distill-qwen.jinja"),
+            (QWEN3, "qwen3.jinja"),
+            (GPT_OSS, "gpt-oss.jinja"),
+        ]
+    ]
+    env = {"LOCALSERVE_THINKING_BUDGET": str(SETTING_BUDGET)}
+    with daemon_with_models(home, models, env) as running:
         yield running
 
 

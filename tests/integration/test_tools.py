@@ -20,6 +20,7 @@ import openai
 import pytest
 
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.imported_models import ModelImport, daemon_with_models
 from tests.helpers.model_files import templated_starter, tool_use_starter
 
 HERMES_MODEL = "qwen-tools"
@@ -65,19 +66,14 @@ EARLIER_CALL: list[Any] = [
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     home = tmp_path_factory.mktemp("tools-daemon")
-    running = DaemonProcess(home)
-    for name, template in [
-        (HERMES_MODEL, "qwen2.5-instruct.jinja"),
-        (JSON_MODEL, "llama3.1-instruct.jinja"),
-    ]:
-        path = templated_starter(home, name, template)
-        imported = running.cli("models", "import", str(path), "--name", name)
-        assert imported.returncode == 0, imported.stderr
-    second = tool_use_starter(home, TOOL_USE_MODEL, "qwen2.5-instruct.jinja")
-    imported = running.cli("models", "import", str(second), "--name", TOOL_USE_MODEL)
-    assert imported.returncode == 0, imported.stderr
-    with running:
-        running.wait_until_model("ready")
+    models = [
+        ModelImport(HERMES_MODEL, templated_starter(home, HERMES_MODEL, "qwen2.5-instruct.jinja")),
+        ModelImport(JSON_MODEL, templated_starter(home, JSON_MODEL, "llama3.1-instruct.jinja")),
+        ModelImport(
+            TOOL_USE_MODEL, tool_use_starter(home, TOOL_USE_MODEL, "qwen2.5-instruct.jinja")
+        ),
+    ]
+    with daemon_with_models(home, models) as running:
         yield running
 
 

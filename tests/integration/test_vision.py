@@ -24,6 +24,7 @@ from PIL import Image
 
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 from tests.helpers.fake_http import LoopbackServer
+from tests.helpers.imported_models import ModelImport, daemon_with_models, import_models
 from tests.helpers.vision_model import IMAGE_TOKENS, make_vision_pair
 
 VISION = "tiny-llava"
@@ -74,14 +75,13 @@ def images() -> Iterator[LoopbackServer]:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    home = tmp_path_factory.mktemp("vision-daemon")
     text, mmproj = make_vision_pair(tmp_path_factory.mktemp("vision-files"))
     # The test's image server is on loopback: allowed here, refused by default (below).
-    running = DaemonProcess(home, env={"LOCALSERVE_ALLOW_PRIVATE_IMAGE_URLS": "true"})
-    imported = running.cli("models", "import", str(text), "--name", VISION, "--mmproj", str(mmproj))
-    assert imported.returncode == 0, imported.stderr
-    with running:
-        running.wait_until_model("ready")
+    with daemon_with_models(
+        tmp_path_factory.mktemp("vision-daemon"),
+        [ModelImport(VISION, text, mmproj)],
+        env={"LOCALSERVE_ALLOW_PRIVATE_IMAGE_URLS": "true"},
+    ) as running:
         yield running
 
 
@@ -228,8 +228,7 @@ def test_private_image_urls_are_refused_by_default(
     home = tmp_path_factory.mktemp("vision-default")
     text, mmproj = make_vision_pair(tmp_path_factory.mktemp("vision-files-2"))
     daemon = DaemonProcess(home)
-    imported = daemon.cli("models", "import", str(text), "--name", VISION, "--mmproj", str(mmproj))
-    assert imported.returncode == 0, imported.stderr
+    import_models(daemon, [ModelImport(VISION, text, mmproj)])
     with daemon:
         with pytest.raises(openai.BadRequestError) as refused:
             ask(daemon.openai(), f"{images.url}/a.png")

@@ -169,6 +169,7 @@ def test_set_changes_one_setting_and_says_so() -> None:
         ("min_p 2", r"^min_p must be a number from 0 to 1, not '2'\.$"),
         ("repeat_penalty 0", r"^repeat_penalty must be a number above 0, not '0'\.$"),
         ("min_p nan", r"not 'nan'"),
+        ("repeat_penalty inf", r"^repeat_penalty must be a number above 0, not 'inf'\.$"),
         ("seed lucky", r"^seed must be a whole number, not 'lucky'\.$"),
         ('stop "unclosed', r"^stop strings must be quoted as a shell quotes: "),
         ("stop a b c d e", r"^Give 1 to 4 non-empty stop strings"),

@@ -12,12 +12,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "localserve"
 
-BASE = {"errors", "network", "paths", "program", "__version__"}
+BASE = {"errors", "network", "paths", "program", "units", "__version__"}
 ALLOWED: dict[str, set[str]] = {
     "errors": {"network"},
     "network": set(),
     "paths": set(),
     "program": set(),
+    "units": set(),
     "api": {"errors", "network"},
     "asgi": {"errors", "api"},
     "security": BASE,

@@ -8,9 +8,9 @@ the daemon cancel the generation. Conversations are files under ``<data_dir>/cha
 (state file, keyring) happens on the tray's worker threads. The GUI thread never waits.
 
 Images: for a model that sees (its /v1/models entry lists "vision", or any cloud model), "Attach
-image..." adds PNG, JPEG, WebP or GIF files (up to 20 MB each) as chips above the question; they
+image..." adds PNG, JPEG, WebP or GIF files (up to 20 MiB each) as chips above the question; they
 go first in the question's OpenAI content parts, as data URLs, and stay with the conversation
-on disk. A file over 1 MB is read (and its thumbnail made) on a worker thread.
+on disk. A file over 1 MiB is read (and its thumbnail made) on a worker thread.
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ from localserve.gui.chat_stream import (
 )
 from localserve.gui.icons import icon
 from localserve.gui.markdown import MarkdownView
+from localserve.units import format_bytes
 
 if TYPE_CHECKING:
     from localserve.gui.tray import TrayController
@@ -643,9 +644,9 @@ class ChatWindow(QWidget):
         model = self.model_box.currentText().strip()
         sees = self.model_sees(model)
         self.attach_button.setEnabled(sees)
-        mib = MAX_IMAGE_BYTES // (1024 * 1024)
+        most = format_bytes(MAX_IMAGE_BYTES, binary=True)
         self.attach_button.setToolTip(
-            f"PNG, JPEG, WebP or GIF images for the next question, up to {mib} MB each"
+            f"PNG, JPEG, WebP or GIF images for the next question, up to {most} each"
             if sees
             else f"{model or 'This model'} does not see images (it has no vision projector)"
         )
@@ -795,8 +796,8 @@ class ChatWindow(QWidget):
         self.attach_files(names)
 
     def attach_files(self, files: Iterable[str | Path]) -> None:
-        """Attach these image files to the next question. A file over 20 MB, or one that is not
-        a PNG, JPEG, WebP or GIF, is refused with one line above the question; one over 1 MB
+        """Attach these image files to the next question. A file over 20 MiB, or one that is not
+        a PNG, JPEG, WebP or GIF, is refused with one line above the question; one over 1 MiB
         is read on a worker thread and shows once read."""
         self._note_attachments("")
         for name in files:

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QVBoxLayout, QWidg
 from localserve.api.control import StatsSnapshot
 from localserve.gui.charts import LineChart
 from localserve.gui.icons import icon
-from localserve.hub.library import format_bytes
+from localserve.units import format_bytes
 
 if TYPE_CHECKING:
     from localserve.gui.tray import TrayController

@@ -35,7 +35,7 @@ from localserve.api.control import (
 )
 from localserve.gui.icons import icon
 from localserve.gui.windows.model_settings import ModelSettingsDialog
-from localserve.hub.library import format_bytes
+from localserve.units import format_bytes
 
 if TYPE_CHECKING:
     from localserve.gui.tray import TrayController
