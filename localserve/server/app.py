@@ -94,8 +94,16 @@ class DeferredRoutes:
         await self.main(scope, receive, send)
 
 
-def _fastapi(settings: Settings) -> FastAPI:
-    app = FastAPI(title="localserve", version=__version__, docs_url=None, redoc_url=None)
+def base_app(settings: Settings, openapi_url: str | None = "/openapi.json") -> FastAPI:
+    """A FastAPI app as every gateway app starts: no docs pages, the protocols' error
+    shapes, and the body timeout that request reading uses."""
+    app = FastAPI(
+        title="localserve",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=openapi_url,
+    )
     install_error_handlers(app)
     app.state.body_timeout = settings.limits.body_timeout
     return app
@@ -110,7 +118,7 @@ def create_app(
     """The gateway ASGI app: the OpenAI and Anthropic APIs for any key, and the routes that
     ``later`` builds (``DeferredRoutes``): the control API for the admin key, extra routes
     (such as Ollama's) for any key."""
-    app = _fastapi(settings)
+    app = base_app(settings)
     limits = settings.limits
     require_key = key_dependency(verifier)
 
@@ -122,7 +130,7 @@ def create_app(
 
     def build_later() -> FastAPI:
         routes = later()
-        later_app = _fastapi(settings)
+        later_app = base_app(settings)
 
         def require_admin(principal: Principal = Depends(require_key)) -> Principal:  # noqa: B008
             if not principal.is_admin:

@@ -27,15 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 
-from localserve import __version__
 from localserve.api.errors import APIError
 from localserve.config import Settings
 from localserve.router.router import Router
-from localserve.server.app import include_inference_routes
+from localserve.server.app import base_app, include_inference_routes
 from localserve.server.auth import KeyVerifier, Principal, presented_key
-from localserve.server.errors import WWW_AUTHENTICATE, install_error_handlers
+from localserve.server.errors import WWW_AUTHENTICATE
 from localserve.server.limits import PerKeyConcurrency, PerKeyRateLimit
 from localserve.server.security import (
     ASGIApp,
@@ -249,12 +248,8 @@ def create_remote_app(
 ) -> Any:
     """The remote listener's app: the same inference APIs as loopback (``extra``: Ollama's),
     for client keys only; no control API, no metrics."""
-    app = FastAPI(
-        title="localserve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
-    )
-    install_error_handlers(app)
+    app = base_app(settings, openapi_url=None)
     limits, remote = settings.limits, settings.remote
-    app.state.body_timeout = limits.body_timeout
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
