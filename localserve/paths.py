@@ -71,6 +71,12 @@ class AppPaths:
         return self.data_dir / "model-checks.json"
 
     @property
+    def starter_record_file(self) -> Path:
+        """The starter model's library record, kept while its file is unchanged
+        (``hub/library.py``)."""
+        return self.data_dir / "starter-model.json"
+
+    @property
     def daemon_log(self) -> Path:
         return self.log_dir / "daemon.log"
 

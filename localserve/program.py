@@ -4,6 +4,7 @@ start localserve as a new process, from a pip install or from the packaged app."
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 
@@ -18,6 +19,22 @@ def runner_command() -> list[str]:
     """How to start a runner child process (``localserve.runner``; a frozen app accepts the
     same ``-m`` form for it, ``frozen.py``)."""
     return [sys.executable, "-m", "localserve.runner"]
+
+
+def lean_start_environment() -> None:
+    """Set before pydantic and numpy are imported, here and (inherited) in child processes; a
+    value the user set is kept.
+
+    - ``OPENBLAS_NUM_THREADS=1``: numpy (llama_cpp imports it) starts OpenBLAS with a thread
+      per core, and they spin while they wait for work: 0.1 s of CPU taken from a model's
+      load and the daemon's start-up on a 2-core machine. Runners use numpy for small copies,
+      never for BLAS.
+    - ``PYDANTIC_DISABLE_PLUGINS=1``: pydantic otherwise reads every installed package's entry
+      points (about 5 ms) when it builds its first model, looking for plugins this program
+      does not use.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
 
 
 def pause_garbage_collection() -> None:

@@ -33,7 +33,9 @@ FitVerdictName = Literal["gpu", "partial", "cpu", "too_large"]
 
 
 class ControlAnswer(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # Built at first use, not at import: the daemon starts without building the ~30 answers
+    # its control API, imported at its first request, will need.
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 ItemT = TypeVar("ItemT", bound=ControlAnswer)

@@ -10,8 +10,10 @@ def main() -> None:
     """The console script. For `serve` it starts the first runner process before importing the
     CLI, so that the two processes' start-ups overlap (``daemon/head_start.py``), and imports
     without the cyclic garbage collector until the daemon listens."""
+    from localserve.program import lean_start_environment, pause_garbage_collection
+
+    lean_start_environment()
     from localserve.daemon.head_start import start_first_runner
-    from localserve.program import pause_garbage_collection
 
     if sys.argv[1:2] == ["serve"]:
         pause_garbage_collection()  # resumed by the daemon once it listens

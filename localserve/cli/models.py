@@ -41,7 +41,8 @@ def hub_settings() -> HubOptions:
 
 
 def library() -> Library:
-    return Library(app_paths().ensure().models_dir)
+    paths = app_paths().ensure()
+    return Library(paths.models_dir, paths.starter_record_file)
 
 
 def fit_of(

@@ -161,7 +161,7 @@ class Daemon:
     def _pool(self, telemetry: Telemetry, spare: SpareRunner) -> ModelPool:
         limits = self.settings.limits
         return ModelPool(
-            Library(self.paths.models_dir),
+            Library(self.paths.models_dir, self.paths.starter_record_file),
             self.runner_spec,
             PoolLimits(
                 max_loaded=limits.max_loaded_models,

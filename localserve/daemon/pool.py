@@ -16,6 +16,7 @@ All changes to the loaded models happen under one lock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -264,6 +265,7 @@ class ModelPool:
         spec = self._spec_for(model)
         record = self.library.find(model.model_id)
         if record is not None:  # None: a file outside the library, served with --model PATH
+            spec = dataclasses.replace(spec, quant_type=record.quant_type)
             # Refuse before unloading anything if even the memory of idle runners is not enough.
             self._check_fit(record, spec, reclaimable=self._idle_runner_bytes())
         await self._make_room_locked()

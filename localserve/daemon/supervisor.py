@@ -97,6 +97,7 @@ class RunnerSpec:
     mmproj_path: Path | None = None  # the model's vision projector, if it has one
     chat_template: str | None = None  # the model preset's template, in place of the file's
     keep_alive: float | None = None  # the model preset's; None: the pool's (the setting)
+    quant_type: str | None = None  # the weights' type, from the library record; None: read it
 
 
 @dataclass
@@ -238,7 +239,8 @@ class RunnerProcess:
             gpu_layers=engine.n_gpu_layers,
             threads=engine.threads,
         )
-        quant_type = read_gguf_header(spec.model_path).quant_type  # checked sound just before
+        # The header was checked sound just before; the library's record saves reading it.
+        quant_type = spec.quant_type or read_gguf_header(spec.model_path).quant_type
         return choose_engine_path(
             spec.model_path,
             quant_type,

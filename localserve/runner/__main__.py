@@ -30,7 +30,11 @@ from localserve.api.runner import (
     event_line,
 )
 from localserve.errors import LocalserveError
-from localserve.program import pause_garbage_collection, resume_garbage_collection
+from localserve.program import (
+    lean_start_environment,
+    pause_garbage_collection,
+    resume_garbage_collection,
+)
 from localserve.runner.commands import ThreadShare, follow_daemon
 
 if TYPE_CHECKING:
@@ -116,6 +120,7 @@ def in_background(work: Callable[[], ResultT]) -> Future[ResultT]:
 
 def main() -> int:
     pause_garbage_collection()  # for the imports; resumed once serving
+    lean_start_environment()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s"
     )
@@ -159,7 +164,7 @@ def main() -> int:
     async def serve() -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.002)  # uvicorn sets `started` and says nothing
         if server.started:
             resume_garbage_collection()
             channel.send({"event": EVENT_READY, "port": port, "info": engine.info.model_dump()})

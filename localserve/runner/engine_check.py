@@ -30,6 +30,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from localserve.program import lean_start_environment
+
 CRASH_ENV = "LOCALSERVE_ENGINE_CHECK_CRASH"
 EVENT_VARIANTS = "variants"
 EVENT_OK = "ok"
@@ -200,6 +202,7 @@ def _piece(decoder: _Decoder, token: int) -> bytes:
 
 def main() -> int:
     gc.disable()  # a short life, spent importing and decoding: the cyclic collector finds nothing
+    lean_start_environment()
     plan = CheckPlan(**json.loads(sys.stdin.buffer.readline()))
     try:
         facts = run_check(plan)

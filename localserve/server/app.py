@@ -122,7 +122,7 @@ def create_app(
     limits = settings.limits
     require_key = key_dependency(verifier)
 
-    @app.get("/health", include_in_schema=False)
+    @app.get("/health", include_in_schema=False, response_model=None)  # as in routes/openai.py
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -251,7 +251,7 @@ def create_remote_app(
     app = base_app(settings, openapi_url=None)
     limits, remote = settings.limits, settings.remote
 
-    @app.get("/health", include_in_schema=False)
+    @app.get("/health", include_in_schema=False, response_model=None)  # as in routes/openai.py
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -127,3 +127,38 @@ def test_a_projector_named_like_the_model_gets_a_name_of_its_own(tmp_path: Path)
     assert library.paths(record)[0].read_bytes() == model.read_bytes()
     mmproj = library.mmproj_path(record)
     assert mmproj is not None and mmproj.read_bytes() == projector.read_bytes()
+
+
+def test_the_starter_record_is_kept_until_its_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from localserve.hub import library as library_module
+    from tests.helpers.model_files import starter_path
+
+    kept = tmp_path / "starter-model.json"
+    starter = tmp_path / "starter.gguf"
+    starter.symlink_to(starter_path())  # a path of its own: no other test's cached record
+    monkeypatch.setattr(library_module, "starter_model_path", lambda: starter)
+    made = Library(tmp_path / "models", kept).starter_record()
+    assert made is not None and made.quant_type == "Q4_1" and made.reference
+    assert json.loads(kept.read_text())["record"]["name"] == made.name
+
+    # Another launch (a new process: the in-memory copy is gone) reads the kept record.
+    library_module._starter_record_data.cache_clear()
+
+    def header_read(path: Path) -> None:
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(library_module, "describe_file", header_read)
+    again = Library(tmp_path / "models", kept).starter_record()
+    assert again == made
+    again.files.append("changed")  # a caller's copy: the kept record stays as it was
+    assert Library(tmp_path / "models", kept).find("starter") == made
+
+    # A different file (a new package version): the record is made again, not trusted.
+    library_module._starter_record_data.cache_clear()
+    data = json.loads(kept.read_text())
+    data["identity"][1] += 1
+    kept.write_text(json.dumps(data))
+    with pytest.raises(AssertionError, match="read again"):
+        Library(tmp_path / "models", kept).starter_record()
