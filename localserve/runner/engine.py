@@ -2,28 +2,26 @@
 
 The engine turns requests into token prompts (chat template, fill-in-the-middle from the model's
 own FIM tokens, since the binding's FIM path is unfinished), checks them against the context and
-compiles grammars; the ``Scheduler`` generates, batching concurrent requests. Embeddings use the
-binding's own context, apart from the scheduler's.
+compiles grammars; the ``Scheduler`` generates, batching concurrent requests. Embeddings use a
+context of their own, made at the first request for them (``embeddings.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import llama_cpp
-import llama_cpp.llama_chat_format as llama_chat_format
 import psutil
+from llama_cpp import _internals
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from localserve.api.engine import SHARED_KV_PARALLEL, EngineSettings
 from localserve.api.requests import ImagePart
-from localserve.api.runner import EMBEDDING_CTX, LLAMA_DEFAULTS, EnginePath, RunnerInfo
+from localserve.api.runner import LLAMA_DEFAULTS, EnginePath, RunnerInfo
 from localserve.api.sampling import SamplingParams
 from localserve.errors import (
     ContextOverflowError,
@@ -44,7 +42,8 @@ from localserve.hub.templates import (
 from localserve.media import ImagePolicy, decode_data_url
 from localserve.runner.chat_template import ChatTemplate, TemplateLimitError
 from localserve.runner.commands import ThreadShare
-from localserve.runner.llama_backends import devices, extra_buffer_types
+from localserve.runner.embeddings import Embedder
+from localserve.runner.llama_backends import devices
 from localserve.runner.reasoning import ThoughtPlan
 from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.scheduler import GenerationRequest, Scheduler, Sink
@@ -99,33 +98,6 @@ def describe_backend(gpu_layers: int) -> str:
     return " + ".join([*gpus, cpu])
 
 
-class _SkippedChatFormatter:
-    """Stands in for the binding's ``Jinja2ChatFormatter`` while a model loads."""
-
-    def __init__(self, **_: Any) -> None:
-        pass
-
-    def to_chat_handler(self) -> None:
-        return None
-
-
-@contextlib.contextmanager
-def binding_chat_templates_skipped() -> Iterator[None]:
-    """Load without the binding compiling the file's chat templates.
-
-    ``llama_cpp.Llama`` compiles every template in the metadata with a Jinja environment that
-    folds constant expressions, so a hostile template such as ``{{ 'x' * 10**9 }}`` costs a
-    gigabyte and half a minute at load, before our limits can apply. We never use those
-    handlers: ``ChatTemplate`` renders the template, with limits, when a request needs it.
-    """
-    original = llama_chat_format.Jinja2ChatFormatter
-    llama_chat_format.Jinja2ChatFormatter = _SkippedChatFormatter  # type: ignore[misc,assignment]
-    try:
-        yield
-    finally:
-        llama_chat_format.Jinja2ChatFormatter = original  # type: ignore[misc]
-
-
 class Engine:
     def __init__(self, config: EngineConfig, share: ThreadShare | None = None) -> None:
         """``share`` carries the thread count the daemon grants while this runs (default: the
@@ -140,31 +112,32 @@ class Engine:
         gpu_layers = settings.n_gpu_layers
         self._share = share or ThreadShare(settings.threads)
         self._embedding_threads = settings.threads
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = gpu_layers
+        params.use_extra_bufts = path.extra_buffers
+        llama_cpp.llama_backend_init()
         try:
-            with binding_chat_templates_skipped(), extra_buffer_types(path.extra_buffers):
-                self._llama = llama_cpp.Llama(
-                    model_path=str(config.model_path),
-                    n_ctx=EMBEDDING_CTX,
-                    n_gpu_layers=gpu_layers,
-                    n_threads=settings.threads,
-                    n_threads_batch=settings.threads,
-                    # Mean pooling applies only while embeddings are switched on (see embed()).
-                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-                    verbose=False,
-                )
+            # The binding's model alone, not its ``Llama``: that compiles every chat template
+            # in the file with an unlimited Jinja (a hostile one costs a gigabyte and half a
+            # minute; ``ChatTemplate`` renders ours, with limits) and makes a context.
+            self._model = _internals.LlamaModel(
+                path_model=str(config.model_path), params=params, verbose=False
+            )
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(
                 f"llama.cpp could not load {config.model_path.name}: the file is corrupt, "
                 "truncated, of an unsupported architecture, or too large for memory."
             ) from exc
-        model = self._llama._model
+        model = self._model
+        metadata = model.metadata()
+        self._embedder = Embedder(model, settings.threads)
         self._fim_tokens = (model.token_prefix(), model.token_suffix(), model.token_middle())
         self._eos_text = self._token_text(model.token_eos())
-        template = config.chat_template or self._llama.metadata.get("tokenizer.chat_template")
+        template = config.chat_template or metadata.get("tokenizer.chat_template")
         self._template_error: str | None = None
         self._formatter = self._compile(template)
         # Command R and Hermes 2 Pro carry a second template for requests with tools.
-        tool_template = self._llama.metadata.get(TOOL_TEMPLATE_KEY)
+        tool_template = metadata.get(TOOL_TEMPLATE_KEY)
         self._tool_formatter = self._compile(tool_template) if tool_template else None
         tools_source = tool_template if self._tool_formatter else template
         self.tool_syntax: ToolSyntax | None = tool_syntax(tools_source) if tools_source else None
@@ -227,13 +200,14 @@ class Engine:
 
     def close(self) -> None:
         self._scheduler.close()
+        self._embedder.close()
         if self.projector is not None:
             self.projector.close()
 
     def _compile(self, template: str | None) -> ChatTemplate | None:
         if not template:
             return None
-        bos = self._token_text(self._llama._model.token_bos())
+        bos = self._token_text(self._model.token_bos())
         try:
             return ChatTemplate(template, self._eos_text, bos)
         except jinja2.TemplateError as exc:  # a broken template: serve completions only
@@ -256,10 +230,10 @@ class Engine:
         return frozenset(visible)
 
     def _token_text(self, token: int) -> str:
-        return self._llama._model.token_get_text(token) if token >= 0 else ""
+        return self._model.token_get_text(token) if token >= 0 else ""
 
     def _tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
-        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos, special))
 
     # -- prompts ----------------------------------------------------------------------------
     def render_chat(
@@ -332,7 +306,7 @@ class Engine:
                 param="suffix",
             )
         prefix_token, suffix_token, middle_token = self._fim_tokens
-        bos = [self._llama._model.token_bos()] if self._llama._model.add_bos_token() else []
+        bos = [self._model.token_bos()] if self._model.add_bos_token() else []
         return (
             [t for t in bos if t >= 0]
             + [prefix_token]
@@ -419,23 +393,20 @@ class Engine:
     # -- embeddings -------------------------------------------------------------------------
     def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
         """Mean-pooled embeddings, one per input, and the number of tokens read."""
-        limit = min(self._llama.n_batch, EMBEDDING_CTX)
+        limit = self._embedder.limit
+        token_lists = []
         for index, text in enumerate(inputs):
-            count = len(self._tokenize(text, add_bos=True, special=False))
-            if count > limit:
+            tokens = self._tokenize(text, add_bos=True, special=False)
+            if len(tokens) > limit:
                 raise InvalidRequestError(
-                    f"Input {index} has {count} tokens; this model embeds at most {limit}.",
+                    f"Input {index} has {len(tokens)} tokens; this model embeds at most {limit}.",
                     param="input",
                 )
-        ctx = self._llama._ctx.ctx
+            if not tokens:
+                raise InvalidRequestError(f"Input {index} is empty.", param="input")
+            token_lists.append(tokens)
         # The batch loop applies a grant before its own next step; this is the other context.
+        ctx = self._embedder.context()
         self._embedding_threads = self._share.apply(ctx, self._embedding_threads, "embeddings")
-        # The context generates text with embeddings off; switch them on only for this call.
-        llama_cpp.llama_set_embeddings(ctx, True)
-        self._llama.context_params.embeddings = True
-        try:
-            vectors, count = self._llama.embed(inputs, normalize=True, return_count=True)
-        finally:
-            llama_cpp.llama_set_embeddings(ctx, False)
-            self._llama.context_params.embeddings = False
-        return vectors, int(count)
+        vectors = self._embedder.embed(token_lists)
+        return vectors, sum(len(tokens) for tokens in token_lists)

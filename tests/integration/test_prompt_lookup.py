@@ -74,7 +74,7 @@ def generate(
 
 def greedy_gaps(engine: Engine, prompt: list[int], output: list[int]) -> list[float]:
     """For each output token, how far its logit is below the best one, in one batch pass."""
-    model = engine._llama._model
+    model = engine._model
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = params.n_batch = params.n_ubatch = 1024
     params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED

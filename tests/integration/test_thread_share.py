@@ -67,9 +67,9 @@ def test_the_embedding_context_applies_a_grant_and_reports_it(
     engine, share = engine_and_share
     reports: list[dict[str, Any]] = []
     share.report = reports.append
-    context = engine._llama._ctx.ctx
     share.grant(1)
     vectors, _count = engine.embed(["hello"])
     assert len(vectors) == 1
+    context = engine._embedder.context()  # made by that first request for embeddings
     assert llama_cpp.llama_n_threads(context) == 1
     assert reports == [{"event": "threads", "threads": 1}]
