@@ -4,7 +4,8 @@ The supervisor writes one JSON line (the ``RunnerConfig``, including the per-pro
 the runner's stdin and keeps stdin open: EOF means the daemon is gone and the runner exits, so a
 runner is never orphaned, whatever killed its parent. Later lines on stdin are the daemon's
 commands (``runner/commands.py``). The runner answers with one JSON line on
-stdout: ``ready`` (with its port and model facts) or ``load_failed`` (with a readable reason).
+stdout: ``ready`` (with its port and model facts) or ``load_failed`` (with a readable reason),
+after a ``checking`` line when its engine path is a trial (``EnginePath.trial``).
 After ``ready``, stdout carries telemetry events (``runner/reporting.py``), read by the
 supervisor until the runner exits.
 The token never appears in argv or the environment, where other local users could read it.
@@ -53,6 +54,7 @@ class RunnerInfo(BaseModel):
 
 EVENT_READY = "ready"
 EVENT_LOAD_FAILED = "load_failed"
+EVENT_CHECKING = "checking"  # a trial path's runner, before its check decodes: the CPU variant
 EXIT_LOAD_FAILED = 3
 
 # How a runner lays out its contexts; the fit estimate (hub/fit.py) plans with the same numbers.
@@ -69,6 +71,9 @@ class EnginePath:
     note: str  # why, in a sentence: the runner log, status, the control API and the tray say it
     checked: bool = False  # True once the engine check decoded with exactly this path
     check_key: str = ""  # the verdict this came from (a crash in a runner is charged to it)
+    # No verdict yet: the runner runs the check's decodes itself once loaded, before it says
+    # ``ready`` (``cpu_variant`` may then be "best", which the runner resolves and says).
+    trial: bool = False
 
 
 LLAMA_DEFAULTS = EnginePath(None, True, "llama.cpp's defaults (no engine check)")

@@ -15,6 +15,12 @@ build, CPU features, quant type and GPU layers, so the check runs once, not at e
 runner that dies of a signal before its first decode charges the path it ran (``record_crash``),
 so its restart is checked again without it. Settings ``weight_repack`` (auto/on/off) and
 ``cpu_variant`` (auto or a name) narrow the candidates.
+
+The first start with no verdict (a fresh home, a new build or CPU) runs no child at all: its
+runner gets the first candidate as a trial (``choose_engine_path(trial=True)``), runs the same
+decodes once its model is loaded, and its pass becomes the verdict (``record_trial``). A child
+costs 0.3 s of CPU and a second load of the model, on the way to the first answer. Only when
+that runner crashes do children check the remaining candidates.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class CheckOutcome:
     path: tuple[str | None, bool]  # (variant, extra buffers) as run
     passed: bool = False
     crash: str | None = None  # the signal's name when the child died of one
+    where: str = "the engine check"  # or a runner's own check (a trial path)
     problem: str | None = None  # any other failure, in words
     ranked: list[str] | None = None
     facts: dict[str, Any] = field(default_factory=dict)
@@ -174,14 +181,34 @@ class VerdictStore:
     def crashed(self, key: str) -> set[tuple[str | None, bool]]:
         return {(variant, bool(extra)) for variant, extra in self.entry(key).get("crashed", [])}
 
-    def record_crash(self, path: EnginePath) -> None:
+    def record_crash(self, path: EnginePath, signal_name: str | None = None) -> None:
         """A runner died of a signal before its first decode on ``path``: never use it again
-        for that key, and check the next start anew."""
+        for that key, and check the next start anew. ``signal_name``: it died in its own
+        engine check (a trial path), of that signal, which the next verdict's note says."""
         if not path.check_key:
             return
         with self.lock:
             crashed = self.crashed(path.check_key) | {(path.cpu_variant, path.extra_buffers)}
-            self.update(path.check_key, crashed=sorted(crashed, key=str), verdict=None)
+            values: dict[str, Any] = {"crashed": sorted(crashed, key=str), "verdict": None}
+            if signal_name is not None:
+                causes = dict(self.entry(path.check_key).get("trial_crashes") or {})
+                causes[_path_name((path.cpu_variant, path.extra_buffers))] = signal_name
+                values["trial_crashes"] = causes
+            self.update(path.check_key, **values)
+
+    def trial_crashes(self, key: str) -> list[CheckOutcome]:
+        """The crashes of runners checking a trial path, as check outcomes."""
+        causes = self.entry(key).get("trial_crashes") or {}
+        return [
+            CheckOutcome(path=path, crash=str(causes[name]), where="a runner's own check")
+            for path in sorted(self.crashed(key), key=str)
+            if (name := _path_name(path)) in causes
+        ]
+
+
+def _path_name(path: tuple[str | None, bool]) -> str:
+    variant, extra = path
+    return f"{variant or 'native'}/{'extra' if extra else 'plain'}"
 
 
 def run_check(plan: CheckPlan, timeout: float) -> CheckOutcome:
@@ -245,19 +272,56 @@ def choose_engine_path(
     store: VerdictStore,
     timeout: float = CHECK_TIMEOUT_S,
     on_check: Callable[[], None] | None = None,
+    trial: bool = False,
 ) -> EnginePath:
     """The path a runner for ``model_path`` should use; ModelLoadError when every candidate
-    crashes. ``on_check`` is called when no verdict is known, before checks run."""
+    crashes. ``on_check`` is called when no verdict is known, before checks run.
+
+    ``trial``: the caller's runner can check a path itself (``EnginePath.trial``). Then, for
+    a key with neither a verdict nor a crash, the first candidate comes back unchecked and no
+    child runs: the usual first start is checked by its own runner, without a check child's
+    0.3 s of CPU and second load of the model. Should that runner crash, ``record_crash``
+    charges the path and the next call checks the others in children."""
     key = check_key(quant_type, choice)
     known = _verdict(store, key)  # the usual case, read without waiting for the lock
     if known is not None:
         return known
+    entry = store.entry(key)
+    if trial and not entry.get("crashed"):
+        ranked = entry.get("ranked")
+        variant, extra = next(_candidates(choice, ranked if isinstance(ranked, list) else None))
+        kernels = kernel_names((variant, extra)).replace("best CPU", "the best CPU")
+        note = f"{kernels}: checked by the runner as it loads"
+        return EnginePath(variant, extra, note, checked=False, check_key=key, trial=True)
     if on_check is not None:
         on_check()
     with store.lock:
         return _verdict(store, key) or _check_candidates(
             model_path, quant_type, choice, store, key, timeout
         )
+
+
+def record_trial(
+    store: VerdictStore,
+    path: EnginePath,
+    quant_type: str,
+    choice: EngineChoice,
+    ranked: list[str] | None,
+) -> EnginePath:
+    """A runner on the trial ``path`` (its variant resolved, ``ranked`` as it reported them)
+    passed its own check: that is the verdict, kept as a check child's would be."""
+    outcome = CheckOutcome(path=(path.cpu_variant, path.extra_buffers), passed=True)
+    note = _note(outcome, [], ranked, choice, quant_type)
+    verdict = EnginePath(path.cpu_variant, path.extra_buffers, note, checked=True)
+    with store.lock:
+        store.update(
+            path.check_key,
+            verdict=dataclasses.asdict(verdict),
+            checked_at=time.time(),
+            quant_type=quant_type,
+        )
+    log.info("Engine check passed in the runner: %s", verdict.note)
+    return dataclasses.replace(verdict, check_key=path.check_key)
 
 
 def _verdict(store: VerdictStore, key: str) -> EnginePath | None:
@@ -278,7 +342,7 @@ def _check_candidates(
     crashed = store.crashed(key)
     known = store.entry(key).get("ranked")
     ranked: list[str] | None = [str(name) for name in known] if isinstance(known, list) else None
-    tried: list[CheckOutcome] = []
+    tried: list[CheckOutcome] = store.trial_crashes(key)  # for the note: why not those
     started = time.monotonic()
     pending = list(_candidates(choice, ranked))
     while pending:
@@ -376,7 +440,7 @@ def _note(
         if extra_crashed:
             parts.append(
                 f"{amx} off: llama.cpp crashes with them on this CPU "
-                f"({crashed[0].crash} in the engine check with {quant_type} weights)"
+                f"({crashed[0].crash} in {crashed[0].where} with {quant_type} weights)"
             )
         elif choice.weight_repack == "off":
             parts.append(f"{amx} off (weight_repack = off)")

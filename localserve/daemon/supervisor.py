@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
@@ -26,6 +27,7 @@ from typing import Any
 
 from localserve.api.engine import EngineSettings
 from localserve.api.runner import (
+    EVENT_CHECKING,
     EVENT_READY,
     LLAMA_DEFAULTS,
     EnginePath,
@@ -38,6 +40,7 @@ from localserve.daemon.engine_path import (
     choose_engine_path,
     crash_signal,
     kernel_names,
+    record_trial,
 )
 from localserve.daemon.orphans import forget_runner
 from localserve.daemon.spare import RunnerChild, SpareRunner, spawn_runner, stop_process
@@ -146,7 +149,11 @@ class RunnerProcess:
 
     async def start(self, timeout: float) -> RunnerEndpoint:
         """Take the spare runner or spawn one, check the model file meanwhile, send the
-        handshake and wait for the ``ready`` line; ModelLoadError otherwise."""
+        handshake and wait for the ``ready`` line; ModelLoadError otherwise.
+
+        With no engine verdict yet, the path is a trial: the runner runs the engine check's
+        decodes itself. Its pass is kept as the verdict; its crash is charged to the path, and
+        one more start follows, on a path the engine check's children choose."""
         spec = self.spec
         spare = self._spare.take(spec.model_id) if self._spare is not None else None
         self._process = spare or await spawn_runner(spec.log_file, spec.pid_dir, spec.model_id)
@@ -175,26 +182,60 @@ class RunnerProcess:
             process.stdin.write(config.to_line())
             await process.stdin.drain()
         self._underway()
-        try:
-            line = await asyncio.wait_for(process.stdout.readline(), timeout)
-        except asyncio.TimeoutError:
-            await self.stop()
-            raise ModelLoadError(
-                f"{spec.model_id} did not load within {timeout:.0f} s (see {spec.log_file})."
-            ) from None
-        event = self._parse(line)
+        deadline = time.monotonic() + timeout
+        ranked: list[str] | None = None
+        while True:
+            try:
+                line = await asyncio.wait_for(
+                    process.stdout.readline(), max(0.0, deadline - time.monotonic())
+                )
+            except asyncio.TimeoutError:
+                await self.stop()
+                raise ModelLoadError(
+                    f"{spec.model_id} did not load within {timeout:.0f} s (see {spec.log_file})."
+                ) from None
+            event = self._parse(line)
+            if event.get("event") != EVENT_CHECKING:
+                break
+            # A trial path's runner says which CPU variant it resolved before it checks: a
+            # crash from here on is charged to that one.
+            variant = event.get("cpu_variant")
+            self.engine_path = engine_path = dataclasses.replace(
+                engine_path, cpu_variant=str(variant) if variant else None
+            )
+            ranked = [str(name) for name in event.get("ranked") or []] or None
         if event.get("event") != EVENT_READY:
             code = await process.wait()
             self._forget()
+            crash = crash_signal(code)
+            if engine_path.trial and crash and spec.engine_checks_file is not None:
+                VerdictStore(spec.engine_checks_file).record_crash(engine_path, crash)
+                log.warning(
+                    "The runner for %s died of %s in its engine check, with %s; checking "
+                    "the other ways to run llama.cpp.",
+                    spec.model_id,
+                    crash,
+                    kernel_names((engine_path.cpu_variant, engine_path.extra_buffers)),
+                )
+                return await self.start(timeout)  # no trial now: the crash is recorded
             message = event.get("message") or (
                 f"The runner for {spec.model_id} stopped while loading ({describe_exit(code)}); "
                 f"see {spec.log_file}."
             )
             raise ModelLoadError(message)
+        info = dict(event.get("info") or {})
+        if engine_path.trial and spec.engine_checks_file is not None:
+            quant_type, choice = self._check_inputs()
+            store = VerdictStore(spec.engine_checks_file)
+            if ranked:
+                store.update(engine_path.check_key, ranked=ranked)
+            verdict = record_trial(store, engine_path, quant_type, choice, ranked)
+            self.engine_path = verdict
+            info["engine_note"] = verdict.note
         return RunnerEndpoint(
             base_url=f"http://127.0.0.1:{int(event['port'])}",
             token=token,
-            info=dict(event.get("info") or {}),
+            info=info,
             pid=process.pid,
         )
 
@@ -232,6 +273,19 @@ class RunnerProcess:
         spec = self.spec
         if spec.engine_checks_file is None:
             return LLAMA_DEFAULTS
+        quant_type, choice = self._check_inputs()
+        return choose_engine_path(
+            spec.model_path,
+            quant_type,
+            choice,
+            VerdictStore(spec.engine_checks_file),
+            on_check=on_check,
+            trial=True,  # this runner can check a path itself (start)
+        )
+
+    def _check_inputs(self) -> tuple[str, EngineChoice]:
+        """The weights' type and the engine choice: what an engine verdict is about."""
+        spec = self.spec
         engine = spec.engine
         choice = EngineChoice(
             weight_repack=engine.weight_repack,
@@ -241,13 +295,7 @@ class RunnerProcess:
         )
         # The header was checked sound just before; the library's record saves reading it.
         quant_type = spec.quant_type or read_gguf_header(spec.model_path).quant_type
-        return choose_engine_path(
-            spec.model_path,
-            quant_type,
-            choice,
-            VerdictStore(spec.engine_checks_file),
-            on_check=on_check,
-        )
+        return quant_type, choice
 
     def crash_diagnosis(self, code: int) -> str | None:
         """Why a runner that died of ``code`` did, when llama.cpp's kernels are the likely

@@ -12,6 +12,7 @@ cache's allocation run in C, without the GIL), while this thread imports the HTT
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from localserve.api.runner import (
+    EVENT_CHECKING,
     EVENT_LOAD_FAILED,
     EVENT_READY,
     EXIT_LOAD_FAILED,
@@ -83,22 +85,40 @@ def receive_and_load() -> Loaded | None:
         target=follow_daemon, args=(sys.stdin.buffer, share), name="daemon-commands", daemon=True
     ).start()
 
-    log.info("llama.cpp: %s", config.engine_path.note)
+    path = config.engine_path
+    log.info("llama.cpp: %s", path.note)
     try:
-        llama_backends.load_backends(config.engine_path.cpu_variant)
+        if path.trial:  # no verdict yet: this runner is the engine check (api/runner.py)
+            ranked = None
+            if path.cpu_variant == "best":
+                ranked = llama_backends.ranked_variants(llama_backends.variant_scores())
+                if not ranked:
+                    raise llama_backends.BackendLoadError("No CPU variant of llama.cpp runs here.")
+                path = dataclasses.replace(path, cpu_variant=ranked[0])
+            announce(event_line(EVENT_CHECKING, cpu_variant=path.cpu_variant, ranked=ranked))
+        llama_backends.load_backends(path.cpu_variant)
         engine = Engine(
             EngineConfig(
                 Path(config.model_path),
                 config.model_id,
                 config.engine,
-                config.engine_path,
+                path,
                 Path(config.mmproj_path) if config.mmproj_path else None,
                 config.chat_template,
             ),
             share,
         )
+        if path.trial:
+            engine.check_decodes(path)
+            log.info(
+                "engine check passed in this runner: %s CPU kernels, extra buffer types %s",
+                path.cpu_variant or "built-in",
+                "on" if path.extra_buffers else "off",
+            )
     except (llama_backends.BackendLoadError, LocalserveError) as exc:
         raise LoadFailed(str(exc)) from exc
+    except RuntimeError as exc:  # the check's decodes failed, short of a crash
+        raise LoadFailed(f"llama.cpp failed its engine check: {exc}") from exc
     log.info("loaded %s: %s", config.model_id, engine.info)
     return Loaded(config, share, engine)
 

@@ -190,6 +190,15 @@ class Engine:
         self.meter.kv_cells = self.info.kv_cells
         self.meter.kv_bytes_per_cell = self.info.kv_bytes_per_cell
 
+    def check_decodes(self, path: EnginePath) -> None:
+        """The engine check's decodes on this model, for a trial path: a crash here is charged
+        to ``path`` by the daemon, which then checks the other paths in children."""
+        from localserve.runner.engine_check import check_decodes
+
+        check_decodes(
+            self._model.model, self.settings.threads, path.extra_buffers, path.cpu_variant
+        )
+
     @property
     def meter(self) -> ThroughputMeter:
         """The batch loop's token counter; set its ``report`` to receive ticks."""

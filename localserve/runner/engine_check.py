@@ -5,7 +5,9 @@ crash in native code (its AMX kernels on Sapphire Rapids class Xeons, llama.cpp 
 in a runner would take every request with it and restart in a loop, so before a runner serves,
 the daemon (``daemon/engine_path.py``) runs this in a short-lived child, once per build, CPU
 and quant type: load the model the way the runner will, decode a prompt, then a batch of several
-sequences, then a few steps of all of them together, and check the logits are numbers.
+sequences, then a step of all of them together, and check the logits are numbers. The first
+runner for a key with no verdict runs the same decodes itself (``check_decodes``, a trial path),
+and children check only after such a runner crashed.
 
     python -m localserve.runner.engine_check    # reads one JSON plan line on stdin
 
@@ -61,12 +63,12 @@ def _emit(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
-def _crash_if_asked(plan: CheckPlan, variant: str | None) -> None:
+def _crash_if_asked(extra_buffers: bool, variant: str | None) -> None:
     """The test seam: die here, before the first decode, as the AMX kernels do inside it."""
     wanted = {part.strip() for part in os.environ.get(CRASH_ENV, "").split(",") if part.strip()}
     if (
         "always" in wanted
-        or (plan.extra_buffers and "extra_buffers" in wanted)
+        or (extra_buffers and "extra_buffers" in wanted)
         or (variant is not None and f"variant:{variant}" in wanted)
     ):
         sys.stdout.flush()
@@ -93,6 +95,10 @@ class _Decoder:
             raise RuntimeError("llama.cpp could not create a context")
         self.batch = llama_cpp.llama_batch_init(CHECK_CTX_PER_SEQUENCE, 0, 1)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+
+    def close(self) -> None:
+        self.api.llama_batch_free(self.batch)
+        self.api.llama_free(self.ctx)
 
     def tokenize(self, text: str) -> list[int]:
         data = text.encode()
@@ -165,27 +171,9 @@ def run_check(plan: CheckPlan) -> dict[str, Any]:
     model = llama_cpp.llama_model_load_from_file(plan.model_path.encode(), params)
     if not model:
         raise RuntimeError(f"llama.cpp could not load {plan.model_path}")
-    decoder = _Decoder(model, plan.threads)
-    prompt = decoder.tokenize(PROMPT) or [0]
-    _crash_if_asked(plan, variant)
-    # A prompt on one sequence (a matrix-matrix product), then a batch mixing four sequences,
-    # then single steps of all four together: the shapes generation and batching use.
-    first = decoder.decode([(token, pos, 0) for pos, token in enumerate(prompt)])[-1]
-    next_token = _greedy(first)
-    rows = [
-        (token, pos, seq) for seq in range(1, CHECK_SEQUENCES) for pos, token in enumerate(prompt)
-    ]
-    decoder.decode(rows)
-    positions = dict.fromkeys(range(CHECK_SEQUENCES), len(prompt))
-    tokens = dict.fromkeys(range(CHECK_SEQUENCES), next_token)
-    generated = [next_token]
-    for _ in range(max(3, plan.generate)):
-        step = [(tokens[seq], positions[seq], seq) for seq in range(CHECK_SEQUENCES)]
-        for seq, logits in enumerate(decoder.decode(step)):
-            tokens[seq] = _greedy(logits)
-            positions[seq] += 1
-        generated.append(tokens[0])
-    text = b"".join(_piece(decoder, token) for token in generated[: plan.generate])
+    generated = check_decodes(model, plan.threads, plan.extra_buffers, variant, plan.generate)
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    text = b"".join(_piece(vocab, token) for token in generated[: plan.generate])
     return {
         "cpu_variant": variant,
         "extra_buffers": plan.extra_buffers,
@@ -194,9 +182,47 @@ def run_check(plan: CheckPlan) -> dict[str, Any]:
     }
 
 
-def _piece(decoder: _Decoder, token: int) -> bytes:
+def check_decodes(
+    model: Any, threads: int, extra_buffers: bool, variant: str | None, generate: int = 0
+) -> list[int]:
+    """The check's decodes on a loaded llama.cpp model (the pointer), in a small context of
+    their own: the greedy tokens of sequence 0. RuntimeError when a decode fails or its logits
+    are not numbers; a crash is what the caller's parent watches for. Run here by the check's
+    child, and by a runner on a trial path (``EnginePath.trial``) before it serves."""
+    decoder = _Decoder(model, threads)
+    try:
+        prompt = decoder.tokenize(PROMPT) or [0]
+        _crash_if_asked(extra_buffers, variant)
+        # A prompt on one sequence (a matrix-matrix product), then a batch mixing four
+        # sequences, then a step of all four together: the shapes generation and batching
+        # use. More steps only to ``generate``: the same shape again tests nothing new.
+        first = decoder.decode([(token, pos, 0) for pos, token in enumerate(prompt)])[-1]
+        next_token = _greedy(first)
+        rows = [
+            (token, pos, seq)
+            for seq in range(1, CHECK_SEQUENCES)
+            for pos, token in enumerate(prompt)
+        ]
+        decoder.decode(rows)
+        positions = dict.fromkeys(range(CHECK_SEQUENCES), len(prompt))
+        tokens = dict.fromkeys(range(CHECK_SEQUENCES), next_token)
+        generated = [next_token]
+        for _ in range(max(1, generate)):
+            step = [(tokens[seq], positions[seq], seq) for seq in range(CHECK_SEQUENCES)]
+            for seq, logits in enumerate(decoder.decode(step)):
+                tokens[seq] = _greedy(logits)
+                positions[seq] += 1
+            generated.append(tokens[0])
+        return generated
+    finally:
+        decoder.close()
+
+
+def _piece(vocab: Any, token: int) -> bytes:
+    import llama_cpp
+
     buffer = (ctypes.c_char * 64)()
-    count = decoder.api.llama_token_to_piece(decoder.vocab, token, buffer, 64, 0, False)
+    count = llama_cpp.llama_token_to_piece(vocab, token, buffer, 64, 0, False)
     return buffer.raw[: max(0, count)]
 
 

@@ -123,6 +123,9 @@ def test_a_daemon_serves_on_the_safe_path_and_reports_it(tmp_path: Path) -> None
         assert info is not None
         assert info.extra_buffers is False and info.cpu_variant == best_variant()
         assert "llama.cpp crashes with them on this CPU" in info.engine_note
+        # The first runner checked the first path itself, and died of it there (a trial).
+        assert "(SIGSEGV in a runner's own check with Q4_1 weights)" in info.engine_note
+        assert "died of SIGSEGV in its engine check" in daemon.output()
         assert info.backend.startswith("CPU")
         assert daemon.chat(max_tokens=4).status_code == 200
         engine = daemon.control("GET", "/status").json()["engine"]
@@ -171,3 +174,26 @@ def test_an_unknown_cpu_variant_is_a_clear_load_error(tmp_path: Path) -> None:
     with DaemonProcess(tmp_path / "home", env=env) as daemon:
         status = daemon.wait_until_model("failed")
         assert "No CPU variant 'nehalem' in this build" in (status.last_error or "")
+
+
+def test_a_first_start_is_checked_by_its_runner_without_a_check_child(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with DaemonProcess(home) as daemon:
+        info = daemon.wait_until_model("ready").info
+        assert info is not None
+        assert (info.cpu_variant, info.extra_buffers) == (best_variant(), True)
+        assert "extra buffer types on" in info.engine_note
+        assert "checked by the runner" not in info.engine_note  # the verdict's note, once passed
+        assert daemon.chat(max_tokens=4).status_code == 200
+        log = daemon.output()
+        assert "Engine check passed in the runner" in log
+        assert "Engine check passed in " not in log.replace("passed in the runner", "")
+        assert daemon.runner_log().count("engine check passed in this runner") == 1
+    (entry,) = json.loads((home / "data" / "engine-checks.json").read_text()).values()
+    assert entry["verdict"]["checked"] is True and not entry.get("crashed")
+    if best_variant() is not None:
+        assert entry["ranked"][0] == best_variant()  # as the runner ranked them
+    with DaemonProcess(home) as again:  # the verdict is kept: no check of any kind
+        again.wait_until_model("ready")
+        assert "Engine check passed" not in again.output()
+        assert again.runner_log().count("engine check passed") == 1  # the first start's
