@@ -2,11 +2,12 @@
 
 See ``api/runner.py`` for how it talks to the supervisor.
 
-Start-up is ordered for launch to first answer. llama.cpp and the engine are imported first;
-then one thread waits for the handshake and loads the model (llama.cpp's load and the KV
-cache's allocation run in C, without the GIL), while this thread imports the HTTP side
-(Starlette, uvicorn, the routes: about 0.1 s), which the model does not need. A spare runner
-(daemon/spare.py) has done all this by the time its handshake comes, but for the load.
+Start-up is ordered for launch to first answer. The binding (llama_cpp) is imported first;
+then one thread waits for the handshake and loads the weights (llama.cpp's load, like the KV
+cache's allocation after it, runs in C without the GIL), while this thread imports the rest of
+the engine and the HTTP side (Jinja, the request models, Starlette, uvicorn: about 0.1 s),
+which the load does not need. A spare runner (daemon/spare.py) has done all this by the time
+its handshake comes, but for the load.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def follow_log_file(path: str) -> None:
 def receive_and_load() -> Loaded | None:
     """Wait for the handshake, then load its model; None when the daemon went away first."""
     from localserve.runner import llama_backends
-    from localserve.runner.engine import Engine, EngineConfig
+    from localserve.runner.weights import EngineConfig, load_weights
 
     line = sys.stdin.buffer.readline()
     if not line:
@@ -97,17 +98,18 @@ def receive_and_load() -> Loaded | None:
                 path = dataclasses.replace(path, cpu_variant=ranked[0])
             announce(event_line(EVENT_CHECKING, cpu_variant=path.cpu_variant, ranked=ranked))
         llama_backends.load_backends(path.cpu_variant)
-        engine = Engine(
-            EngineConfig(
-                Path(config.model_path),
-                config.model_id,
-                config.engine,
-                path,
-                Path(config.mmproj_path) if config.mmproj_path else None,
-                config.chat_template,
-            ),
-            share,
+        engine_config = EngineConfig(
+            Path(config.model_path),
+            config.model_id,
+            config.engine,
+            path,
+            Path(config.mmproj_path) if config.mmproj_path else None,
+            config.chat_template,
         )
+        weights = load_weights(engine_config)  # in C, while the main thread imports the engine
+        from localserve.runner.engine import Engine
+
+        engine = Engine(engine_config, share, weights)
         if path.trial:
             engine.check_decodes(path)
             log.info(
@@ -144,13 +146,14 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s"
     )
-    # The engine's imports (llama.cpp, numpy, Jinja) before the loading thread starts: a module
-    # half-imported by two threads at once would wait on the import lock anyway.
-    import localserve.runner.engine  # noqa: F401
+    # The loading thread imports only the binding and weights.py before it loads the weights
+    # (in C, without the GIL), and this thread imports the rest of the engine meanwhile.
+    import localserve.runner.weights
 
     loading = in_background(receive_and_load)
     import uvicorn
 
+    import localserve.runner.engine  # noqa: F401
     from localserve.asgi.serving import bind_socket, run_async
     from localserve.runner.app import create_runner_app
     from localserve.runner.reporting import EventChannel

@@ -9,27 +9,22 @@ context of their own, made at the first request for them (``embeddings.py``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jinja2
 import llama_cpp
 import psutil
-from llama_cpp import _internals
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from localserve.api.engine import SHARED_KV_PARALLEL, EngineSettings
 from localserve.api.requests import ImagePart
-from localserve.api.runner import LLAMA_DEFAULTS, EnginePath, RunnerInfo
+from localserve.api.runner import EnginePath, RunnerInfo
 from localserve.api.sampling import SamplingParams
 from localserve.errors import (
     ContextOverflowError,
     InvalidRequestError,
-    ModelLoadError,
     UnsupportedFeatureError,
 )
-from localserve.hardware.devices import resolve_engine
 from localserve.hub.templates import (
     HARMONY,
     HARMONY_MARKERS,
@@ -49,27 +44,7 @@ from localserve.runner.reporting import ThroughputMeter
 from localserve.runner.scheduler import GenerationRequest, Scheduler, Sink
 from localserve.runner.tools import forced_call_schema
 from localserve.runner.vision import ImagePrompt, Projector
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    model_path: Path
-    model_id: str
-    settings: EngineSettings  # as the runner's config line carries it; on to the scheduler
-    engine_path: EnginePath = LLAMA_DEFAULTS
-    mmproj_path: Path | None = None  # a vision projector: the model then sees images
-    chat_template: str | None = None  # in place of the file's (a model preset's)
-
-
-def check_gguf_magic(path: Path) -> None:
-    """Fail fast, with a clear message, on files that are not GGUF at all."""
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as exc:
-        raise ModelLoadError(f"Cannot read model file {path}: {exc.strerror or exc}") from exc
-    if magic != b"GGUF":
-        raise ModelLoadError(f"{path.name} is not a GGUF model file (bad header).")
+from localserve.runner.weights import EngineConfig, Weights, load_weights
 
 
 def kv_bytes_per_cell(model: Any, settings: EngineSettings | None = None) -> int:
@@ -99,35 +74,20 @@ def describe_backend(gpu_layers: int) -> str:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, share: ThreadShare | None = None) -> None:
+    def __init__(
+        self, config: EngineConfig, share: ThreadShare | None = None, weights: Weights | None = None
+    ) -> None:
         """``share`` carries the thread count the daemon grants while this runs (default: the
-        configured count, for good)."""
-        rss_before_load = psutil.Process().memory_info().rss
-        check_gguf_magic(config.model_path)
+        configured count, for good); ``weights``, the model file's, if loaded already."""
+        weights = weights or load_weights(config)
         path = config.engine_path
-        supports_offload = bool(llama_cpp.llama_supports_gpu_offload())
-        # The daemon resolved them already (then this changes nothing); in-process callers, as
-        # tests and benchmarks, may pass them as a user writes them.
-        settings = resolve_engine(config.settings, supports_offload)
+        settings = weights.settings
+        supports_offload = weights.supports_offload
+        rss_before_load = weights.rss_before_load
         gpu_layers = settings.n_gpu_layers
         self._share = share or ThreadShare(settings.threads)
         self._embedding_threads = settings.threads
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = gpu_layers
-        params.use_extra_bufts = path.extra_buffers
-        llama_cpp.llama_backend_init()
-        try:
-            # The binding's model alone, not its ``Llama``: that compiles every chat template
-            # in the file with an unlimited Jinja (a hostile one costs a gigabyte and half a
-            # minute; ``ChatTemplate`` renders ours, with limits) and makes a context.
-            self._model = _internals.LlamaModel(
-                path_model=str(config.model_path), params=params, verbose=False
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(
-                f"llama.cpp could not load {config.model_path.name}: the file is corrupt, "
-                "truncated, of an unsupported architecture, or too large for memory."
-            ) from exc
+        self._model = weights.model
         model = self._model
         metadata = model.metadata()
         self._embedder = Embedder(model, settings.threads)

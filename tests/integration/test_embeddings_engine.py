@@ -10,7 +10,8 @@ import pytest
 
 from localserve.api.engine import EngineSettings
 from localserve.errors import InvalidRequestError
-from localserve.runner.engine import Engine, EngineConfig
+from localserve.runner.engine import Engine
+from localserve.runner.weights import EngineConfig
 from tests.helpers.daemon_process import STARTER_MODEL
 from tests.helpers.model_files import starter_engine_path, starter_path
 

@@ -22,8 +22,9 @@ import pytest
 
 from localserve.api.engine import EngineSettings
 from localserve.api.sampling import SamplingParams
-from localserve.runner.engine import Engine, EngineConfig
+from localserve.runner.engine import Engine
 from localserve.runner.text import GenerationStats, TextAssembler, held_back_length
+from localserve.runner.weights import EngineConfig
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 from tests.helpers.model_files import starter_engine_path, starter_path
 from tests.helpers.sinks import RecordingSink

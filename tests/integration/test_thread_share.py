@@ -12,7 +12,8 @@ import pytest
 from localserve.api.engine import EngineSettings
 from localserve.api.sampling import SamplingParams
 from localserve.runner.commands import ThreadShare
-from localserve.runner.engine import Engine, EngineConfig
+from localserve.runner.engine import Engine
+from localserve.runner.weights import EngineConfig
 from tests.helpers.daemon_process import STARTER_MODEL
 from tests.helpers.model_files import starter_engine_path, starter_path
 from tests.helpers.sinks import RecordingSink

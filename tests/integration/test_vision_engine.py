@@ -25,8 +25,9 @@ from localserve.api.requests import ChatCompletionRequest
 from localserve.daemon.engine_path import VerdictStore, prepare_in_process
 from localserve.errors import ImageRejectedError, UnsupportedFeatureError
 from localserve.runner.chat_turn import chat_turn
-from localserve.runner.engine import Engine, EngineConfig
+from localserve.runner.engine import Engine
 from localserve.runner.text import GenerationStats
+from localserve.runner.weights import EngineConfig
 from tests.helpers.vision_model import IMAGE_TOKENS, make_vision_pair
 
 TOKENS = 8
