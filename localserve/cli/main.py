@@ -7,10 +7,9 @@ import subprocess
 import sys
 import time
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import click
-import httpx
 
 from localserve import __version__
 from localserve import logs as log_files
@@ -23,6 +22,8 @@ from localserve.paths import AppPaths, app_paths
 from localserve.security.keys import KeyStore
 
 if TYPE_CHECKING:
+    import httpx
+
     from localserve.api.control import DaemonStatus, StatsSnapshot
 
 FIELDS = Settings.model_fields
@@ -55,7 +56,9 @@ class LocalserveGroup(click.Group):
         except LocalserveError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
-        except httpx.RequestError as exc:
+        except Exception as exc:
+            if not is_request_error(exc):
+                raise
             url = exc.request.url
             fault = fault_from_exception(exc, url)
             click.echo(f"Error: {fault.describe(f'{url.scheme}://{url.host}')}", err=True)
@@ -63,6 +66,14 @@ class LocalserveGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("\nCancelled.", err=True)
             sys.exit(130)
+
+
+def is_request_error(exc: BaseException) -> TypeGuard[httpx.RequestError]:
+    """One of httpx's connection errors. httpx is looked up, not imported: `serve` imports it
+    only after its runner has its model (cold start), and an error can only be httpx's once
+    httpx is loaded."""
+    loaded = sys.modules.get("httpx")
+    return loaded is not None and isinstance(exc, loaded.RequestError)
 
 
 LAZY_GROUPS = {
