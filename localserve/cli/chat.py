@@ -38,6 +38,7 @@ from typing import Any, Literal, TextIO, TypeVar
 import click
 import httpx
 
+from localserve.api.sse import read_chunk
 from localserve.cloud.providers import ProviderStore
 from localserve.daemon.client import DaemonClient, error_from
 from localserve.daemon.launcher import start_daemon
@@ -373,21 +374,15 @@ def read_deltas(lines: Iterable[str]) -> Generator[Delta, None, None]:
         data = line[len("data:") :].strip()
         if data == "[DONE]":
             return
-        try:
-            event = json.loads(data)
-        except ValueError as exc:
-            raise AnswerFailed(f"localserve sent a line that is not JSON: {data[:80]}") from exc
-        if not isinstance(event, dict):
-            continue
-        error = event.get("error")
-        if error is not None:
+        chunk = read_chunk(data)
+        if chunk is None:
+            raise AnswerFailed(f"localserve sent a line that is not a JSON object: {data[:80]}")
+        if chunk.error is not None:
+            error = chunk.error
             message = error.get("message") if isinstance(error, dict) else None
             raise AnswerFailed(str(message or error))
-        for choice in event.get("choices") or []:
-            delta = choice.get("delta") or {}
-            thought, text = delta.get("reasoning_content") or "", delta.get("content") or ""
-            if thought or text:
-                yield Delta(str(thought), str(text))
+        if chunk.thought or chunk.text:
+            yield Delta(chunk.thought, chunk.text)
 
 
 @dataclass(frozen=True)

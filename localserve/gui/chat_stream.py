@@ -28,6 +28,7 @@ from PySide6.QtNetwork import (
     QNetworkRequest,
 )
 
+from localserve.api.sse import SSEDecoder, read_chunk
 from localserve.daemon.state import read_state
 from localserve.gui.chat_store import AnswerStats
 from localserve.paths import AppPaths
@@ -167,63 +168,6 @@ def network_error(
             "localserve may have stopped; check the tray, then send again.",
         )
     return ChatError("Cannot reach localserve", description, "Check the tray, then send again.")
-
-
-# -- server-sent events --------------------------------------------------------------------------
-class SSEDecoder:
-    """The ``data`` of each server-sent event, from bytes as they arrive (any split)."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[str] = []
-
-    def feed(self, chunk: bytes) -> list[str]:
-        self._buffer += chunk
-        events = []
-        while (end := self._buffer.find(b"\n")) >= 0:
-            line = self._buffer[:end].rstrip(b"\r")
-            self._buffer = self._buffer[end + 1 :]
-            if not line:
-                if self._data:
-                    events.append("\n".join(self._data))
-                    self._data = []
-                continue
-            if line.startswith(b":"):
-                continue  # a comment (keep-alive)
-            name, _, value = line.partition(b":")
-            if name == b"data":
-                self._data.append(value.removeprefix(b" ").decode("utf-8", "replace"))
-        return events
-
-
-@dataclass
-class ChunkParts:
-    """What one OpenAI stream chunk carries for a chat window."""
-
-    text: str = ""
-    thought: str = ""
-    usage: dict[str, Any] | None = None
-    finish_reason: str | None = None
-    error: Any = None
-
-
-def read_chunk(data: str) -> ChunkParts | None:
-    """One event's data as a chunk; None for ``[DONE]`` and for data that is not JSON."""
-    if data.strip() == "[DONE]":
-        return None
-    try:
-        chunk = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(chunk, dict):
-        return None
-    parts = ChunkParts(usage=chunk.get("usage") or None, error=chunk.get("error"))
-    for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") or {}
-        parts.text += delta.get("content") or ""
-        parts.thought += delta.get("reasoning_content") or delta.get("reasoning") or ""
-        parts.finish_reason = choice.get("finish_reason") or parts.finish_reason
-    return parts
 
 
 # -- the stream ----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from localserve.gui.windows.chat import ChatWindow
 from localserve.paths import AppPaths, app_paths
 from tests.gui.test_chat_window import ask, png_file, question_views, settle, wait_answered
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.imported_models import ModelImport, daemon_with_models
 from tests.helpers.vision_model import IMAGE_TOKENS, make_vision_pair
 
 pytestmark = [
@@ -44,11 +45,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     """The starter model and the tiny vision pair, as ``models import --mmproj`` adds it."""
     home = tmp_path_factory.mktemp("chat-vision-daemon")
     text, mmproj = make_vision_pair(tmp_path_factory.mktemp("chat-vision-files"))
-    running = DaemonProcess(home)
-    imported = running.cli("models", "import", str(text), "--name", VISION, "--mmproj", str(mmproj))
-    assert imported.returncode == 0, imported.stderr
-    with running:
-        running.wait_until_model("ready")
+    with daemon_with_models(home, [ModelImport(VISION, text, mmproj)]) as running:
         yield running
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess, run_cli
+from tests.helpers.imported_models import ModelImport, daemon_with_models
 from tests.helpers.model_files import templated_starter
 
 if sys.platform == "win32":
@@ -203,11 +204,9 @@ def test_chat_starts_the_daemon_when_none_runs(tmp_path: Path) -> None:
 def thinking_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     """A daemon with an R1-templated starter whose thoughts end after 8 tokens (the budget)."""
     home = tmp_path_factory.mktemp("thinking-daemon")
-    running = DaemonProcess(home, env={"LOCALSERVE_THINKING_BUDGET": "8"})
     path = templated_starter(home, R1, "deepseek-r1-distill-qwen.jinja")
-    imported = running.cli("models", "import", str(path), "--name", R1)
-    assert imported.returncode == 0, imported.stderr
-    with running:
+    env = {"LOCALSERVE_THINKING_BUDGET": "8"}
+    with daemon_with_models(home, [ModelImport(R1, path)], env) as running:
         yield running
 
 

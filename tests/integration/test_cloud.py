@@ -16,7 +16,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-from openai import OpenAI
 
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess, run_cli
 from tests.helpers.fake_cloud import CHUNKS, FakeCloud, Received
@@ -48,11 +47,6 @@ def daemon(cloud: FakeCloud, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield running
 
 
-def client(daemon: DaemonProcess) -> OpenAI:
-    sdk: OpenAI = daemon.openai()
-    return sdk
-
-
 def chat(daemon: DaemonProcess, model: str, **kwargs: object) -> httpx.Response:
     return httpx.post(
         f"{daemon.base_url}/chat/completions",
@@ -65,7 +59,7 @@ def chat(daemon: DaemonProcess, model: str, **kwargs: object) -> httpx.Response:
 def test_local_and_cloud_models_share_one_endpoint_and_key(
     daemon: DaemonProcess, cloud: FakeCloud
 ) -> None:
-    sdk = client(daemon)
+    sdk = daemon.openai()
     raw = sdk.chat.completions.with_raw_response.create(
         model="fake/gpt-test",
         messages=[{"role": "user", "content": "Hi"}],
@@ -95,7 +89,7 @@ def test_models_lists_local_and_cloud_models(daemon: DaemonProcess) -> None:
     deadline = time.monotonic() + 15
     owners: dict[str, str] = {}
     while time.monotonic() < deadline and "fake/gpt-test" not in owners:
-        owners = {m.id: m.owned_by for m in client(daemon).models.list()}
+        owners = {m.id: m.owned_by for m in daemon.openai().models.list()}
         time.sleep(0.2)
     assert owners["fake/gpt-test"] == "fake" and owners["fake/gpt-big"] == "fake"
     assert owners[STARTER_MODEL] == "local"
@@ -106,7 +100,7 @@ def test_streams_pass_through_as_they_arrive(daemon: DaemonProcess, cloud: FakeC
     arrivals: list[float] = []
     pieces: list[str] = []
     usage_chunks = 0
-    for chunk in client(daemon).chat.completions.create(
+    for chunk in daemon.openai().chat.completions.create(
         model="fake/gpt-test", messages=[{"role": "user", "content": "Hi"}], stream=True
     ):
         if chunk.choices and chunk.choices[0].delta.content:
@@ -125,7 +119,7 @@ def test_streams_pass_through_as_they_arrive(daemon: DaemonProcess, cloud: FakeC
 
 def test_usage_reaches_a_client_that_asks_for_it(daemon: DaemonProcess) -> None:
     chunks = list(
-        client(daemon).chat.completions.create(
+        daemon.openai().chat.completions.create(
             model="fake/gpt-test",
             messages=[{"role": "user", "content": "Hi"}],
             stream=True,
@@ -140,7 +134,7 @@ def test_a_providers_own_4xx_keeps_its_status_and_message(
 ) -> None:
     cloud.script.append("400")
     with pytest.raises(openai.BadRequestError) as raised:
-        client(daemon).chat.completions.create(
+        daemon.openai().chat.completions.create(
             model="fake/gpt-test", messages=[{"role": "user", "content": "Hi"}]
         )
     assert raised.value.status_code == 400
@@ -154,7 +148,7 @@ def test_a_failing_provider_is_a_502_that_names_it_and_quotes_it(
     """A provider's 500 is not localserve's: the client gets 502 (bad gateway) with both."""
     cloud.script.append("500")
     with pytest.raises(openai.InternalServerError) as raised:
-        client(daemon).chat.completions.create(
+        daemon.openai().chat.completions.create(
             model="fake/gpt-test", messages=[{"role": "user", "content": "Hi"}]
         )
     assert raised.value.status_code == 502
@@ -426,7 +420,7 @@ def test_usage_is_ledgered_with_cost(daemon: DaemonProcess) -> None:
     for _ in range(2):
         assert chat(daemon, "fake/gpt-priced").status_code == 200
     streamed = list(
-        client(daemon).chat.completions.create(
+        daemon.openai().chat.completions.create(
             model="fake/gpt-priced", messages=[{"role": "user", "content": "Hi"}], stream=True
         )
     )
@@ -467,7 +461,7 @@ def test_responses_reach_a_provider_that_speaks_them_as_they_are(
     daemon: DaemonProcess, cloud: FakeCloud
 ) -> None:
     cloud.add_to(daemon, "fakeresp", "--responses-api")
-    sdk = client(daemon)
+    sdk = daemon.openai()
     response = sdk.responses.create(model="fakeresp/gpt-test", input="Hi", instructions="Brief.")
     assert response.output_text == "".join(CHUNKS)
     sent = last_post(cloud)

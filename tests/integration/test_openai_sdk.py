@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
-
-
-@pytest.fixture(scope="module")
-def client(daemon: DaemonProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=daemon.base_url, api_key=daemon.admin_key, max_retries=0) as sdk:
-        yield sdk
 
 
 def test_models_lists_the_starter_model(client: openai.OpenAI) -> None:

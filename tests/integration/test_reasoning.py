@@ -44,12 +44,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def client(daemon: DaemonProcess) -> openai.OpenAI:
-    sdk: openai.OpenAI = daemon.openai()
-    return sdk
-
-
 def apart(reasoning: str, content: str) -> None:
     """Both parts are there, and neither carries the other's markers. (Greedy decoding
     throughout: sampled, the 135M model may write a second ``</think>`` in its answer.)"""

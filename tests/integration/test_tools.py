@@ -77,12 +77,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def client(daemon: DaemonProcess) -> openai.OpenAI:
-    sdk: openai.OpenAI = daemon.openai()
-    return sdk
-
-
 def weather_arguments(arguments: str | dict[str, Any]) -> dict[str, Any]:
     """The call's arguments, checked against the tool's schema."""
     parsed = json.loads(arguments) if isinstance(arguments, str) else arguments

@@ -85,12 +85,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def client(daemon: DaemonProcess) -> openai.OpenAI:
-    sdk: openai.OpenAI = daemon.openai()
-    return sdk
-
-
 def ask(client: openai.OpenAI, url: str | None, model: str = VISION) -> tuple[str, int]:
     content: list[dict[str, object]] = [{"type": "text", "text": QUESTION}]
     if url is not None:
