@@ -287,7 +287,9 @@ def choose_engine_path(
     if known is not None:
         return known
     entry = store.entry(key)
-    if trial and not entry.get("crashed"):
+    # A CPU variant named in the settings is checked in a child, which first asks whether this
+    # CPU has its instructions: a runner would die of SIGILL.
+    if trial and not entry.get("crashed") and choice.cpu_variant == "auto":
         ranked = entry.get("ranked")
         variant, extra = next(_candidates(choice, ranked if isinstance(ranked, list) else None))
         kernels = kernel_names((variant, extra)).replace("best CPU", "the best CPU")
