@@ -277,6 +277,9 @@ def test_anthropic_tool_stream(daemon: DaemonProcess) -> None:
                     "input_schema": {
                         "type": "object",
                         "properties": {"location": {"type": "string"}},
+                        # Required, so the forced call's grammar always writes it: the answer
+                        # is sampled (temperature 1), and {} would be valid otherwise.
+                        "required": ["location"],
                     },
                 }
             ],
