@@ -141,7 +141,10 @@ def check_key(quant_type: str, choice: EngineChoice) -> str:
 
 def kernel_names(path: tuple[str | None, bool]) -> str:
     variant, extra = path
-    kernels = f"{variant} CPU kernels" if variant else "its CPU kernels"
+    if variant == "best":  # a portable build's variant, before a check ranks them
+        kernels = "the best CPU kernels of this build"
+    else:
+        kernels = f"{variant} CPU kernels" if variant else "its CPU kernels"
     if extra:
         kernels += " with extra buffer types (AMX or repacked weights)"
     return kernels
@@ -292,8 +295,7 @@ def choose_engine_path(
     if trial and not entry.get("crashed") and choice.cpu_variant == "auto":
         ranked = entry.get("ranked")
         variant, extra = next(_candidates(choice, ranked if isinstance(ranked, list) else None))
-        kernels = kernel_names((variant, extra)).replace("best CPU", "the best CPU")
-        note = f"{kernels}: checked by the runner as it loads"
+        note = f"{kernel_names((variant, extra))}: checked by the runner as it loads"
         return EnginePath(variant, extra, note, checked=False, check_key=key, trial=True)
     if on_check is not None:
         on_check()
@@ -311,7 +313,8 @@ def record_trial(
     ranked: list[str] | None,
 ) -> EnginePath:
     """A runner on the trial ``path`` (its variant resolved, ``ranked`` as it reported them)
-    passed its own check: that is the verdict, kept as a check child's would be."""
+    passed its own check: that is the verdict, kept with the ranking as a check child's
+    would be."""
     outcome = CheckOutcome(path=(path.cpu_variant, path.extra_buffers), passed=True)
     note = _note(outcome, [], ranked, choice, quant_type)
     verdict = EnginePath(path.cpu_variant, path.extra_buffers, note, checked=True)
@@ -321,6 +324,7 @@ def record_trial(
             verdict=dataclasses.asdict(verdict),
             checked_at=time.time(),
             quant_type=quant_type,
+            **({"ranked": ranked} if ranked else {}),
         )
     log.info("Engine check passed in the runner: %s", verdict.note)
     return dataclasses.replace(verdict, check_key=path.check_key)

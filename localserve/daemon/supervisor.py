@@ -227,8 +227,6 @@ class RunnerProcess:
         if engine_path.trial and spec.engine_checks_file is not None:
             quant_type, choice = self._check_inputs()
             store = VerdictStore(spec.engine_checks_file)
-            if ranked:
-                store.update(engine_path.check_key, ranked=ranked)
             verdict = record_trial(store, engine_path, quant_type, choice, ranked)
             self.engine_path = verdict
             info["engine_note"] = verdict.note

@@ -93,9 +93,7 @@ def receive_and_load() -> Loaded | None:
             ranked = None
             if path.cpu_variant == "best":
                 ranked = llama_backends.ranked_variants(llama_backends.variant_scores())
-                if not ranked:
-                    raise llama_backends.BackendLoadError("No CPU variant of llama.cpp runs here.")
-                path = dataclasses.replace(path, cpu_variant=ranked[0])
+                path = dataclasses.replace(path, cpu_variant=llama_backends.best_variant(ranked))
             announce(event_line(EVENT_CHECKING, cpu_variant=path.cpu_variant, ranked=ranked))
         llama_backends.load_backends(path.cpu_variant)
         engine_config = EngineConfig(

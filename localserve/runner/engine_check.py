@@ -150,9 +150,7 @@ def run_check(plan: CheckPlan) -> dict[str, Any]:
         ranked = llama_backends.ranked_variants(scores)
         _emit(EVENT_VARIANTS, scores=scores, ranked=ranked)
         if variant in (None, "best"):
-            if not ranked:
-                raise llama_backends.BackendLoadError("No CPU variant of llama.cpp runs here.")
-            variant = ranked[0]
+            variant = llama_backends.best_variant(ranked)
         elif scores.get(variant) == 0:
             raise llama_backends.BackendLoadError(
                 f"The {variant} CPU kernels need instructions this CPU lacks; it can run "

@@ -199,6 +199,13 @@ def ranked_variants(scores: dict[str, int]) -> list[str]:
     return sorted(usable, key=lambda name: (-scores[name], name))
 
 
+def best_variant(ranked: list[str]) -> str:
+    """The first of ``ranked`` (``ranked_variants``); BackendLoadError when none runs here."""
+    if not ranked:
+        raise BackendLoadError("No CPU variant of llama.cpp runs here.")
+    return ranked[0]
+
+
 def load_backends(cpu_variant: str | None) -> None:
     """Make llama.cpp ready to load models in this process.
 
