@@ -32,6 +32,7 @@ MEMORY_ENV = "LOCALSERVE_CHECK_MEMORY"
 KEPT_VERDICTS = 256  # passing verdicts the file keeps (the newest)
 
 _passed: set[str] = set()
+_read_in_process: set[str] = set()  # headers this process read whole itself (passed_in_process)
 
 
 def _identity(path: Path, stat: os.stat_result) -> str:
@@ -64,7 +65,7 @@ def passed_in_process(path: Path) -> None:
     """Count ``path``'s header as checked: this process has just read it whole with the
     reader the child runs (``describe_file``), and nothing went wrong."""
     with contextlib.suppress(OSError):  # gone already: the check will say so
-        _passed.add(_identity(path, path.stat()))
+        _read_in_process.add(_identity(path, path.stat()))
 
 
 def _limit_own_memory() -> None:
@@ -91,11 +92,11 @@ def check_model_file(
     except OSError as exc:
         raise InvalidModelFileError(f"Cannot read {path}: {exc.strerror or exc}") from exc
     key = _identity(path, stat)
-    if key in _read_passed(verdicts_file):
+    if key in _passed or key in _read_passed(verdicts_file):
         _passed.add(key)
         return
-    if key in _passed:
-        _remember_passed(key, verdicts_file)  # for later launches
+    if key in _read_in_process:
+        _remember_passed(key, verdicts_file)  # the verdict a child would give, for later launches
         return
     env = {**os.environ, MEMORY_ENV: str(memory_bytes)}
     try:

@@ -120,6 +120,7 @@ def test_a_header_read_in_this_process_needs_no_child(
     from localserve.hub import library
 
     monkeypatch.setattr(gguf_check, "_passed", set())
+    monkeypatch.setattr(gguf_check, "_read_in_process", set())
     library._starter_record_data.cache_clear()  # made afresh below, as on a first launch
     monkeypatch.setattr(library, "starter_model_path", starter_path)
     verdicts = tmp_path / "model-checks.json"
