@@ -150,7 +150,7 @@ class _AnswerStream(httpx.AsyncByteStream):
             if connection.chunks:
                 yield connection.take()
             elif connection.complete:
-                self._finish(reusable=connection.keep_alive)
+                self._finish()
                 return
             elif connection.error is not None:
                 raise connection.error
@@ -158,22 +158,19 @@ class _AnswerStream(httpx.AsyncByteStream):
                 await connection.wait(self._read_timeout)
 
     async def aclose(self) -> None:
-        connection = self._connection
-        self._finish(
-            reusable=connection is not None
-            and connection.complete
-            and not connection.chunks
-            and connection.keep_alive
-        )
+        self._finish()
 
-    def _finish(self, reusable: bool) -> None:
+    def _finish(self) -> None:
+        """Keep the connection for the next request if its answer was read to the end and the
+        runner keeps it alive; else close it (an unfinished answer: the runner stops)."""
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        if reusable and not connection.closed:
+        read_whole = connection.complete and not connection.chunks
+        if read_whole and connection.keep_alive and not connection.closed:
             self._transport.keep(self._key, connection)
         else:
-            connection.close()  # unfinished: the runner stops generating
+            connection.close()
 
 
 class RunnerTransport(httpx.AsyncBaseTransport):
