@@ -42,6 +42,7 @@ EXIT_FAILED = 3
 
 CHECK_CTX_PER_SEQUENCE = 128
 CHECK_SEQUENCES = 4
+MIXED_PROMPT_TOKENS = 2  # of each of the three prompts decoded together
 PROMPT = "The capital of France is"
 
 
@@ -108,27 +109,28 @@ class _Decoder:
         )
         return list(buffer[: max(0, count)])
 
-    def decode(self, rows: list[tuple[int, int, int]]) -> list[Any]:
-        """Decode (token, position, sequence) rows in one batch; the logits of every row, as
-        numpy arrays (read element by element through ctypes, 49,152 of them per row took
-        most of the check's time)."""
+    def decode(self, rows: list[tuple[int, int, int, bool]]) -> list[Any]:
+        """Decode (token, position, sequence, wants logits) rows in one batch; the logits of
+        the rows that want them, as numpy arrays (read element by element through ctypes,
+        49,152 of them per row took most of the check's time)."""
         import numpy  # loaded with llama_cpp already
 
         batch = self.batch
-        for index, (token, pos, seq) in enumerate(rows):
+        for index, (token, pos, seq, wants_logits) in enumerate(rows):
             batch.token[index] = token
             batch.pos[index] = pos
             batch.n_seq_id[index] = 1
             batch.seq_id[index][0] = seq
-            batch.logits[index] = True
+            batch.logits[index] = wants_logits
         batch.n_tokens = len(rows)
         status = self.api.llama_decode(self.ctx, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode failed with status {status}")
         logits = []
-        for index in range(len(rows)):
-            row = self.api.llama_get_logits_ith(self.ctx, index)
-            logits.append(numpy.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy())
+        for index, row in enumerate(rows):
+            if row[3]:
+                values = self.api.llama_get_logits_ith(self.ctx, index)
+                logits.append(numpy.ctypeslib.as_array(values, shape=(self.n_vocab,)).copy())
         return logits
 
 
@@ -191,22 +193,29 @@ def check_decodes(
     try:
         prompt = decoder.tokenize(PROMPT) or [0]
         _crash_if_asked(extra_buffers, variant)
-        # A prompt on one sequence (a matrix-matrix product), then a batch mixing four
-        # sequences, then a step of all four together: the shapes generation and batching
-        # use. More steps only to ``generate``: the same shape again tests nothing new.
-        first = decoder.decode([(token, pos, 0) for pos, token in enumerate(prompt)])[-1]
-        next_token = _greedy(first)
+        # The shapes the runner's batch loop decodes, asking for logits where it does: a
+        # prompt on one sequence (a matrix-matrix product; logits at its last token), the
+        # starts of three more prompts in one batch (several sequences' rows; logits at
+        # each one's last row), then a step of all four together (a row and logits each).
+        # More steps only to ``generate``: the same shape again tests nothing new.
+        last = len(prompt) - 1
+        first = decoder.decode([(token, pos, 0, pos == last) for pos, token in enumerate(prompt)])
+        next_token = _greedy(first[0])
+        started = prompt[:MIXED_PROMPT_TOKENS]
         rows = [
-            (token, pos, seq)
+            (token, pos, seq, pos == len(started) - 1)
             for seq in range(1, CHECK_SEQUENCES)
-            for pos, token in enumerate(prompt)
+            for pos, token in enumerate(started)
         ]
-        decoder.decode(rows)
-        positions = dict.fromkeys(range(CHECK_SEQUENCES), len(prompt))
+        for logits in decoder.decode(rows):
+            _greedy(logits)
+        positions = {
+            seq: len(prompt) if seq == 0 else len(started) for seq in range(CHECK_SEQUENCES)
+        }
         tokens = dict.fromkeys(range(CHECK_SEQUENCES), next_token)
         generated = [next_token]
         for _ in range(max(1, generate)):
-            step = [(tokens[seq], positions[seq], seq) for seq in range(CHECK_SEQUENCES)]
+            step = [(tokens[seq], positions[seq], seq, True) for seq in range(CHECK_SEQUENCES)]
             for seq, logits in enumerate(decoder.decode(step)):
                 tokens[seq] = _greedy(logits)
                 positions[seq] += 1
