@@ -8,16 +8,17 @@ from localserve.runner.text import GenerationStats
 
 
 class RecordingSink:
-    """Drops the text, keeps the stats and the error, and says when the generation is done."""
+    """Keeps the text, the stats and the error, and says when the generation is done."""
 
     def __init__(self, prompt_tokens: int) -> None:
         self.cancelled = threading.Event()
         self.stats = GenerationStats(prompt_tokens)
         self.done = threading.Event()
         self.error: BaseException | None = None
+        self.pieces: list[str] = []
 
     def emit(self, text: str) -> None:
-        pass
+        self.pieces.append(text)
 
     def close(self, error: BaseException | None = None) -> None:
         self.error = error
