@@ -71,6 +71,8 @@ class SharedCells:
         """Free cells until ``needed`` are free, dropping idle prefixes least recently used
         first; False when that is not enough."""
         free = self.free
+        if free >= needed:  # the common case, every step: no sorting
+            return True
         idle = sorted((s for s in self._slots if not s.busy and s.cached), key=_last_used)
         for slot in idle:
             if free >= needed:
