@@ -164,6 +164,7 @@ def run_check(plan: CheckPlan) -> dict[str, Any]:
 
     import llama_cpp
 
+    llama_backends.log_from_c()
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = plan.gpu_layers

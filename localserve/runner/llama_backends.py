@@ -175,6 +175,14 @@ def _libggml() -> ctypes.CDLL:
     return lib
 
 
+def log_from_c() -> None:
+    """llama.cpp's log lines to stderr through its own C default, not through the Python
+    callback llama-cpp-python sets when ``llama_cpp`` is imported (call this after that
+    import). The lines stay the same; the callback took the GIL for each of the ~1,100 a
+    model's load writes, from llama.cpp's thread, while a runner's main thread imports."""
+    _libllama().llama_log_set(None, None)
+
+
 def variant_scores() -> dict[str, int]:
     """Each CPU variant's own verdict on this CPU (``ggml_backend_score``): 0 means it cannot
     run here, higher is better. This is how llama.cpp's ``ggml_backend_load_best`` ranks them;

@@ -20,6 +20,7 @@ from localserve.api.engine import EngineSettings
 from localserve.api.runner import LLAMA_DEFAULTS, EnginePath
 from localserve.errors import ModelLoadError
 from localserve.hardware.devices import resolve_engine
+from localserve.runner import llama_backends
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def load_weights(config: EngineConfig) -> Weights:
     """Load the model file of ``config`` on the path the engine check chose."""
     rss_before_load = psutil.Process().memory_info().rss
     check_gguf_magic(config.model_path)
+    llama_backends.log_from_c()
     supports_offload = bool(llama_cpp.llama_supports_gpu_offload())
     # The daemon resolved them already (then this changes nothing); in-process callers, as
     # tests and benchmarks, may pass them as a user writes them.
