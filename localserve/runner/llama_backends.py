@@ -179,7 +179,7 @@ def log_from_c() -> None:
     """llama.cpp's log lines to stderr through its own C default, not through the Python
     callback llama-cpp-python sets when ``llama_cpp`` is imported (call this after that
     import). The lines stay the same; the callback took the GIL for each of the ~1,100 a
-    model's load writes, from llama.cpp's thread, while a runner's main thread imports."""
+    runner's start writes (most as its contexts are made), while its main thread imports."""
     _libllama().llama_log_set(None, None)
 
 
