@@ -116,22 +116,25 @@ class _Decoder:
         import numpy  # loaded with llama_cpp already
 
         batch = self.batch
+        outputs = []
         for index, (token, pos, seq, wants_logits) in enumerate(rows):
             batch.token[index] = token
             batch.pos[index] = pos
             batch.n_seq_id[index] = 1
             batch.seq_id[index][0] = seq
             batch.logits[index] = wants_logits
+            if wants_logits:
+                outputs.append(index)
         batch.n_tokens = len(rows)
         status = self.api.llama_decode(self.ctx, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode failed with status {status}")
-        logits = []
-        for index, row in enumerate(rows):
-            if row[3]:
-                values = self.api.llama_get_logits_ith(self.ctx, index)
-                logits.append(numpy.ctypeslib.as_array(values, shape=(self.n_vocab,)).copy())
-        return logits
+        return [
+            numpy.ctypeslib.as_array(
+                self.api.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,)
+            ).copy()
+            for index in outputs
+        ]
 
 
 def _greedy(logits: Any) -> int:
@@ -209,7 +212,7 @@ def check_decodes(
             for pos, token in enumerate(started)
         ]
         for logits in decoder.decode(rows):
-            _greedy(logits)
+            _greedy(logits)  # for its check that they are numbers
         positions = {
             seq: len(prompt) if seq == 0 else len(started) for seq in range(CHECK_SEQUENCES)
         }
