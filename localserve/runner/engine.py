@@ -151,12 +151,15 @@ class Engine:
         self.meter.kv_bytes_per_cell = self.info.kv_bytes_per_cell
 
     def check_decodes(self, path: EnginePath) -> None:
-        """The engine check's decodes on this model, for a trial path: a crash here is charged
-        to ``path`` by the daemon, which then checks the other paths in children."""
-        from localserve.runner.engine_check import check_decodes
+        """The engine check's decodes on this engine's batching context, for a trial path: a
+        crash here is charged to ``path`` by the daemon, which then checks the other paths in
+        children."""
+        from localserve.runner.engine_check import check_context
 
-        check_decodes(
-            self._model.model, self.settings.threads, path.extra_buffers, path.cpu_variant
+        self._scheduler.check_before_serving(
+            lambda ctx, batch: check_context(
+                self._model.model, ctx, batch, path.extra_buffers, path.cpu_variant
+            )
         )
 
     @property

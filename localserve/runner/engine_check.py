@@ -4,10 +4,11 @@ llama.cpp picks its kernels from the CPU's features and the weights' type, and s
 crash in native code (its AMX kernels on Sapphire Rapids class Xeons, llama.cpp #20824). A crash
 in a runner would take every request with it and restart in a loop, so before a runner serves,
 the daemon (``daemon/engine_path.py``) runs this in a short-lived child, once per build, CPU
-and quant type: load the model the way the runner will, decode a prompt, then a batch of several
-sequences, then a step of all of them together, and check the logits are numbers. The first
-runner for a key with no verdict runs the same decodes itself (``check_decodes``, a trial path),
-and children check only after such a runner crashed.
+and quant type: load the model the way the runner will, decode a prompt, a step of it, then a
+batch of several sequences, and check the logits are numbers (``_decode_shapes`` says why
+these). The first runner for a key with no verdict runs the same decodes itself, on its own
+batching context (``check_context``, a trial path), and children check only after such a
+runner crashed.
 
     python -m localserve.runner.engine_check    # reads one JSON plan line on stdin
 
@@ -77,13 +78,25 @@ def _crash_if_asked(extra_buffers: bool, variant: str | None) -> None:
 
 
 class _Decoder:
-    """Just enough of llama.cpp's low-level API to decode batches of several sequences."""
+    """Just enough of llama.cpp's low-level API to decode batches of several sequences, on a
+    context of its own (``small``) or on a runner's batching context."""
 
-    def __init__(self, model: Any, threads: int) -> None:
+    def __init__(self, model: Any, ctx: Any, batch: Any, owned: bool) -> None:
         import llama_cpp
 
         self.api = llama_cpp
         self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.ctx = ctx
+        self.batch = batch
+        self.sequences = min(CHECK_SEQUENCES, int(llama_cpp.llama_n_seq_max(ctx)))
+        self._owned = owned
+
+    @classmethod
+    def small(cls, model: Any, threads: int) -> _Decoder:
+        """A context just large enough for the check's decodes (the check child's)."""
+        import llama_cpp
+
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = CHECK_CTX_PER_SEQUENCE * CHECK_SEQUENCES
         params.n_batch = params.n_ubatch = CHECK_CTX_PER_SEQUENCE
@@ -91,15 +104,15 @@ class _Decoder:
         params.n_threads = params.n_threads_batch = threads
         params.kv_unified = False  # as the runner's scheduler with batch_exact: comparable
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        self.ctx = llama_cpp.llama_init_from_model(model, params)
-        if not self.ctx:
+        ctx = llama_cpp.llama_init_from_model(model, params)
+        if not ctx:
             raise RuntimeError("llama.cpp could not create a context")
-        self.batch = llama_cpp.llama_batch_init(CHECK_CTX_PER_SEQUENCE, 0, 1)
-        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        return cls(model, ctx, llama_cpp.llama_batch_init(CHECK_CTX_PER_SEQUENCE, 0, 1), True)
 
     def close(self) -> None:
-        self.api.llama_batch_free(self.batch)
-        self.api.llama_free(self.ctx)
+        if self._owned:  # a runner's context is its scheduler's to clear
+            self.api.llama_batch_free(self.batch)
+            self.api.llama_free(self.ctx)
 
     def tokenize(self, text: str) -> list[int]:
         data = text.encode()
@@ -190,39 +203,56 @@ def check_decodes(
     model: Any, threads: int, extra_buffers: bool, variant: str | None, generate: int = 0
 ) -> list[int]:
     """The check's decodes on a loaded llama.cpp model (the pointer), in a small context of
-    their own: the greedy tokens of sequence 0. RuntimeError when a decode fails or its logits
-    are not numbers; a crash is what the caller's parent watches for. Run here by the check's
-    child, and by a runner on a trial path (``EnginePath.trial``) before it serves."""
-    decoder = _Decoder(model, threads)
+    their own (the check child's): the greedy tokens of sequence 0."""
+    return _decode_shapes(_Decoder.small(model, threads), extra_buffers, variant, generate)
+
+
+def check_context(
+    model: Any, ctx: Any, batch: Any, extra_buffers: bool, variant: str | None
+) -> None:
+    """The same decodes on a runner's own batching context and batch, before it serves (a
+    trial path, ``EnginePath.trial``): the context the requests will use, with its flash
+    attention, KV-cache types and sequences, and no second context to make. The cells it fills
+    are the caller's to clear (``Scheduler.check_before_serving``)."""
+    _decode_shapes(_Decoder(model, ctx, batch, owned=False), extra_buffers, variant, 0)
+
+
+def _decode_shapes(
+    decoder: _Decoder, extra_buffers: bool, variant: str | None, generate: int
+) -> list[int]:
+    """Decode the shapes below and check their logits are numbers: the greedy tokens of
+    sequence 0. RuntimeError when a decode fails or its logits are not numbers; a crash is what
+    the caller's parent watches for.
+
+    llama.cpp's CPU kernels choose their code by the number of rows in a batch: AMX uses its
+    VNNI kernel for one row and its tiles for two or more; repacked weights use gemv below four
+    rows and gemm (plus gemv for the rest) from four. So, asking for logits where the batch loop
+    does: a prompt on one sequence (at least four rows), one step of it alone (one row), then a
+    batch mixing a step of it with the starts of three more prompts (several sequences)."""
     try:
         prompt = decoder.tokenize(PROMPT) or [0]
         _crash_if_asked(extra_buffers, variant)
-        # The shapes the runner's batch loop decodes, asking for logits where it does: a
-        # prompt on one sequence (a matrix-matrix product; logits at its last token), the
-        # starts of three more prompts in one batch (several sequences' rows; logits at
-        # each one's last row), then a step of all four together (a row and logits each).
-        # More steps only to ``generate``: the same shape again tests nothing new.
         last = len(prompt) - 1
         first = decoder.decode([(token, pos, 0, pos == last) for pos, token in enumerate(prompt)])
-        next_token = _greedy(first[0])
+        generated = [_greedy(first[0])]
+        position = len(prompt)
+        (step,) = decoder.decode([(generated[-1], position, 0, True)])
+        generated.append(_greedy(step))
+        position += 1
         started = prompt[:MIXED_PROMPT_TOKENS]
-        rows = [
+        others = range(1, decoder.sequences)
+        mixed = [(generated[-1], position, 0, True)] + [
             (token, pos, seq, pos == len(started) - 1)
-            for seq in range(1, CHECK_SEQUENCES)
+            for seq in others
             for pos, token in enumerate(started)
         ]
-        for logits in decoder.decode(rows):
-            _greedy(logits)  # for its check that they are numbers
-        positions = {
-            seq: len(prompt) if seq == 0 else len(started) for seq in range(CHECK_SEQUENCES)
-        }
-        tokens = dict.fromkeys(range(CHECK_SEQUENCES), next_token)
-        generated = [next_token]
-        for _ in range(max(1, generate)):
-            step = [(tokens[seq], positions[seq], seq, True) for seq in range(CHECK_SEQUENCES)]
-            for seq, logits in enumerate(decoder.decode(step)):
-                tokens[seq] = _greedy(logits)
-                positions[seq] += 1
+        tokens = [_greedy(logits) for logits in decoder.decode(mixed)]
+        generated.append(tokens[0])
+        positions = [position + 1] + [len(started)] * len(others)
+        while len(generated) < generate:  # the same shape again tests nothing new
+            rows = [(tokens[seq], positions[seq], seq, True) for seq in range(len(tokens))]
+            tokens = [_greedy(logits) for logits in decoder.decode(rows)]
+            positions = [pos + 1 for pos in positions]
             generated.append(tokens[0])
         return generated
     finally:

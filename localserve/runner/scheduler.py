@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -202,6 +203,24 @@ class Scheduler:
         with self._wakeup:
             self._waiting.append((request, sink))
             self._wakeup.notify()
+
+    def check_before_serving(self, check: Callable[[Any, Any], None]) -> None:
+        """Run ``check(ctx, batch)``, the engine check's decodes, on this context and batch
+        while nothing runs (the lock holds submissions back until it is done), with every cell
+        forgotten before (any cached prompt's) and after (the check's)."""
+        with self._wakeup:
+            if self._active or self._waiting:
+                raise RuntimeError("the engine check runs before the scheduler serves")
+            self._forget_all()
+            try:
+                check(self._ctx, self._batch)
+            finally:
+                self._forget_all()
+
+    def _forget_all(self) -> None:
+        for slot in self._slots:
+            slot.cached = []
+        llama_cpp.llama_memory_clear(self._memory, True)
 
     def close(self) -> None:
         with self._wakeup:
