@@ -227,8 +227,9 @@ def _decode_shapes(
     llama.cpp's CPU kernels choose their code by the number of rows in a batch: AMX uses its
     VNNI kernel for one row and its tiles for two or more; repacked weights use gemv below four
     rows and gemm (plus gemv for the rest) from four. So, asking for logits where the batch loop
-    does: a prompt on one sequence (at least four rows), one step of it alone (one row), then a
-    batch mixing a step of it with the starts of three more prompts (several sequences)."""
+    does: a prompt on one sequence (five words: four rows or more in any real vocabulary), one
+    step of it alone (one row), then a batch mixing a step of it with the starts of three more
+    prompts (several sequences)."""
     try:
         prompt = decoder.tokenize(PROMPT) or [0]
         _crash_if_asked(extra_buffers, variant)
