@@ -5,9 +5,12 @@ See ``api/runner.py`` for how it talks to the supervisor.
 Start-up is ordered for launch to first answer. The binding (llama_cpp) is imported first;
 then one thread waits for the handshake and loads the weights (llama.cpp's load, like the KV
 cache's allocation after it, runs in C without the GIL), while this thread imports the rest of
-the engine and the HTTP side (Jinja, the request models, Starlette, uvicorn: about 0.1 s),
-which the load does not need. A spare runner (daemon/spare.py) has done all this by the time
-its handshake comes, but for the load.
+the engine and then the HTTP side (Starlette, the request models, uvicorn: about 45 ms), which
+the load does not need. The HTTP side waits for the weights (at most ``HTTP_IMPORTS_WAIT_S``):
+at a cold start the daemon is still importing while they load, and a third busy thread on a
+2-vCPU machine made their load take 110 ms instead of 66; once they are in, llama.cpp makes the
+batching context (zeroing its KV cache, about 75 ms, one thread) and a vCPU is free. A spare
+runner (daemon/spare.py) has done all this by the time its handshake comes, but for the load.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from localserve.runner.engine import Engine
 
 log = logging.getLogger("localserve.runner")
+HTTP_IMPORTS_WAIT_S = 0.3  # the longest the HTTP side's imports wait for the weights
 ResultT = TypeVar("ResultT")
 
 
@@ -70,8 +74,9 @@ def follow_log_file(path: str) -> None:
         os.dup2(log_file.fileno(), sys.stderr.fileno())
 
 
-def receive_and_load() -> Loaded | None:
-    """Wait for the handshake, then load its model; None when the daemon went away first."""
+def receive_and_load(weights_loaded: threading.Event) -> Loaded | None:
+    """Wait for the handshake, then load its model (``weights_loaded`` set once its weights
+    are in); None when the daemon went away first."""
     from localserve.runner import llama_backends
     from localserve.runner.weights import EngineConfig, load_weights
 
@@ -105,6 +110,7 @@ def receive_and_load() -> Loaded | None:
             config.chat_template,
         )
         weights = load_weights(engine_config)  # in C, while the main thread imports the engine
+        weights_loaded.set()
         from localserve.runner.engine import Engine
 
         engine = Engine(engine_config, share, weights)
@@ -145,13 +151,18 @@ def main() -> int:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s"
     )
     # The loading thread imports only the binding and weights.py before it loads the weights
-    # (in C, without the GIL), and this thread imports the rest of the engine meanwhile.
+    # (in C, without the GIL), and this thread imports the rest of the engine meanwhile, then
+    # the HTTP side once the weights are in (module docstring).
     import localserve.runner.weights
 
-    loading = in_background(receive_and_load)
+    weights_loaded = threading.Event()
+    loading = in_background(lambda: receive_and_load(weights_loaded))
+    loading.add_done_callback(lambda _: weights_loaded.set())  # a failed load too
+    import localserve.runner.engine  # noqa: F401
+
+    weights_loaded.wait(HTTP_IMPORTS_WAIT_S)
     import uvicorn
 
-    import localserve.runner.engine  # noqa: F401
     from localserve.asgi.serving import bind_socket, run_async
     from localserve.runner.app import create_runner_app
     from localserve.runner.reporting import EventChannel
