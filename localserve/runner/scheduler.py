@@ -218,9 +218,8 @@ class Scheduler:
                 self._forget_all()
 
     def _forget_all(self) -> None:
-        for slot in self._slots:
-            slot.cached = []
-        llama_cpp.llama_memory_clear(self._memory, True)
+        for slot in self._slots:  # one slot a sequence, so the check's sequences' too
+            slot.forget(self._memory)
 
     def close(self) -> None:
         with self._wakeup:
