@@ -34,6 +34,7 @@ import psutil
 from typing_extensions import Self
 
 from benchmarks.engine import engine_path, load_in_process, python_module_command
+from localserve.api.runner import EnginePath
 from localserve.hardware.devices import physical_cores
 from localserve.hub.starter import starter_model_path
 from localserve.runner import llama_backends
@@ -190,10 +191,12 @@ class LlamaCppServer(PeerServer):
     name = "llama_cpp.server"
     health_path = "/v1/models"
 
-    def __init__(self, model_path: Path, threads: int) -> None:
+    def __init__(self, model_path: Path, threads: int, path: EnginePath | None = None) -> None:
+        """``path``: the CPU kernels to load (by default the engine check's verdict)."""
         super().__init__()
+        path = path or engine_path(model_path, threads)
         self.args = [
-            *python_module_command("llama_cpp.server", engine_path(model_path, threads)),
+            *python_module_command("llama_cpp.server", path),
             "--model", str(model_path),
             "--host", "127.0.0.1",
             "--port", str(self.port),

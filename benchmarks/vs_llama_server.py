@@ -1,4 +1,5 @@
-"""localserve against llama.cpp's own llama-server: every concurrency, cold start and reload.
+"""localserve against llama.cpp's own llama-server (and llama-cpp-python's server): every
+concurrency, cold start and reload.
 
     benchmarks/build_llama_server.sh          # once: llama-server from the same llama.cpp
     python -m benchmarks.vs_llama_server [--levels 1 4 8 16 32] [--max-tokens 128] [--rounds 2]
@@ -9,14 +10,16 @@ localserve's engine check chose, and ``--no-repack`` where localserve runs witho
 types) and client. Both share one KV cache among 32 slots, of twice the 4096-token context:
 localserve by default, llama-server with ``-c 8192 -np 32 --kv-unified``. "localserve exact" is
 the ``batch_exact`` mode (one full-context KV stream per slot, 8 slots), for what exactness costs.
+llama-cpp-python's own server (``llama_cpp.server``, one 4096-token context, one request at a
+time) runs the same CPU kernels, for where localserve started from.
 Streams are ``/v1/completions`` with greedy decoding, prompt lookup off (llama-server has none by
 default), every stream checked to produce ``--max-tokens`` tokens.
 
-Cold start is launch to the first answered chat (localserve with a fresh home, so its engine
-check runs; then again with that home, as a second launch is); reload is the first answer after
-an unload (``keep_alive: 0``), asked at once and 2 s later (after an idle unload the next request
-comes later still, and finds the spare runner the daemon started ready). Rounds interleave the
-peers; medians are reported.
+Cold start is launch to the first answered chat (each peer; localserve with a fresh home, so
+its engine check runs; then again with that home, as a second launch is); reload is the first
+answer after an unload (``keep_alive: 0``), asked at once and 2 s later (after an idle unload the
+next request comes later still, and finds the spare runner the daemon started ready). Rounds
+interleave the peers; medians are reported.
 """
 
 from __future__ import annotations
@@ -35,7 +38,14 @@ import httpx
 import localserve
 from benchmarks.concurrency import http_level
 from benchmarks.engine_paths import SERVER_BUILD, LlamaServer
-from benchmarks.single_stream import CTX, machine_description, require_starter_model
+from benchmarks.single_stream import (
+    CTX,
+    LlamaCppServer,
+    PeerServer,
+    machine_description,
+    require_starter_model,
+)
+from localserve.api.runner import EnginePath
 from localserve.hardware.devices import physical_cores
 from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
 
@@ -43,6 +53,8 @@ SLOTS = 32
 EXACT_SLOTS = 8
 POOL = 2 * CTX
 SAME_WORK = {"prompt_lookup": False}  # llama-server drafts nothing by default
+PYTHON_PEER = "llama_cpp.server"
+PEERS = ("localserve", "localserve exact", "llama-server", PYTHON_PEER)
 
 
 class Server(LlamaServer):
@@ -88,7 +100,7 @@ def localserve_cold_start(home: Path, threads: int) -> float:
             daemon.stop()
 
 
-def server_cold_start(make: Callable[[], Server]) -> float:
+def server_cold_start(make: Callable[[], PeerServer]) -> float:
     server = make()
     with httpx.Client(timeout=30) as client:
         started = time.perf_counter()
@@ -171,11 +183,16 @@ def main() -> None:
             def server() -> Server:
                 return Server(model, variant, extra, threads)
 
-            with server() as peer:
+            def python_server() -> LlamaCppServer:
+                kernels = EnginePath(variant, extra, "as localserve's runner")
+                return LlamaCppServer(model, threads, kernels)
+
+            with server() as peer, python_server() as python_peer:
                 targets = {
                     "localserve": (f"{shared.base_url}/completions", shared.headers()),
                     "localserve exact": (f"{ex.base_url}/completions", ex.headers()),
                     "llama-server": (f"http://127.0.0.1:{peer.port}/v1/completions", {}),
+                    PYTHON_PEER: (f"http://127.0.0.1:{python_peer.port}/v1/completions", {}),
                 }
                 for url, headers in targets.values():
                     if args.levels:
@@ -195,6 +212,7 @@ def main() -> None:
                 )
         for round_ in range(args.rounds):
             starts.setdefault("llama-server", []).append(server_cold_start(server))
+            starts.setdefault(PYTHON_PEER, []).append(server_cold_start(python_server))
             fresh = home / f"fresh-{round_}"
             starts.setdefault("localserve, fresh home", []).append(
                 localserve_cold_start(fresh, threads)
@@ -229,22 +247,24 @@ def report(
 
 
 def print_throughput(rows: dict[tuple[int, str], list[dict[str, float]]]) -> None:
+    """Tok/s of each peer, each as a ratio of llama-server's, and first-token times."""
     print(
-        "| streams | localserve tok/s | exact tok/s | llama-server tok/s | ratio | exact ratio "
-        "| TTFT p50 ms localserve / exact / llama-server | TTFT max ms localserve |"
+        "| streams | localserve tok/s | exact tok/s | llama-server tok/s | llama_cpp.server tok/s "
+        "| ratio | exact ratio | llama_cpp.server ratio "
+        "| TTFT p50 ms localserve / exact / llama-server / llama_cpp.server "
+        "| TTFT max ms localserve |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for level in sorted({level for level, _ in rows}):
-        ours, exact, theirs = (
-            rows[(level, name)] for name in ("localserve", "localserve exact", "llama-server")
-        )
-        aggregate = [median(samples, "aggregate") for samples in (ours, exact, theirs)]
-        ttft = [median(samples, "ttft_p50") * 1000 for samples in (ours, exact, theirs)]
-        worst = max(sample["ttft_p95"] for sample in ours) * 1000
+        peers = [rows[(level, name)] for name in PEERS]
+        aggregate = [median(samples, "aggregate") for samples in peers]
+        ttft = " / ".join(f"{median(samples, 'ttft_p50') * 1000:.0f}" for samples in peers)
+        worst = max(sample["ttft_p95"] for sample in peers[0]) * 1000
+        theirs = aggregate[2]
         print(
-            f"| {level} | {aggregate[0]:.1f} | {aggregate[1]:.1f} | {aggregate[2]:.1f} | "
-            f"{aggregate[0] / aggregate[2]:.2f} | {aggregate[1] / aggregate[2]:.2f} | "
-            f"{ttft[0]:.0f} / {ttft[1]:.0f} / {ttft[2]:.0f} | {worst:.0f} |"
+            f"| {level} | {' | '.join(f'{tok_s:.1f}' for tok_s in aggregate)} | "
+            f"{aggregate[0] / theirs:.2f} | {aggregate[1] / theirs:.2f} | "
+            f"{aggregate[3] / theirs:.2f} | {ttft} | {worst:.0f} |"
         )
 
 

@@ -97,11 +97,14 @@ def test_the_llama_server_benchmark_prints_its_tables() -> None:
     )
     throughput, starts = rows[:2], rows[3:]
     assert [row[0] for row in throughput] == ["1", "2"]
-    assert all(float(cell) > 0 for row in throughput for cell in row[1:6])
+    # tok/s of localserve, exact, llama-server, llama_cpp.server, then three ratios
+    assert all(float(cell) > 0 for row in throughput for cell in row[1:8])
+    assert all(len(row[8].split(" / ")) == 4 for row in throughput)  # TTFT p50 of each peer
     assert [row[0] for row in starts] == [
         "localserve reload, asked at once",
         "localserve reload, asked 2 s later",
         "llama-server",
+        "llama_cpp.server",
         "localserve, fresh home",
         "localserve, second launch",
     ]
