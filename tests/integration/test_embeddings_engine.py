@@ -10,6 +10,7 @@ import pytest
 
 from localserve.api.engine import EngineSettings
 from localserve.errors import InvalidRequestError
+from localserve.runner import llama_backends
 from localserve.runner.engine import Engine
 from localserve.runner.weights import EngineConfig
 from tests.helpers.daemon_process import STARTER_MODEL
@@ -29,14 +30,17 @@ def test_embeddings_match_the_binding_and_their_context_is_made_when_first_asked
         vectors, count = engine.embed(TEXTS)
         assert engine._embedder._ctx is not None
 
-        reference = llama_cpp.Llama(
-            model_path=str(starter_path()),
-            embedding=True,
-            n_ctx=512,
-            n_threads=2,
-            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-            verbose=False,
-        )
+        # The engine check's path for the reference too: llama.cpp's default AMX kernels
+        # crash on Sapphire Rapids class CPUs.
+        with llama_backends.extra_buffer_types(path.extra_buffers):
+            reference = llama_cpp.Llama(
+                model_path=str(starter_path()),
+                embedding=True,
+                n_ctx=512,
+                n_threads=2,
+                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                verbose=False,
+            )
         expected, expected_count = reference.embed(TEXTS, normalize=True, return_count=True)
         reference.close()
         assert count == expected_count
