@@ -19,8 +19,9 @@ so its restart is checked again without it. Settings ``weight_repack`` (auto/on/
 The first start with no verdict (a fresh home, a new build or CPU) runs no child at all: its
 runner gets the first candidate as a trial (``choose_engine_path(trial=True)``), runs the same
 decodes once its model is loaded, and its pass becomes the verdict (``record_trial``). A child
-costs 0.3 s of CPU and a second load of the model, on the way to the first answer. Only when
-that runner crashes do children check the remaining candidates.
+costs 0.3 s of CPU and a second load of the model, on the way to the first answer. When that
+runner crashes in its check, its restart is a trial of the next candidate, and so on
+(``_trial_candidate``); children check only after a runner crashed on a checked path.
 """
 
 from __future__ import annotations
@@ -181,13 +182,24 @@ class VerdictStore:
         self.file.parent.mkdir(parents=True, exist_ok=True)
         write_private_file(self.file, json.dumps(data, indent=1, sort_keys=True))
 
+    def ranked(self, key: str) -> list[str] | None:
+        """The CPU variants, best first, as a check child or a runner ranked them."""
+        known = self.entry(key).get("ranked")
+        return [str(name) for name in known] if isinstance(known, list) else None
+
     def crashed(self, key: str) -> set[tuple[str | None, bool]]:
         return {(variant, bool(extra)) for variant, extra in self.entry(key).get("crashed", [])}
 
-    def record_crash(self, path: EnginePath, signal_name: str | None = None) -> None:
+    def record_crash(
+        self,
+        path: EnginePath,
+        signal_name: str | None = None,
+        ranked: list[str] | None = None,
+    ) -> None:
         """A runner died of a signal before its first decode on ``path``: never use it again
         for that key, and check the next start anew. ``signal_name``: it died in its own
-        engine check (a trial path), of that signal, which the next verdict's note says."""
+        engine check (a trial path), of that signal, which the next verdict's note says;
+        ``ranked``: the CPU variants as that runner ranked them, for the next candidate."""
         if not path.check_key:
             return
         with self.lock:
@@ -197,6 +209,8 @@ class VerdictStore:
                 causes = dict(self.entry(path.check_key).get("trial_crashes") or {})
                 causes[_path_name((path.cpu_variant, path.extra_buffers))] = signal_name
                 values["trial_crashes"] = causes
+            if ranked:
+                values["ranked"] = ranked
             self.update(path.check_key, **values)
 
     def trial_crashes(self, key: str) -> list[CheckOutcome]:
@@ -281,28 +295,49 @@ def choose_engine_path(
     crashes. ``on_check`` is called when no verdict is known, before checks run.
 
     ``trial``: the caller's runner can check a path itself (``EnginePath.trial``). Then, for
-    a key with neither a verdict nor a crash, the first candidate comes back unchecked and no
-    child runs: the usual first start is checked by its own runner, without a check child's
-    0.3 s of CPU and second load of the model. Should that runner crash, ``record_crash``
-    charges the path and the next call checks the others in children."""
+    a key with no verdict, the first candidate not seen crashing comes back unchecked and no
+    child runs (``_trial_candidate``): the usual first start is checked by its own runner,
+    without a check child's 0.3 s of CPU and second load of the model. Should that runner
+    crash, ``record_crash`` charges the path and the next call offers the next candidate."""
     key = check_key(quant_type, choice)
     known = _verdict(store, key)  # the usual case, read without waiting for the lock
     if known is not None:
         return known
-    entry = store.entry(key)
     # A CPU variant named in the settings is checked in a child, which first asks whether this
     # CPU has its instructions: a runner would die of SIGILL.
-    if trial and not entry.get("crashed") and choice.cpu_variant == "auto":
-        ranked = entry.get("ranked")
-        variant, extra = next(_candidates(choice, ranked if isinstance(ranked, list) else None))
-        note = f"{kernel_names((variant, extra))}: checked by the runner as it loads"
-        return EnginePath(variant, extra, note, checked=False, check_key=key, trial=True)
+    candidate = _trial_candidate(store, key, choice) if trial else None
+    if candidate is not None:
+        note = f"{kernel_names(candidate)}: checked by the runner as it loads"
+        return EnginePath(*candidate, note, checked=False, check_key=key, trial=True)
     if on_check is not None:
         on_check()
     with store.lock:
         return _verdict(store, key) or _check_candidates(
             model_path, quant_type, choice, store, key, timeout
         )
+
+
+def _trial_candidate(
+    store: VerdictStore, key: str, choice: EngineChoice
+) -> tuple[str | None, bool] | None:
+    """The path a runner may check itself, or None when children must check.
+
+    The first start tries the first candidate. After runners died in their own checks (AMX
+    kernels on a Sapphire Rapids class Xeon kill every first start there), the next one gets
+    the next candidate they did not crash on, as a check child would have, but without the
+    child's second load of the model: a runner's death costs no more than a child's. That
+    needs a portable build's variants as the runner ranked them (``record_crash``): "best"
+    names none. Any other crash (a runner dying on a checked path) is checked in children."""
+    if choice.cpu_variant != "auto":
+        return None
+    ranked = store.ranked(key)
+    crashed = store.crashed(key)
+    if crashed:
+        trial_crashes = {outcome.path for outcome in store.trial_crashes(key)}
+        unranked = ranked is None and llama_backends.is_portable_build()
+        if unranked or crashed != trial_crashes:
+            return None
+    return next((path for path in _candidates(choice, ranked) if path not in crashed), None)
 
 
 def record_trial(
@@ -316,7 +351,8 @@ def record_trial(
     passed its own check: that is the verdict, kept with the ranking as a check child's
     would be."""
     outcome = CheckOutcome(path=(path.cpu_variant, path.extra_buffers), passed=True)
-    note = _note(outcome, [], ranked, choice, quant_type)
+    ranked = ranked or store.ranked(path.check_key)  # a runner told its variant ranks none
+    note = _note(outcome, store.trial_crashes(path.check_key), ranked, choice, quant_type)
     verdict = EnginePath(path.cpu_variant, path.extra_buffers, note, checked=True)
     with store.lock:
         store.update(
@@ -346,8 +382,7 @@ def _check_candidates(
     timeout: float,
 ) -> EnginePath:
     crashed = store.crashed(key)
-    known = store.entry(key).get("ranked")
-    ranked: list[str] | None = [str(name) for name in known] if isinstance(known, list) else None
+    ranked = store.ranked(key)
     tried: list[CheckOutcome] = store.trial_crashes(key)  # for the note: why not those
     started = time.monotonic()
     pending = list(_candidates(choice, ranked))

@@ -209,15 +209,15 @@ class RunnerProcess:
             self._forget()
             crash = crash_signal(code)
             if engine_path.trial and crash and spec.engine_checks_file is not None:
-                VerdictStore(spec.engine_checks_file).record_crash(engine_path, crash)
+                VerdictStore(spec.engine_checks_file).record_crash(engine_path, crash, ranked)
                 log.warning(
-                    "The runner for %s died of %s in its engine check, with %s; checking "
-                    "the other ways to run llama.cpp.",
+                    "The runner for %s died of %s in its engine check, with %s; trying the "
+                    "next way to run llama.cpp.",
                     spec.model_id,
                     crash,
                     kernel_names((engine_path.cpu_variant, engine_path.extra_buffers)),
                 )
-                return await self.start(timeout)  # no trial now: the crash is recorded
+                return await self.start(timeout)  # the crash is recorded: the next path
             message = event.get("message") or (
                 f"The runner for {spec.model_id} stopped while loading ({describe_exit(code)}); "
                 f"see {spec.log_file}."

@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers.daemon_process import ENDLESS, STARTER_MODEL, DaemonProcess, run_cli
 from tests.helpers.model_files import starter_path, unknown_architecture_copy
+from tests.helpers.this_cpu import first_runner_survives_env
 
 
 def complete(daemon: DaemonProcess, timeout: float = 60, **changes: object) -> httpx.Response:
@@ -367,8 +368,10 @@ def test_no_spare_runner_when_prestart_is_off(tmp_path: Path) -> None:
 
 def test_serve_adopts_the_runner_it_started_before_its_imports(tmp_path: Path) -> None:
     """`localserve serve` starts its first runner before importing the CLI (head_start.py); the
-    daemon takes that very process for the first model, and starts no other."""
-    daemon = DaemonProcess(tmp_path / "home", env={"LOCALSERVE_LOG_LEVEL": "debug"})
+    daemon takes that very process for the first model, and starts no other (where the AMX
+    kernels kill a first runner in its engine check, they are off for this test)."""
+    env = {"LOCALSERVE_LOG_LEVEL": "debug", **first_runner_survives_env()}
+    daemon = DaemonProcess(tmp_path / "home", env=env)
     with daemon:
         pid = daemon.wait_until_model("ready").pid
         assert runner_pids(daemon.state["pid"]) == [pid]

@@ -1,0 +1,42 @@
+"""What llama.cpp does on the CPU these tests run on, found out for real, once per session.
+
+llama.cpp's extra buffer types are its AMX kernels on Sapphire Rapids class Xeons, and there
+they can die of SIGILL at their first tile instruction (llama.cpp #20824; seen on this
+project's Intel Xeon machines). The engine check handles that, but a test that expects the best
+path to be the one with extra buffer types, or a first runner that survives its own check,
+holds only where they decode. Those tests ask here first, and say which case they tested.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from localserve.daemon.engine_path import CHECK_TIMEOUT_S, run_check
+from localserve.runner import llama_backends
+from localserve.runner.engine_check import CRASH_ENV, CheckPlan
+from tests.helpers.model_files import starter_path
+
+
+@functools.cache
+def extra_buffers_decode_here() -> bool:
+    """Whether an engine check child with the best CPU kernels and extra buffer types on
+    decodes the starter model here; False when it dies of a signal."""
+    best = "best" if llama_backends.is_portable_build() else None
+    plan = CheckPlan(str(starter_path()), best, extra_buffers=True, gpu_layers=0)
+    simulated = os.environ.pop(CRASH_ENV, None)  # the real CPU, not a test's simulated crash
+    try:
+        outcome = run_check(plan, CHECK_TIMEOUT_S)
+    finally:
+        if simulated is not None:
+            os.environ[CRASH_ENV] = simulated
+    if outcome.crash is not None:
+        return False
+    assert outcome.passed, f"the engine check failed without a crash: {outcome.problem}"
+    return True
+
+
+def first_runner_survives_env() -> dict[str, str]:
+    """Settings under which a fresh home's first runner passes its own engine check here: none
+    where extra buffer types decode, ``weight_repack = off`` where they crash."""
+    return {} if extra_buffers_decode_here() else {"LOCALSERVE_WEIGHT_REPACK": "off"}
