@@ -10,7 +10,8 @@ built with ``-march=native`` (its ``site-packages``-like folder, put first on ``
 build the portable one replaced. For each path, localserve (``cpu_variant`` and ``weight_repack``
 set to it) and llama-server (``--no-repack`` where they are off, with only that CPU variant beside
 it) serve the starter model with the same threads, slots and client: 1 stream, then 8 at once.
-Rounds interleave the peers; medians are reported, and the ratio localserve / llama-server.
+Rounds interleave the peers; medians are reported, and the ratio localserve / llama-server. A
+path whose engine check child dies here (the AMX kernels on some Xeons) is listed, not measured.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from benchmarks.single_stream import (
     machine_description,
     require_starter_model,
 )
+from localserve.daemon.engine_path import CHECK_TIMEOUT_S, run_check
 from localserve.hardware.devices import physical_cores
 from localserve.runner import llama_backends
+from localserve.runner.engine_check import CheckPlan
 from tests.helpers.daemon_process import DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +92,15 @@ def localserve(home: Path, path: EngineRow, threads: int) -> DaemonProcess:
     return DaemonProcess(home, *args, env=env)
 
 
+def crash_here(model: Path, path: EngineRow, threads: int) -> str | None:
+    """The signal llama.cpp dies of on ``path`` on this CPU (its AMX kernels do on some
+    Xeons), by an engine check child; None where it decodes. Native rows are not checked."""
+    if path.native_site is not None:
+        return None
+    plan = CheckPlan(str(model), path.variant, path.extra_buffers, gpu_layers=0, threads=threads)
+    return run_check(plan, CHECK_TIMEOUT_S).crash
+
+
 def measure(url: str, headers: dict[str, str], max_tokens: int) -> tuple[float, float]:
     http_level(url, headers, 1, 8)  # warm-up
     one = http_level(url, headers, 1, max_tokens)["aggregate"]
@@ -117,9 +129,11 @@ def main() -> None:
     if args.native_site:
         paths.append(EngineRow("native build, extra buffer types on", None, True, args.native_site))
     os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
+    crashes = {path.name: signal for path in paths if (signal := crash_here(model, path, threads))}
+    measured = [path for path in paths if path.name not in crashes]
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for round_ in range(args.rounds):
-        for path in paths if round_ % 2 == 0 else list(reversed(paths)):
+        for path in measured if round_ % 2 == 0 else list(reversed(measured)):
             with tempfile.TemporaryDirectory() as home, localserve(Path(home), path, threads) as d:
                 d.wait_until_model("ready", timeout=120)
                 url = f"{d.base_url}/completions"
@@ -146,6 +160,9 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for path in paths:
+        if path.name in crashes:  # llama-server dies of it as well (same kernels)
+            print(f"| {path.name} | crashes here ({crashes[path.name]}) | | | | | |")
+            continue
         ours = [median(path, "localserve", column) for column in (0, 1)]
         theirs = [median(path, "llama-server", column) for column in (0, 1)]
         print(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.engine_paths import SERVER_BUILD
+from tests.helpers.this_cpu import extra_buffers_decode_here
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +87,12 @@ def test_engine_paths_benchmark_prints_its_table() -> None:
         "extra buffer types off",
         "extra buffer types off",
     ]
-    assert all(float(cell) > 0 for row in rows for cell in row[1:])
+    crashed = [row[0] for row in rows if row[1].startswith("crashes here")]
+    if extra_buffers_decode_here():
+        assert not crashed
+    else:  # the AMX kernels on some Xeons: listed, not measured
+        assert crashed == [rows[0][0]]
+    assert all(float(cell) > 0 for row in rows if row[0] not in crashed for cell in row[1:])
 
 
 def test_the_llama_server_benchmark_prints_its_tables() -> None:
