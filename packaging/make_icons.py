@@ -34,6 +34,20 @@ def render(renderer: QSvgRenderer, size: int) -> QImage:
     return image
 
 
+def shows(path: Path, image: QImage, tolerance: int = 2) -> bool:
+    """Whether the PNG at ``path`` already shows ``image``. Qt's antialiasing rounds a level or
+    two differently from one CPU to another, and the committed PNGs should change only when
+    the SVG does (``make package``, run by the tests, renders them again)."""
+    existing = QImage(str(path))
+    if existing.isNull() or existing.size() != image.size():
+        return False
+    ours = image.convertToFormat(QImage.Format.Format_ARGB32).constBits().tobytes()
+    theirs = existing.convertToFormat(QImage.Format.Format_ARGB32).constBits().tobytes()
+    return len(ours) == len(theirs) and all(
+        abs(a - b) <= tolerance for a, b in zip(ours, theirs, strict=True)
+    )
+
+
 def main() -> int:
     QGuiApplication(sys.argv)
     renderer = QSvgRenderer(str(ROOT / "resources" / "icons" / "localserve.svg"))
@@ -43,7 +57,9 @@ def main() -> int:
     for size in SIZES:
         target = ROOT / "resources" / "icons" / "hicolor" / f"{size}x{size}" / "apps"
         target.mkdir(parents=True, exist_ok=True)
-        render(renderer, size).save(str(target / f"{APP_ID}.png"))
+        image = render(renderer, size)
+        if not shows(target / f"{APP_ID}.png", image):
+            image.save(str(target / f"{APP_ID}.png"))
     build = ROOT / "build" / "icons"
     build.mkdir(parents=True, exist_ok=True)
     for suffix, size in (("ico", 256), ("icns", 512)):
