@@ -4,7 +4,7 @@ llama.cpp's extra buffer types are its AMX kernels on Sapphire Rapids class Xeon
 they can die of SIGILL at their first tile instruction (llama.cpp #20824; seen on this
 project's Intel Xeon machines). The engine check handles that, but a test that expects the best
 path to be the one with extra buffer types, or a first runner that survives its own check,
-holds only where they decode. Those tests ask here first, and say which case they tested.
+holds only where they decode. Those tests ask here what to expect.
 """
 
 from __future__ import annotations
