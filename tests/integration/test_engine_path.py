@@ -42,10 +42,15 @@ def checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str | 
     return runs
 
 
+def ranked_here() -> list[str]:
+    """This CPU's variants of a portable build, best first (none for a native build)."""
+    return llama_backends.ranked_variants(llama_backends.variant_scores())
+
+
 def best_variant() -> str | None:
     if not llama_backends.is_portable_build():
         return None
-    return llama_backends.ranked_variants(llama_backends.variant_scores())[0]
+    return ranked_here()[0]
 
 
 def best_path_here() -> tuple[str | None, bool]:
@@ -68,7 +73,7 @@ def test_the_best_path_is_checked_once_and_kept(
         assert "extra buffer types on" in path.note and len(checks) == 1
     else:  # the first child died of the real kernels; the second decoded without them
         assert "off: llama.cpp crashes with them on this CPU" in path.note
-        assert [extra for _, extra in checks] == [True, False]
+        assert [on for _, on in checks] == [True, False]
     tried = len(checks)
     again = choose(tmp_path)
     assert again == path and len(checks) == tried  # the verdict is kept: no more children
@@ -98,7 +103,7 @@ def test_a_crashing_cpu_variant_falls_back_to_the_next_best(
 ) -> None:
     if not llama_backends.is_portable_build():
         pytest.skip("a native build has one CPU backend")
-    ranked = llama_backends.ranked_variants(llama_backends.variant_scores())
+    ranked = ranked_here()
     monkeypatch.setenv(CRASH_ENV, f"variant:{ranked[0]}")
     path = choose(tmp_path)
     assert (path.cpu_variant, path.extra_buffers) == (ranked[1], True)
@@ -165,8 +170,7 @@ def test_a_daemon_whose_runners_crash_on_every_path_fails_the_model_with_the_rea
         status = daemon.wait_until_model("failed", timeout=120)
         assert "llama.cpp crashes on this CPU with this model's Q4_1" in (status.last_error or "")
         crashes = daemon.output().count("died of SIGSEGV in its engine check")
-        variants = llama_backends.ranked_variants(llama_backends.variant_scores())
-        paths = 2 * min(engine_path.MAX_VARIANTS, len(variants) or 1)  # a native build: 1
+        paths = 2 * min(engine_path.MAX_VARIANTS, len(ranked_here()) or 1)  # native: 1
         assert crashes == paths  # one runner per path, each tried once
         assert daemon.chat(max_tokens=4).status_code == 503
 
@@ -179,7 +183,7 @@ def test_a_runner_dying_before_its_first_decode_is_diagnosed_and_avoided(
     if healthy[1]:
         after = (best_variant(), False)
     elif llama_backends.is_portable_build():  # the next variant, extra buffer types on again
-        after = (llama_backends.ranked_variants(llama_backends.variant_scores())[1], True)
+        after = (ranked_here()[1], True)
     else:
         pytest.skip("a native build whose extra buffer types crash has no second path")
     with DaemonProcess(home) as daemon:
