@@ -10,6 +10,9 @@ Which llama.cpp, unless ``CMAKE_ARGS`` says otherwise:
   does too, and localserve can step around kernels that crash on a CPU (the engine check);
 - **native CPU** elsewhere (``-march=native``).
 
+Before it is built, llama-cpp-python's sdist is unpacked and mended where a compiler we build
+with gets llama.cpp wrong (``SOURCE_PATCHES``; each says why).
+
 pip's own wheel cache does not know about ``CMAKE_ARGS`` (it would hand a CPU wheel to a CUDA
 request), so the wheel is built once per (version, arguments) into a cache of ours
 (``$LOCALSERVE_ENGINE_CACHE``, default ``~/.cache/localserve/engine``) and installed from there;
@@ -31,6 +34,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +47,44 @@ MARKER = "localserve-engine.json"
 
 
 @dataclass(frozen=True)
+class SourcePatch:
+    """One exact replacement in the unpacked sdist, made before it is built."""
+
+    path: str  # inside the sdist
+    old: str  # must occur exactly once, so that a new llama.cpp cannot slip past it
+    new: str
+    why: str
+
+
+SOURCE_PATCHES = (
+    SourcePatch(
+        path="vendor/llama.cpp/ggml/src/ggml-cpu/amx/mmq.cpp",
+        old="    _tile_loadconfig(&tc);\n",
+        new=(
+            "#if defined(__GNUC__)\n"
+            '    __asm__ volatile("ldtilecfg %0" : : "m"(tc));  // localserve: all 64 bytes\n'
+            "#else\n"
+            "    _tile_loadconfig(&tc);\n"
+            "#endif\n"
+        ),
+        why=(
+            "GCC before 14 declares _tile_loadconfig as reading 8 bytes of the tile config,"
+            " so it drops the stores of the tiles' rows and widths; the AMX kernels then die of"
+            " SIGILL at their first tile instruction (llama.cpp pull request 26954)"
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
 class EngineBuild:
     backend: str  # cuda, metal, cpu-portable, cpu-native, custom
     cmake_args: str
     reason: str
 
     def key(self, version: str) -> str:
-        digest = hashlib.sha256(self.cmake_args.encode()).hexdigest()[:10]
+        patches = "".join(patch.path + patch.old + patch.new for patch in SOURCE_PATCHES)
+        digest = hashlib.sha256((self.cmake_args + patches).encode()).hexdigest()[:10]
         return f"{version}-{self.backend}-{digest}"
 
 
@@ -138,6 +174,42 @@ def llama_cpp_installed(version: str) -> bool:
         return False
 
 
+def apply_source_patches(source: Path) -> None:
+    """Mend the unpacked sdist in ``source``; stop if a patch no longer fits it."""
+    for patch in SOURCE_PATCHES:
+        file = source / patch.path
+        text = file.read_text()
+        if text.count(patch.old) != 1:
+            raise SystemExit(f"{patch.path} has changed: a source patch no longer applies")
+        file.write_text(text.replace(patch.old, patch.new))
+
+
+def unpack_sdist(archive: Path, into: Path) -> Path:
+    """The sdist's top folder, unpacked under ``into``."""
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):  # Python 3.10.12+, 3.11.4+
+            tar.extractall(into, filter="data")
+        else:
+            tar.extractall(into)  # noqa: S202 - the sdist comes from PyPI through pip
+    (top,) = [path for path in into.iterdir() if path.is_dir()]
+    return top
+
+
+def build_wheel(version: str, cmake_args: str, folder: Path) -> None:
+    """Download the sdist, mend it and build its wheel into ``folder``."""
+    with tempfile.TemporaryDirectory(prefix="localserve-engine-") as work:
+        downloads = Path(work) / "sdist"
+        pip(
+            "download", "--no-deps", "--no-binary", ":all:", "-d", str(downloads),
+            f"llama-cpp-python=={version}",
+        )  # fmt: skip
+        (archive,) = downloads.glob("llama_cpp_python-*.tar.gz")
+        source = unpack_sdist(archive, Path(work) / "source")
+        apply_source_patches(source)
+        env = {**os.environ, "CMAKE_ARGS": cmake_args}
+        pip("wheel", "--no-deps", "--no-cache-dir", "-w", str(folder), str(source), env=env)
+
+
 def pip(*args: str, env: dict[str, str] | None = None) -> None:
     command = [sys.executable, "-m", "pip", *args, "--quiet", "--progress-bar", "off"]
     if subprocess.run(command, env=env).returncode != 0:
@@ -174,11 +246,7 @@ def main() -> int:
             flush=True,
         )
         started = time.monotonic()
-        env = {**os.environ, "CMAKE_ARGS": build.cmake_args}
-        pip(
-            "wheel", "--no-deps", "--no-cache-dir", "--no-binary", "llama-cpp-python",
-            "-w", str(folder), f"llama-cpp-python=={version}", env=env,
-        )  # fmt: skip
+        build_wheel(version, build.cmake_args, folder)
         print(f"  built in {(time.monotonic() - started) / 60:.1f} min")
         wheels = sorted(folder.glob("llama_cpp_python-*.whl"))
     pip("install", "--no-deps", "--force-reinstall", str(wheels[-1]))

@@ -1,7 +1,8 @@
 """The engine check's child: does this llama.cpp build decode this model on this CPU?
 
 llama.cpp picks its kernels from the CPU's features and the weights' type, and some of them
-crash in native code (its AMX kernels on Sapphire Rapids class Xeons, llama.cpp #20824). A crash
+crash in native code (its AMX kernels on Sapphire Rapids class Xeons, where GCC before 14 built
+them: ``packaging/build_engine.py`` mends that in our build, not in other wheels). A crash
 in a runner would take every request with it and restart in a loop, so before a runner serves,
 the daemon (``daemon/engine_path.py``) runs this in a short-lived child, once per build, CPU
 and quant type: load the model the way the runner will, decode a prompt, a step of it, then a

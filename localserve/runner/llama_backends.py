@@ -16,8 +16,9 @@ library's symlinks as copies, and each copy keeps a backend registry of its own.
 
 Extra buffer types (``llama_model_params.use_extra_bufts``) are llama.cpp's other weight layouts
 for the CPU: AMX tiles on Intel Xeons, repacked Q4_0/IQ4_NL blocks elsewhere. llama.cpp's AMX
-kernels crash on Sapphire Rapids class CPUs (llama.cpp #20824), so whether they are used is
-decided by the engine check too.
+kernels die of SIGILL on Sapphire Rapids class CPUs when GCC before 14 built them (the build
+that ``packaging/build_engine.py`` makes is mended; other wheels may not be), so whether they
+are used is decided by the engine check too.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """What llama.cpp does on the CPU these tests run on, found out for real, once per session.
 
 llama.cpp's extra buffer types are its AMX kernels on Sapphire Rapids class Xeons, and there
-they can die of SIGILL at their first tile instruction (llama.cpp #20824; seen on this
-project's Intel Xeon machines). The engine check handles that, but a test that expects the best
-path to be the one with extra buffer types, or a first runner that survives its own check,
-holds only where they decode. Those tests ask here what to expect.
+they die of SIGILL at their first tile instruction when GCC before 14 built them (our engine
+build mends that, ``packaging/build_engine.py``; a wheel from elsewhere may not be mended). The
+engine check handles that, but a test that expects the best path to be the one with extra
+buffer types, or a first runner that survives its own check, holds only where they decode.
+Those tests ask here what to expect.
 """
 
 from __future__ import annotations

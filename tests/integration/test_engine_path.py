@@ -17,10 +17,16 @@ import psutil
 import pytest
 
 from localserve.daemon import engine_path
-from localserve.daemon.engine_path import EngineChoice, VerdictStore, choose_engine_path
+from localserve.daemon.engine_path import (
+    CHECK_TIMEOUT_S,
+    EngineChoice,
+    VerdictStore,
+    choose_engine_path,
+    run_check,
+)
 from localserve.errors import ModelLoadError
 from localserve.runner import llama_backends
-from localserve.runner.engine_check import CRASH_ENV
+from localserve.runner.engine_check import CRASH_ENV, CheckPlan
 from tests.helpers.daemon_process import DaemonProcess
 from tests.helpers.model_files import starter_path
 from tests.helpers.this_cpu import extra_buffers_decode_here, first_runner_survives_env
@@ -247,3 +253,25 @@ def test_a_first_start_is_checked_by_its_runner_without_a_check_child(tmp_path: 
         again.wait_until_model("ready")
         assert "Engine check passed" not in again.output()
         assert again.runner_log().count("engine check passed") == 1  # the first start's
+
+
+@pytest.mark.skipif(
+    not (engine_path.has_amx() and llama_backends.is_portable_build()),
+    reason="needs a CPU with AMX and the portable build's sapphirerapids kernels",
+)
+def test_the_amx_kernels_decode_as_the_others_do_where_the_cpu_has_amx(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """They died of SIGILL at their first tile instruction until packaging/build_engine.py
+    mended the GCC bug that dropped their tile configuration; a wheel built without that patch
+    fails here on such a CPU."""
+    plans = {
+        extra: CheckPlan(str(starter_path()), "best", extra, gpu_layers=0, generate=8)
+        for extra in (True, False)
+    }
+    monkeypatch.delenv(CRASH_ENV, raising=False)  # the real kernels
+    with_amx, without = (run_check(plans[extra], CHECK_TIMEOUT_S) for extra in (True, False))
+    assert with_amx.crash is None, f"died of {with_amx.crash}: {with_amx.log_tail}"
+    assert with_amx.passed and without.passed
+    assert with_amx.facts["cpu_variant"] == "sapphirerapids"
+    assert with_amx.facts["text"] == without.facts["text"] != ""

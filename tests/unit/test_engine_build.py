@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import tarfile
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,3 +64,44 @@ def test_the_installed_engine_is_the_one_detected_here() -> None:
     marker = engine.installed_marker()
     assert marker, "make setup records the engine it installed in the venv"
     assert marker["key"].startswith(engine.pinned_version() + "-")
+
+
+def test_source_patches_change_the_wheel_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = build_engine()
+    portable = engine.choose_build(None, None, False, "Linux", "x86_64")
+    patched = portable.key("0.3.36")
+    monkeypatch.setattr(engine, "SOURCE_PATCHES", ())
+    # A wheel built before a patch was added is not taken for one built with it.
+    assert portable.key("0.3.36") != patched
+
+
+def test_a_source_patch_replaces_its_text_and_stops_where_it_no_longer_fits(
+    tmp_path: Path,
+) -> None:
+    engine = build_engine()
+    (patch,) = [p for p in engine.SOURCE_PATCHES if p.path.endswith("amx/mmq.cpp")]
+    source = tmp_path / "llama_cpp_python-0.3.36"
+    mmq = source / patch.path
+    mmq.parent.mkdir(parents=True)
+    mmq.write_text("inline void ggml_tile_config_init(void) {\n" + patch.old + "}\n")
+    engine.apply_source_patches(source)
+    mended = mmq.read_text()
+    assert mended == "inline void ggml_tile_config_init(void) {\n" + patch.new + "}\n"
+    assert '"m"(tc)' in mended  # the whole config is the asm's operand, not 8 bytes of it
+    # A llama.cpp that no longer has the line stops the build with the reason.
+    mmq.write_text("inline void ggml_tile_config_init(void) {\n    load(&tc);\n}\n")
+    with pytest.raises(SystemExit, match="a source patch no longer applies"):
+        engine.apply_source_patches(source)
+
+
+def test_the_sdist_unpacks_to_its_top_folder(tmp_path: Path) -> None:
+    engine = build_engine()
+    top = tmp_path / "pkg" / "llama_cpp_python-0.3.36"
+    (top / "vendor").mkdir(parents=True)
+    (top / "vendor" / "file.txt").write_text("llama.cpp")
+    archive = tmp_path / "llama_cpp_python-0.3.36.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(top, arcname=top.name)
+    unpacked = engine.unpack_sdist(archive, tmp_path / "out")
+    assert unpacked.name == top.name
+    assert (unpacked / "vendor" / "file.txt").read_text() == "llama.cpp"
