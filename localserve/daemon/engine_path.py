@@ -486,7 +486,7 @@ def _note(
         elif choice.weight_repack == "off":
             parts.append(f"{amx} off (weight_repack = off)")
     else:
-        parts.append("extra buffer types on")
+        parts.append("extra buffer types on" + (" (AMX kernels)" if has_amx() else ""))
     variant_crashes = sorted(
         {str(o.path[0]) for o in crashed if o.path[0] and o.path[0] != variant}
     )
