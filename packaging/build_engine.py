@@ -178,10 +178,11 @@ def apply_source_patches(source: Path) -> None:
     """Mend the unpacked sdist in ``source``; stop if a patch no longer fits it."""
     for patch in SOURCE_PATCHES:
         file = source / patch.path
-        text = file.read_text()
+        text = file.read_bytes().decode("utf-8")  # bytes: line endings stay as they are
         if text.count(patch.old) != 1:
             raise SystemExit(f"{patch.path} has changed: a source patch no longer applies")
-        file.write_text(text.replace(patch.old, patch.new))
+        file.write_bytes(text.replace(patch.old, patch.new).encode("utf-8"))
+        print(f"  mended {patch.path}: {patch.why}", flush=True)
 
 
 def unpack_sdist(archive: Path, into: Path) -> Path:
