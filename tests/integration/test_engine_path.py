@@ -1,9 +1,10 @@
 """The engine check: each runner's llama.cpp path is proven to decode on this CPU first.
 
-llama.cpp's AMX kernels crash on Sapphire Rapids class Xeons. The check's child dies as they do
-when ``LOCALSERVE_ENGINE_CHECK_CRASH`` asks it to, so every fallback, verdict and message is
-tested here on any CPU, with real children, real llama.cpp and a real daemon. Where the real
-kernels crash too (``tests/helpers/this_cpu.py``), the tests expect the path that decodes here.
+llama.cpp's AMX kernels crash on Sapphire Rapids class Xeons where GCC before 14 built them.
+The check's child dies as they do when ``LOCALSERVE_ENGINE_CHECK_CRASH`` asks it to, so every
+fallback, verdict and message is tested here on any CPU, with real children, real llama.cpp and
+a real daemon. Where the real kernels crash too (``tests/helpers/this_cpu.py``), the tests
+expect the path that decodes here.
 """
 
 from __future__ import annotations
