@@ -13,24 +13,33 @@ from __future__ import annotations
 import functools
 import os
 
-from localserve.daemon.engine_path import CHECK_TIMEOUT_S, run_check
+from localserve.daemon.engine_path import CHECK_TIMEOUT_S, CheckOutcome, run_check
 from localserve.runner import llama_backends
 from localserve.runner.engine_check import CRASH_ENV, CheckPlan
 from tests.helpers.model_files import starter_path
 
+GENERATED = 8  # greedy tokens each check writes back, to compare paths by
+
 
 @functools.cache
-def extra_buffers_decode_here() -> bool:
-    """Whether an engine check child with the best CPU kernels and extra buffer types on
-    decodes the starter model here; False when it dies of a signal."""
+def best_kernels_check(extra_buffers: bool) -> CheckOutcome:
+    """One engine check child on the starter model with the best CPU kernels here, extra
+    buffer types on or off, writing back ``GENERATED`` greedy tokens: the real CPU, not a
+    test's simulated crash."""
     best = "best" if llama_backends.is_portable_build() else None
-    plan = CheckPlan(str(starter_path()), best, extra_buffers=True, gpu_layers=0)
-    simulated = os.environ.pop(CRASH_ENV, None)  # the real CPU, not a test's simulated crash
+    plan = CheckPlan(str(starter_path()), best, extra_buffers, gpu_layers=0, generate=GENERATED)
+    simulated = os.environ.pop(CRASH_ENV, None)
     try:
-        outcome = run_check(plan, CHECK_TIMEOUT_S)
+        return run_check(plan, CHECK_TIMEOUT_S)
     finally:
         if simulated is not None:
             os.environ[CRASH_ENV] = simulated
+
+
+def extra_buffers_decode_here() -> bool:
+    """Whether the check with extra buffer types on decodes here; False when it dies of a
+    signal."""
+    outcome = best_kernels_check(extra_buffers=True)
     if outcome.crash is not None:
         return False
     assert outcome.passed, f"the engine check failed without a crash: {outcome.problem}"

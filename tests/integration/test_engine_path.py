@@ -18,19 +18,17 @@ import psutil
 import pytest
 
 from localserve.daemon import engine_path
-from localserve.daemon.engine_path import (
-    CHECK_TIMEOUT_S,
-    EngineChoice,
-    VerdictStore,
-    choose_engine_path,
-    run_check,
-)
+from localserve.daemon.engine_path import EngineChoice, VerdictStore, choose_engine_path
 from localserve.errors import ModelLoadError
 from localserve.runner import llama_backends
-from localserve.runner.engine_check import CRASH_ENV, CheckPlan
+from localserve.runner.engine_check import CRASH_ENV
 from tests.helpers.daemon_process import DaemonProcess
 from tests.helpers.model_files import starter_path
-from tests.helpers.this_cpu import extra_buffers_decode_here, first_runner_survives_env
+from tests.helpers.this_cpu import (
+    best_kernels_check,
+    extra_buffers_decode_here,
+    first_runner_survives_env,
+)
 
 QUANT = "Q4_1"  # the starter model's
 
@@ -260,18 +258,11 @@ def test_a_first_start_is_checked_by_its_runner_without_a_check_child(tmp_path: 
     not (engine_path.has_amx() and llama_backends.is_portable_build()),
     reason="needs a CPU with AMX and the portable build's sapphirerapids kernels",
 )
-def test_the_amx_kernels_decode_as_the_others_do_where_the_cpu_has_amx(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_amx_kernels_decode_as_the_others_do_where_the_cpu_has_amx() -> None:
     """They died of SIGILL at their first tile instruction until packaging/build_engine.py
     mended the GCC bug that dropped their tile configuration; a wheel built without that patch
     fails here on such a CPU."""
-    plans = {
-        extra: CheckPlan(str(starter_path()), "best", extra, gpu_layers=0, generate=8)
-        for extra in (True, False)
-    }
-    monkeypatch.delenv(CRASH_ENV, raising=False)  # the real kernels
-    with_amx, without = (run_check(plans[extra], CHECK_TIMEOUT_S) for extra in (True, False))
+    with_amx, without = best_kernels_check(True), best_kernels_check(False)
     assert with_amx.crash is None, f"died of {with_amx.crash}: {with_amx.log_tail}"
     assert with_amx.passed and without.passed
     assert with_amx.facts["cpu_variant"] == "sapphirerapids"
