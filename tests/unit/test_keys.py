@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import keyring
 import keyring.backend
+import keyring.backends.null
 import pytest
 
 from localserve.paths import app_paths
@@ -59,6 +65,20 @@ def test_admin_key_falls_back_to_a_private_file(tmp_path: Path) -> None:
     assert paths.admin_key_file.stat().st_mode & 0o777 == 0o600
 
 
+def test_the_null_keyring_backend_does_not_swallow_the_admin_key(tmp_path: Path) -> None:
+    """keyring's null backend accepts every secret and keeps none: the key goes to its file."""
+    paths = app_paths({"LOCALSERVE_HOME": str(tmp_path)}).ensure()
+    previous = keyring.get_keyring()
+    keyring.set_keyring(keyring.backends.null.Keyring())
+    try:
+        store = KeyStore(paths)
+        key = store.admin_key()
+        assert paths.admin_key_file.read_text().strip() == key
+        assert KeyStore(paths).admin_key() == key
+    finally:
+        keyring.set_keyring(previous)
+
+
 def test_verifier_sees_changes_without_restart(tmp_path: Path) -> None:
     paths = app_paths({"LOCALSERVE_HOME": str(tmp_path)}).ensure()
     store = KeyStore(paths)
@@ -108,3 +128,77 @@ def test_a_fallback_file_is_read_first_and_spares_the_keyring(tmp_path: Path) ->
         assert backend.reads == 1
     finally:
         keyring.set_keyring(previous)
+
+
+# Run in a child process: this one has imported keyring, and then keyring always decides.
+WITHOUT_A_KEYRING_SERVICE = """
+import json, os, sys
+from localserve.paths import app_paths
+from localserve.security.keys import KeyStore
+from localserve.security.secret_store import why_no_keyring
+
+paths = app_paths({"LOCALSERVE_HOME": sys.argv[1]}).ensure()
+key = KeyStore(paths).admin_key()
+runtime, config = sys.argv[2], sys.argv[3]
+cases = {
+    "bare": {},
+    "bus address": {"DBUS_SESSION_BUS_ADDRESS": "unix:path=/run/user/1000/bus"},
+    "bus socket": {"XDG_RUNTIME_DIR": runtime},
+    "runtime dir without a bus": {"XDG_RUNTIME_DIR": config},
+    "keyringrc.cfg": {"XDG_CONFIG_HOME": config},
+    "fail backend": {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"},
+    "null backend": {"PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"},
+    "chosen backend": {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.EncryptedKeyring"},
+}
+verdicts = {name: why_no_keyring(env) for name, env in cases.items()}
+print(json.dumps({
+    "key": key,
+    "keyring imported": "keyring" in sys.modules,
+    "verdicts": verdicts,
+}))
+"""
+
+
+def test_without_a_keyring_service_the_key_goes_to_its_file_without_importing_keyring(
+    tmp_path: Path,
+) -> None:
+    """No D-Bus session bus and no backend chosen: keyring's import and backend search (about
+    0.2 s of a fresh home's start) are skipped, with the same outcome, the 0600 file."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    with socket.socket(socket.AF_UNIX) as bus:  # a session bus's socket, as dbus-daemon makes
+        bus.bind(str(runtime / "bus"))
+        config = tmp_path / "config"
+        (config / "python_keyring").mkdir(parents=True)
+        (config / "python_keyring" / "keyringrc.cfg").write_text("[backend]\n")
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if name not in {"PYTHON_KEYRING_BACKEND", "DBUS_SESSION_BUS_ADDRESS"}
+            and not name.startswith("XDG_")
+        }
+        env["HOME"] = str(tmp_path)  # no keyringrc.cfg under ~/.config
+        home = tmp_path / "home"
+        answer = subprocess.run(
+            [sys.executable, "-c", WITHOUT_A_KEYRING_SERVICE, str(home), str(runtime), str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    result = json.loads(answer.stdout)
+    assert result["keyring imported"] is False
+    key_file = app_paths({"LOCALSERVE_HOME": str(home)}).admin_key_file
+    assert key_file.read_text().strip() == result["key"]
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert "No usable keyring backend (no D-Bus session bus" in answer.stderr
+    verdicts = result["verdicts"]
+    assert verdicts["bare"] == "no D-Bus session bus for a keyring service"
+    assert verdicts["runtime dir without a bus"] == verdicts["bare"]
+    assert (
+        verdicts["fail backend"]
+        == verdicts["null backend"]
+        == ("PYTHON_KEYRING_BACKEND turns it off")
+    )
+    for usable in ("bus address", "bus socket", "keyringrc.cfg", "chosen backend"):
+        assert verdicts[usable] is None, usable
