@@ -32,9 +32,10 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,17 @@ def _libggml() -> ctypes.CDLL:
     lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
     lib.ggml_backend_dev_type.restype = ctypes.c_int
     return lib
+
+
+def logits_address() -> Callable[[Any, int], int | None]:
+    """``llama_get_logits_ith(ctx, i)`` answering the row's address as an int (None for NULL),
+    where ``llama_cpp``'s binding answers a ctypes pointer that numpy must wrap anew for each
+    token: about 40 us of Python a token, right after a decode has pushed the interpreter's
+    data out of the caches. A function object of its own, so ``llama_cpp``'s stays typed."""
+    function = _libllama()["llama_get_logits_ith"]
+    function.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    function.restype = ctypes.c_void_p
+    return cast(Callable[[Any, int], "int | None"], function)
 
 
 def log_from_c() -> None:

@@ -64,6 +64,10 @@ def test_the_argmax_writes_what_the_sampler_chain_writes(
     monkeypatch.setattr(scheduler.Scheduler, "_argmax", counted)
     fast = generate_together(engine, temperature=0)
     assert len(argmaxes) >= 3 * 40  # every token of the three came from the argmax
+    # One numpy view per logits row address, made once and read again at later steps: at most
+    # a row a stream while generating, and the rows of the prompts' last tokens.
+    views = engine._scheduler._logits_rows
+    assert 0 < len(views) <= 2 * len(PROMPTS)
 
     monkeypatch.setattr(scheduler, "plain_greedy", lambda params: False)
     argmaxes.clear()
