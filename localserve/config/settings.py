@@ -24,14 +24,15 @@ its full, flat name (``settings.remote.remote_port``), the name users write and 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from localserve.api.engine import EngineSettings
 from localserve.api.presets import ModelPreset
@@ -214,8 +215,12 @@ SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
-class Settings(BaseSettings, RemoteSettings, LimitSettings, EngineSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+class Settings(RemoteSettings, LimitSettings, EngineSettings):
+    """All settings; ``load_settings`` fills them from the file, the environment and the CLI
+    (a plain model: it reads no environment itself, so a check of typed values sees only them).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     host: str = Field(
         "127.0.0.1",
@@ -352,6 +357,44 @@ def _line_of_key(path: Path, key: str) -> int | None:
     return next((number for number, line in enumerate(lines, 1) if pattern.match(line)), None)
 
 
+def environment_values(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The settings given as ``LOCALSERVE_<NAME>`` variables (the name in any case). Lists and
+    tables are JSON; other values stay strings for the model to convert (``"8192"``, ``"true"``,
+    ``"auto"``). Variables that name no setting (``LOCALSERVE_HOME``) are not settings.
+
+    Read here rather than through pydantic-settings, whose import cost every `localserve serve`
+    about 40 ms before the first runner got its model."""
+    given = {name.upper(): value for name, value in environ.items()}
+    values: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        variable = f"{ENV_PREFIX}{name}".upper()
+        if variable not in given:
+            continue
+        raw = given[variable]
+        if _is_json_field(field.annotation):
+            try:
+                values[name] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                table = _is_table(field.annotation)
+                shape = "a JSON object" if table else 'a JSON list, such as ["a", "b"]'
+                raise ConfigError(
+                    f"{variable} must be {shape} ({exc.msg} at character {exc.pos + 1})."
+                ) from exc
+        else:
+            values[name] = raw
+    return values
+
+
+def _is_json_field(annotation: Any) -> bool:
+    """Whether a setting's type is a list or a table (given as JSON in its variable)."""
+    origin = getattr(annotation, "__origin__", annotation)
+    return origin in (list, dict, set, tuple)
+
+
+def _is_table(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", annotation) is dict
+
+
 def load_settings(
     config_file: Path,
     overrides: dict[str, Any] | None = None,
@@ -362,6 +405,7 @@ def load_settings(
         for key, value in read_config_file(config_file).items()
         if f"{ENV_PREFIX}{key}".upper() not in env_names
     }
+    values.update(environment_values())
     values.update({key: value for key, value in (overrides or {}).items() if value is not None})
     try:
         return Settings(**values)

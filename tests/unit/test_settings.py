@@ -5,7 +5,12 @@ from pathlib import Path
 import pytest
 
 from localserve.config import load_settings
-from localserve.config.settings import read_config_file, update_config_file
+from localserve.config.settings import (
+    DEFAULT_PORT,
+    Settings,
+    read_config_file,
+    update_config_file,
+)
 from localserve.errors import ConfigError
 from localserve.paths import app_paths
 
@@ -75,6 +80,49 @@ def test_bad_value_names_its_line_or_variable(
     monkeypatch.setenv("LOCALSERVE_CTX", "-5")
     with pytest.raises(ConfigError, match=r"ctx \(LOCALSERVE_CTX\)"):
         load_settings(config)
+
+
+def test_environment_variables_in_any_case_with_lists_and_tables_as_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("localserve_port", "9200")  # the name in any case, as before
+    monkeypatch.setenv("LOCALSERVE_LOCAL_ONLY", "yes")
+    monkeypatch.setenv("LOCALSERVE_GPU_LAYERS", "auto")
+    monkeypatch.setenv("LOCALSERVE_CORS_ORIGINS", '["http://localhost:3000"]')
+    monkeypatch.setenv("LOCALSERVE_MODELS", '{"starter": {"temperature": 0.2}}')
+    monkeypatch.setenv("LOCALSERVE_HOME", str(tmp_path))  # a path, not a setting
+    settings = load_settings(tmp_path / "config.toml")
+    assert settings.port == 9200
+    assert settings.local_only is True
+    assert settings.gpu_layers == "auto"
+    assert settings.cors_origins == ["http://localhost:3000"]
+    assert settings.models["starter"].temperature == 0.2
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LOCALSERVE_CORS_ORIGINS", "[http://a", "LOCALSERVE_CORS_ORIGINS must be a JSON list"),
+        ("LOCALSERVE_MODELS", "{starter", "LOCALSERVE_MODELS must be a JSON object"),
+        ("LOCALSERVE_PORT", "", "port (LOCALSERVE_PORT)"),
+    ],
+)
+def test_a_bad_environment_variable_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    """Malformed JSON in a variable was a traceback from pydantic-settings; now one line."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path / "config.toml")
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_settings_object_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only ``load_settings`` reads the environment: the tray's check of the values typed in
+    its settings window judges those values alone."""
+    monkeypatch.setenv("LOCALSERVE_PORT", "9300")
+    assert Settings().port == DEFAULT_PORT
 
 
 def test_changes_keep_the_last_good_copy_and_a_broken_file_is_never_overwritten(
