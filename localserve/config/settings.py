@@ -363,7 +363,7 @@ def environment_values(environ: Mapping[str, str] = os.environ) -> dict[str, Any
     ``"auto"``). Variables that name no setting (``LOCALSERVE_HOME``) are not settings.
 
     Read here rather than through pydantic-settings, whose import cost every `localserve serve`
-    about 40 ms before the first runner got its model."""
+    about 30 ms before the first runner got its model."""
     given = {name.upper(): value for name, value in environ.items()}
     values: dict[str, Any] = {}
     for name, field in Settings.model_fields.items():
