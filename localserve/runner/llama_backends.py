@@ -181,8 +181,11 @@ def logits_address() -> Callable[[Any, int], int | None]:
     """``llama_get_logits_ith(ctx, i)`` answering the row's address as an int (None for NULL),
     where ``llama_cpp``'s binding answers a ctypes pointer that numpy must wrap anew for each
     token: about 40 us of Python a token, right after a decode has pushed the interpreter's
-    data out of the caches. A function object of its own, so ``llama_cpp``'s stays typed."""
-    function = _libllama()["llama_get_logits_ith"]
+    data out of the caches. A function object of its own, so ``llama_cpp``'s stays typed, from
+    the very library ``llama_cpp`` loaded (which ``LLAMA_CPP_LIB_PATH`` may have moved)."""
+    from llama_cpp import llama_cpp as binding
+
+    function = binding._lib["llama_get_logits_ith"]
     function.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     function.restype = ctypes.c_void_p
     return cast(Callable[[Any, int], "int | None"], function)
