@@ -30,7 +30,8 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -44,6 +45,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 ENV_PREFIX = "LOCALSERVE_"
+JSON_TYPES = (list, dict, set, tuple)  # settings of these types are JSON in their variables
 DEFAULT_PORT = 11435
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
@@ -386,13 +388,20 @@ def environment_values(environ: Mapping[str, str] = os.environ) -> dict[str, Any
 
 
 def _is_json_field(annotation: Any) -> bool:
-    """Whether a setting's type is a list or a table (given as JSON in its variable)."""
-    origin = getattr(annotation, "__origin__", annotation)
-    return origin in (list, dict, set, tuple)
+    """Whether a setting's type is a list or a table, or may be one (``list[str] | None``):
+    given as JSON in its variable."""
+    return any(get_origin(t) in JSON_TYPES or t in JSON_TYPES for t in _members(annotation))
 
 
 def _is_table(annotation: Any) -> bool:
-    return getattr(annotation, "__origin__", annotation) is dict
+    return any(get_origin(t) is dict or t is dict for t in _members(annotation))
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The types a union is made of; the type itself otherwise."""
+    if get_origin(annotation) in (Union, UnionType):
+        return get_args(annotation)
+    return (annotation,)
 
 
 def load_settings(

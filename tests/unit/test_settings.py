@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal, Optional
 
 import pytest
 
@@ -8,6 +9,7 @@ from localserve.config import load_settings
 from localserve.config.settings import (
     DEFAULT_PORT,
     Settings,
+    _is_json_field,
     read_config_file,
     update_config_file,
 )
@@ -116,6 +118,24 @@ def test_a_bad_environment_variable_is_one_clear_error(
         load_settings(tmp_path / "config.toml")
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "json"),
+    [
+        (list[str], True),
+        (dict[str, int], True),
+        (list[str] | None, True),
+        (Optional[dict[str, int]], True),  # noqa: UP045 - the old spelling is a union too
+        (int, False),
+        (str | None, False),
+        (Literal["auto"] | int, False),
+    ],
+)
+def test_lists_and_tables_are_json_in_variables_even_when_optional(
+    annotation: Any, json: bool
+) -> None:
+    assert _is_json_field(annotation) is json
 
 
 def test_a_settings_object_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
