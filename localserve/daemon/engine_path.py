@@ -476,8 +476,9 @@ def _note(
         parts.append("built-in CPU kernels")
     crashed = [o for o in tried if o.crash]
     extra_crashed = any(o.path[1] for o in crashed)
+    amx_here = has_amx()
     if not extra:
-        amx = "AMX kernels" if has_amx() else "repacked-weight kernels"
+        amx = "AMX kernels" if amx_here else "repacked-weight kernels"
         if extra_crashed:
             parts.append(
                 f"{amx} off: llama.cpp crashes with them on this CPU "
@@ -486,7 +487,7 @@ def _note(
         elif choice.weight_repack == "off":
             parts.append(f"{amx} off (weight_repack = off)")
     else:
-        parts.append("extra buffer types on" + (" (AMX kernels)" if has_amx() else ""))
+        parts.append("extra buffer types on" + (" (AMX kernels)" if amx_here else ""))
     variant_crashes = sorted(
         {str(o.path[0]) for o in crashed if o.path[0] and o.path[0] != variant}
     )
