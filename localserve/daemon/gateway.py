@@ -18,10 +18,10 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
-from fastapi import APIRouter
 
 from localserve import __version__
 from localserve.api.control import DaemonStatus, EngineBuild
@@ -47,6 +47,9 @@ from localserve.security.keys import KeyStore
 from localserve.server.app import LaterRoutes, create_app
 from localserve.server.auth import KeyVerifier
 from localserve.server.ports import ForwardingPolicy
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 
 def backend_client(timeout: httpx.Timeout, tls: ssl.SSLContext | None = None) -> httpx.AsyncClient:

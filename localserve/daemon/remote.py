@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import psutil
 import uvicorn
-from fastapi import APIRouter
 
 from localserve.api.control import RemoteStatus
 from localserve.asgi.serving import bind_socket, deadline_http_protocol
@@ -30,6 +29,8 @@ from localserve.server.auth import KeyVerifier
 from localserve.server.remote import AuthThrottle, audit_log, create_remote_app
 
 if TYPE_CHECKING:  # cryptography (20 ms) is imported when remote access is turned on
+    from fastapi import APIRouter
+
     from localserve.security.tls import Certificate
 
 log = logging.getLogger(__name__)

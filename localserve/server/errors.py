@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from localserve.api.errors import CLIENT_CLOSED_REQUEST, APIError, api_error_from
 from localserve.asgi.disconnect import ClientDisconnected
 from localserve.errors import LocalserveError
 from localserve.protocols import anthropic, ollama, openai
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ def error_response(err: APIError, path: str = "") -> JSONResponse:
     return JSONResponse(body, status_code=err.status_code, headers=err.headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: Starlette) -> None:
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, APIError)
         return error_response(exc, request.url.path)
@@ -47,15 +50,6 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_core_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LocalserveError)
         return error_response(api_error_from(exc), request.url.path)
-
-    async def on_validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        param = ".".join(str(part) for part in first["loc"] if part != "body") or None
-        return error_response(
-            APIError(400, f"Invalid request: {param}: {first['msg']}", param=param),
-            request.url.path,
-        )
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -77,7 +71,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(LocalserveError, on_core_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(ClientDisconnected, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def install_validation_error_handler(app: FastAPI) -> None:
+    """FastAPI's own check of typed parameters and bodies, answered as a 400 in the path's
+    protocol shape."""
+    from fastapi.exceptions import RequestValidationError
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(part) for part in first["loc"] if part != "body") or None
+        return error_response(
+            APIError(400, f"Invalid request: {param}: {first['msg']}", param=param),
+            request.url.path,
+        )
+
+    app.add_exception_handler(RequestValidationError, on_validation_error)

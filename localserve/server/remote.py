@@ -25,14 +25,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 
 from localserve.api.errors import APIError
 from localserve.config import Settings
 from localserve.router.router import Router
-from localserve.server.app import base_app, include_inference_routes
+from localserve.server.app import fastapi_app, include_later_routes, inference_routes
 from localserve.server.auth import KeyVerifier, Principal, presented_key
 from localserve.server.errors import WWW_AUTHENTICATE
 from localserve.server.limits import PerKeyConcurrency, PerKeyRateLimit
@@ -47,6 +47,9 @@ from localserve.server.security import (
     send_error,
     with_cors,
 )
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 audit_log = logging.getLogger("localserve.remote.audit")
 
@@ -248,15 +251,11 @@ def create_remote_app(
 ) -> Any:
     """The remote listener's app: the same inference APIs as loopback (``extra``: Ollama's),
     for client keys only; no control API, no metrics."""
-    app = base_app(settings, openapi_url=None)
     limits, remote = settings.limits, settings.remote
-
-    @app.get("/health", include_in_schema=False, response_model=None)  # as in routes/openai.py
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
     require_key = client_key_dependency(verifier, throttle)
-    include_inference_routes(app, router, require_key, extra)
+    app = fastapi_app(settings, openapi_url=None)  # for the FastAPI routes of ``extra``
+    app.router.routes.extend(inference_routes(router, require_key))
+    include_later_routes(app, extra, require_key)
     asgi: Any = with_cors(app, settings.cors_origins)
     asgi = BodySizeLimit(asgi, remote.remote_max_body_bytes)
     asgi = RequestTimeout(asgi, remote.remote_request_timeout)

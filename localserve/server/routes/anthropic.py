@@ -5,8 +5,9 @@ models, keys and routing as the OpenAI API: the request is translated by
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from localserve.api.errors import APIError
 from localserve.api.requests import validate
@@ -26,17 +27,13 @@ from localserve.server.request_body import read_json
 from localserve.server.upstream import json_body
 
 
-def anthropic_routes(router: Router) -> APIRouter:
-    api = APIRouter(prefix="/v1/messages")
-
-    @api.post("")
+def anthropic_routes(router: Router) -> list[Route]:
     async def messages(request: Request) -> Response:
         body = validate(MessagesRequest, await read_json(request))
         return await serve_inference(
             request, router, messages_call(body), AnthropicReply(body.model, body.thinking)
         )
 
-    @api.post("/count_tokens")
     async def count_tokens(request: Request) -> Response:
         body = validate(CountTokensRequest, await read_json(request))
         payload = {
@@ -53,4 +50,7 @@ def anthropic_routes(router: Router) -> APIRouter:
         counted = await json_body(await route.backend.send("/tokenize/chat", payload))
         return JSONResponse({"input_tokens": counted["input_tokens"]})
 
-    return api
+    return [
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+    ]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
 from pydantic import BaseModel
-from starlette.responses import Response
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from localserve.api.inference import InferenceCall
 from localserve.api.requests import (
@@ -29,21 +30,15 @@ def model_object(card: ModelCard) -> dict[str, Any]:
     return {**found, "capabilities": list(card.capabilities)} if card.capabilities else found
 
 
-def openai_routes(router: Router) -> APIRouter:
-    api = APIRouter(prefix="/v1")
-
-    # response_model=None: the dict goes out as it is. From the return annotation FastAPI would
-    # build a validator for each route, importing pydantic.v1 to vet it, as the daemon starts.
-    @api.get("/models", response_model=None)
-    async def list_models() -> dict[str, Any]:
+def openai_routes(router: Router) -> list[Route]:
+    async def list_models(request: Request) -> Response:
         await router.list_cloud_models_soon()
-        return {"object": "list", "data": [model_object(card) for card in router.models()]}
+        return JSONResponse(
+            {"object": "list", "data": [model_object(card) for card in router.models()]}
+        )
 
-    @api.get("/models/{model_id:path}", response_model=None)
-    async def get_model(request: Request) -> dict[str, Any]:
-        # Read from the request, not declared as a parameter: FastAPI would vet it as the
-        # return annotation above, at the same cost.
-        return model_object(router.card(request.path_params["model_id"]))
+    async def get_model(request: Request) -> Response:
+        return JSONResponse(model_object(router.card(request.path_params["model_id"])))
 
     async def forward(request: Request, path: str, schema: type[BaseModel]) -> Response:
         payload = await read_json(request)
@@ -51,16 +46,19 @@ def openai_routes(router: Router) -> APIRouter:
         call = InferenceCall(path, payload, bool(getattr(body, "stream", False)))
         return await serve_inference(request, router, call)
 
-    @api.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
         return await forward(request, "/v1/chat/completions", ChatCompletionRequest)
 
-    @api.post("/completions")
     async def completions(request: Request) -> Response:
         return await forward(request, "/v1/completions", CompletionRequest)
 
-    @api.post("/embeddings")
     async def embeddings(request: Request) -> Response:
         return await forward(request, "/v1/embeddings", EmbeddingRequest)
 
-    return api
+    return [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+    ]
