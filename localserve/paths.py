@@ -71,6 +71,12 @@ class AppPaths:
         return self.data_dir / "model-checks.json"
 
     @property
+    def first_runner_file(self) -> Path:
+        """What the last launch's first runner was told, for the next launch's head start
+        (``daemon/head_start.py``)."""
+        return self.data_dir / "first-runner.json"
+
+    @property
     def starter_record_file(self) -> Path:
         """The starter model's library record, kept while its file is unchanged
         (``hub/library.py``)."""

@@ -9,6 +9,8 @@ after a ``checking`` line when its engine path is a trial (``EnginePath.trial``)
 After ``ready``, stdout carries telemetry events (``runner/reporting.py``), read by the
 supervisor until the runner exits.
 The token never appears in argv or the environment, where other local users could read it.
+A first runner may find a guess at its handshake on stdin before the handshake itself
+(``api/anticipation.py``); only the handshake says what it serves.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ EVENT_READY = "ready"
 EVENT_LOAD_FAILED = "load_failed"
 EVENT_CHECKING = "checking"  # a trial path's runner, before its check decodes: the CPU variant
 EXIT_LOAD_FAILED = 3
+# The runner cannot serve its handshake in this process (it loaded another CPU variant ahead
+# of it, ``llama_backends.OtherVariantLoaded``): it exits before saying anything, and the
+# supervisor starts a new one.
+EXIT_RESPAWN = 4
 
 # How a runner lays out its contexts; the fit estimate (hub/fit.py) plans with the same numbers.
 EMBEDDING_CTX = 512  # cells of the binding's own context, which only embeds

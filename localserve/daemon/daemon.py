@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import socket
 import subprocess
+import sys
 from collections.abc import Callable
 from importlib import import_module
 from typing import TYPE_CHECKING
@@ -24,11 +25,12 @@ from localserve.api.presets import engine_for
 from localserve.asgi.serving import bind_socket, run_async
 from localserve.config import Settings
 from localserve.config.preset_store import PresetStore
+from localserve.daemon.head_start import FirstRunnerMemory
 from localserve.daemon.orphans import stop_orphan_runners
 from localserve.daemon.pool import ModelPool, PoolLimits
 from localserve.daemon.spare import SPARE_LOG_NAME, SpareRunner
 from localserve.daemon.state import DaemonState, new_state, read_state, remove_state, write_state
-from localserve.daemon.supervisor import CrashPolicy, RunnerSpec
+from localserve.daemon.supervisor import CrashPolicy, RunnerSpec, Supervisor
 from localserve.daemon.telemetry import Telemetry
 from localserve.errors import ConfigError, LocalserveError
 from localserve.hardware.devices import resolve_engine
@@ -36,7 +38,7 @@ from localserve.hub.library import Library
 from localserve.hub.resolve import ResolvedModel
 from localserve.paths import AppPaths
 from localserve.program import resume_garbage_collection
-from localserve.runner.llama_backends import gpu_offload_supported
+from localserve.runner.llama_backends import build_id, gpu_offload_supported
 
 if TYPE_CHECKING:
     from localserve.daemon.gateway import GatewayServer, Services
@@ -134,13 +136,41 @@ class Daemon:
             sock.close()
             raise
         services.start_background_work()
+        remembering = asyncio.create_task(self._remember_first_runner(supervisor))
         try:
             await self._serve(gateway.build_server(self.settings, services), sock, state, services)
         finally:
+            remembering.cancel()
             await services.close()
             remove_state(self.paths.state_file)
             sock.close()
             log.info("Stopped.")
+
+    async def _remember_first_runner(self, supervisor: Supervisor) -> None:
+        """Once the first model is ready, keep its runner's handshake for the next launch with
+        the same arguments (``head_start.FirstRunnerMemory``); forget it when that load
+        failed or ``load_ahead`` is off. Only where the console script started this launch's
+        first runner, with this process's arguments."""
+        if self._first_runner is None:
+            return
+        memory = FirstRunnerMemory(self.paths.first_runner_file)
+        if not self.settings.limits.load_ahead:
+            await asyncio.to_thread(memory.forget)
+            return
+        try:
+            await supervisor.ready(self.settings.limits.runner_start_timeout)
+            handshake = supervisor.next_handshake()
+        except LocalserveError:
+            handshake = None
+        if handshake is None:
+            await asyncio.to_thread(memory.forget)
+            return
+        files = [handshake.model_path, *filter(None, [handshake.mmproj_path])]
+        kept = handshake.model_dump(mode="json", exclude={"token"})
+        try:
+            await asyncio.to_thread(memory.remember, sys.argv[1:], kept, build_id(), files)
+        except OSError as exc:  # only a head start for the next launch
+            log.warning("Could not keep the first runner's handshake: %s", exc)
 
     def _refuse_a_second_daemon(self) -> None:
         running = read_state(self.paths.state_file)

@@ -1,7 +1,7 @@
 """Starting runner processes, and one spare started ahead of need.
 
 A runner spends about 0.3 s (on a 2-core EPYC) starting Python and importing llama.cpp, the
-engine and its HTTP server before it can read which model to load (``runner/__main__.py``).
+engine and its HTTP server before it can read which model to load (``runner/run.py``).
 On a first load that work overlaps the daemon's header check; on a reload after an idle unload
 it would be the larger part of the wait. So after the pool unloads a model it keeps one
 *spare* runner: a process that has done its imports and waits on stdin for its handshake. The

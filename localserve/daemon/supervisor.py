@@ -29,6 +29,7 @@ from localserve.api.engine import EngineSettings
 from localserve.api.runner import (
     EVENT_CHECKING,
     EVENT_READY,
+    EXIT_RESPAWN,
     LLAMA_DEFAULTS,
     EnginePath,
     RunnerConfig,
@@ -141,6 +142,7 @@ class RunnerProcess:
         self._threads_in_use = spec.engine.threads  # reported applied by the batch loop
         self._threads_changed = asyncio.Event()
         self.engine_path: EnginePath | None = None
+        self.handshake: RunnerConfig | None = None  # as sent
         self.decoded = False  # set by the first report of generated or prompt tokens
 
     @property
@@ -174,6 +176,7 @@ class RunnerProcess:
             mmproj_path=str(spec.mmproj_path) if spec.mmproj_path else None,
             chat_template=spec.chat_template,
         )
+        self.handshake = config
         if spare is not None:
             rotate_if_large(spec.log_file)
         process = self._process
@@ -207,6 +210,9 @@ class RunnerProcess:
         if event.get("event") != EVENT_READY:
             code = await process.wait()
             self._forget()
+            if code == EXIT_RESPAWN:  # it loaded another CPU variant ahead: a new process
+                log.info("The runner for %s asked for a new process; starting one.", spec.model_id)
+                return await self.start(timeout)
             crash = crash_signal(code)
             if engine_path.trial and crash and spec.engine_checks_file is not None:
                 VerdictStore(spec.engine_checks_file).record_crash(engine_path, crash, ranked)
@@ -236,6 +242,13 @@ class RunnerProcess:
             info=info,
             pid=process.pid,
         )
+
+    def next_handshake(self) -> RunnerConfig | None:
+        """The handshake a new runner of this model would get now, but for its token: the one
+        sent last, with the engine path as checked since; None before one was sent."""
+        if self.handshake is None or self.engine_path is None:
+            return None
+        return self.handshake.model_copy(update={"token": "", "engine_path": self.engine_path})
 
     def _underway(self) -> None:
         if self._on_underway is not None:
@@ -476,6 +489,11 @@ class Supervisor:
         if self._endpoint is endpoint and self._state is RunnerState.READY:
             self._endpoint = None
             self._state = RunnerState.RESTARTING
+
+    def next_handshake(self) -> RunnerConfig | None:
+        """The handshake the next runner of this model would get but for its token, once
+        one was sent (``RunnerProcess.next_handshake``)."""
+        return self._process.next_handshake() if self._process is not None else None
 
     async def stop(self) -> None:
         self._stop_requested.set()

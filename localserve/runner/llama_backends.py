@@ -44,10 +44,18 @@ _GPU_BACKEND_NAME = re.compile(
     r"^(?:lib)?ggml-(cuda|hip|metal|vulkan|sycl|musa|opencl)\.(?:so|dll|dylib)$"
 )
 GGML_BACKEND_DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "iGPU", 3: "accelerator"}
+# The CPU variant this process loaded, once it has: one per process, like the registry of
+# llama.cpp's backends that it mirrors.
+_LOADED_CPU_VARIANT: list[str] = []
 
 
 class BackendLoadError(RuntimeError):
     """A backend library could not be loaded; the message says which and why."""
+
+
+class OtherVariantLoaded(BackendLoadError):
+    """This process loaded another CPU variant already, and llama.cpp keeps using the first
+    one registered: only a new process can run this one."""
 
 
 @dataclass(frozen=True)
@@ -234,7 +242,8 @@ def load_backends(cpu_variant: str | None) -> None:
     """Make llama.cpp ready to load models in this process.
 
     A portable build needs ``cpu_variant`` (one of ``cpu_variants()``) and gets any GPU
-    backend found beside it; a native build has its backends built in and takes None.
+    backend found beside it; a native build has its backends built in and takes None. Asking
+    again for the variant loaded already does nothing; for another, OtherVariantLoaded.
     """
     variants = cpu_variants()
     if cpu_variant is None:
@@ -244,8 +253,15 @@ def load_backends(cpu_variant: str | None) -> None:
     if cpu_variant not in variants:
         known = ", ".join(sorted(variants)) or "none: this build has its CPU backend built in"
         raise BackendLoadError(f"No CPU variant '{cpu_variant}' in this build (it has {known}).")
+    loaded = _LOADED_CPU_VARIANT
+    if loaded and loaded[0] != cpu_variant:
+        raise OtherVariantLoaded(
+            f"This process runs llama.cpp's {loaded[0]} CPU kernels already, not {cpu_variant}."
+        )
     load_gpu_backends()
-    _load(cpu_variant, variants[cpu_variant])
+    if not loaded:
+        _load(cpu_variant, variants[cpu_variant])
+        loaded.append(cpu_variant)
 
 
 def _load(name: str, path: Path) -> None:

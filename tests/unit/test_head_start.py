@@ -1,12 +1,20 @@
-"""Which commands get a runner started before the CLI is imported (daemon/head_start.py)."""
+"""Which commands get a runner started before the CLI is imported, and what it is told of the
+last launch's first model (daemon/head_start.py, api/anticipation.py)."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 
-from localserve.daemon.head_start import start_first_runner
+from localserve.api.anticipation import anticipation_line, parse_anticipation
+from localserve.daemon.head_start import (
+    ANTICIPATION_MAX_BYTES,
+    FirstRunnerMemory,
+    start_first_runner,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,3 +37,71 @@ def test_serve_starts_a_runner_waiting_for_its_handshake(isolated_home: Path) ->
         assert runner.wait(60) == 0
         assert runner.stdout is not None
         runner.stdout.close()
+
+
+def kept_model(tmp_path: Path) -> tuple[FirstRunnerMemory, Path]:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF" + bytes(60))
+    return FirstRunnerMemory(tmp_path / "data" / "first-runner.json"), model
+
+
+def handshake_of(model: Path, **fields: object) -> dict[str, object]:
+    return {"model_path": str(model), "model_id": "m", **fields}
+
+
+def test_the_first_runner_is_recalled_for_the_same_arguments_and_files(tmp_path: Path) -> None:
+    memory, model = kept_model(tmp_path)
+    args = ["serve", "--port", "0"]
+    assert memory.recall(args) is None  # nothing kept yet
+    memory.remember(args, handshake_of(model), "build-1", [str(model)])
+    line = memory.recall(args)
+    assert line is not None and line.endswith(b"\n") and line.count(b"\n") == 1
+    assert parse_anticipation(line) == (handshake_of(model), "build-1")
+    assert memory.recall(["serve", "--port", "0", "--ctx", "2048"]) is None
+
+
+def test_a_changed_or_missing_file_is_not_anticipated(tmp_path: Path) -> None:
+    memory, model = kept_model(tmp_path)
+    args = ["serve"]
+    memory.remember(args, handshake_of(model), "b", [str(model)])
+    stat = model.stat()
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert memory.recall(args) is None
+    memory.remember(args, handshake_of(model), "b", [str(model)])
+    assert memory.recall(args) is not None
+    model.write_bytes(b"GGUF" + bytes(61))  # same time, perhaps, another size
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert memory.recall(args) is None
+    model.unlink()
+    assert memory.recall(args) is None
+
+
+def test_a_guess_too_long_for_a_pipe_or_malformed_is_not_sent(tmp_path: Path) -> None:
+    memory, model = kept_model(tmp_path)
+    long_template = "x" * ANTICIPATION_MAX_BYTES
+    memory.remember(["serve"], handshake_of(model, chat_template=long_template), "b", [])
+    assert memory.recall(["serve"]) is None
+    for text in ("{", "[]", '{"args": ["serve"]}', '{"args": ["serve"], "files": 3}'):
+        memory.path.write_text(text)
+        assert memory.recall(["serve"]) is None
+    memory.forget()
+    assert not memory.path.exists()
+    memory.forget()  # nothing to forget: no error
+
+
+def test_remembering_the_same_again_leaves_the_file_alone(tmp_path: Path) -> None:
+    memory, model = kept_model(tmp_path)
+    memory.remember(["serve"], handshake_of(model), "b", [str(model)])
+    before = memory.path.stat().st_mtime_ns
+    inode = memory.path.stat().st_ino
+    memory.remember(["serve"], handshake_of(model), "b", [str(model)])
+    assert (memory.path.stat().st_mtime_ns, memory.path.stat().st_ino) == (before, inode)
+    assert memory.path.stat().st_mode & 0o077 == 0  # written as the other private files
+
+
+def test_only_anticipation_lines_parse_as_guesses() -> None:
+    line = anticipation_line({"model_path": "/m.gguf"}, "b1")
+    assert parse_anticipation(line) == ({"model_path": "/m.gguf"}, "b1")
+    handshake = json.dumps({"model_path": "/m.gguf", "token": "t"}).encode() + b"\n"
+    for other in (handshake, b"", b"not json\n", b"[1]\n", b'{"anticipate": 3}\n'):
+        assert parse_anticipation(other) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,24 @@ def test_a_rebuilt_library_changes_the_build_fingerprint(
         assert llama_backends.build_id() != first
     finally:
         llama_backends.build_id.cache_clear()
+
+
+def test_a_process_keeps_the_cpu_variant_it_loaded_first() -> None:
+    """llama.cpp keeps using the first CPU backend registered: asking again for it does
+    nothing, asking for another is refused (runner/anticipation.py then starts a new runner).
+    In a child process: the registry is the process's."""
+    ranked = llama_backends.ranked_variants(llama_backends.variant_scores())
+    if len(ranked) < 2:
+        pytest.skip("one CPU variant (or a native build): nothing to switch to")
+    code = (
+        "from localserve.runner import llama_backends as b\n"
+        f"b.load_backends({ranked[0]!r}); b.load_backends({ranked[0]!r})\n"
+        "print(sum(device.kind == 'CPU' for device in b.devices()))\n"
+        f"try:\n    b.load_backends({ranked[1]!r})\n"
+        "except b.OtherVariantLoaded as exc:\n    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    cpu_devices, refusal = result.stdout.strip().splitlines()
+    assert cpu_devices == "1"
+    assert ranked[0] in refusal and ranked[1] in refusal

@@ -150,13 +150,29 @@ def test_serving_start_up_leaves_out_what_it_does_not_use() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_a_runner_starts_its_load_ahead_before_pydantic_and_the_engine() -> None:
+    """A first runner with a guess starts loading right after the binding's import
+    (runner/__main__.py, anticipation.py, model_file.py); the rest comes while it loads."""
+    import subprocess
+
+    later = ("pydantic", "asyncio", "localserve.runner.engine", "localserve.api.runner")
+    code = (
+        "import sys, localserve.runner.__main__, localserve.runner.anticipation\n"
+        "import localserve.runner.model_file\n"
+        f"print([m for m in {later!r} if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_a_runner_start_up_leaves_out_the_gateway_side() -> None:
     """A runner's imports (runner/__main__.py) are on the way to the first answer too."""
     import subprocess
 
     unused = ("httpx", "fastapi", "huggingface_hub", "PIL", "cryptography", "keyring")
     code = (
-        "import sys, localserve.runner.engine, localserve.runner.app, localserve.runner.__main__\n"
+        "import sys, localserve.runner.engine, localserve.runner.app, localserve.runner.run\n"
         f"print([m for m in {unused!r} if m in sys.modules])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

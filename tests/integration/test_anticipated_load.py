@@ -1,0 +1,148 @@
+"""A launch's first runner loads the model the last launch with the same arguments loaded first,
+before the daemon's handshake comes (daemon/head_start.py, runner/anticipation.py): kept when
+the handshake asks for the same, freed when the settings changed, and a new runner process
+when the guess named another CPU variant than the handshake."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from localserve.runner import llama_backends
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.this_cpu import first_runner_survives_env
+
+TAKEN_AHEAD = f"loaded {STARTER_MODEL} ahead of the handshake"
+LOADING_AHEAD = "ahead of the handshake (the last launch's first model)"
+NOT_THE_GUESS = "asked for another load than the guess"
+
+
+def memory_file(home: Path) -> Path:
+    return home / "data" / "first-runner.json"
+
+
+def kept(home: Path, timeout: float = 10.0, **expected: Any) -> dict[str, Any]:
+    """The kept handshake, once the daemon has written it with ``expected`` engine values
+    (it writes once the first model is ready)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            memory = json.loads(memory_file(home).read_text())
+        except (OSError, ValueError):
+            memory = None
+        engine = memory["handshake"]["engine"] if memory else {}
+        if memory and all(engine.get(name) == value for name, value in expected.items()):
+            return memory
+        time.sleep(0.05)
+    raise AssertionError(f"no first runner kept with {expected} in {memory_file(home)}")
+
+
+def greedy(daemon: DaemonProcess) -> str:
+    response = daemon.chat(max_tokens=12, temperature=0)
+    assert response.status_code == 200, response.text
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+LOG_NAMES = ("spare-runner.log", f"runner-{STARTER_MODEL}.log")
+
+
+def log_sizes(home: Path) -> dict[str, int]:
+    return {name: len(logs(home, {name: 0})) for name in LOG_NAMES}
+
+
+def logs(home: Path, since: dict[str, int] | None = None) -> str:
+    """The runners' logs (the spare's, the model's), each from offset ``since`` on."""
+    texts = []
+    for name in LOG_NAMES if since is None else since:
+        path = home / "logs" / name
+        if path.exists():
+            texts.append(path.read_text()[(since or {}).get(name, 0) :])
+    return "".join(texts)
+
+
+def runner_pids(daemon: DaemonProcess) -> list[int]:
+    return [child.pid for child in psutil.Process(daemon.state["pid"]).children(recursive=True)]
+
+
+def test_a_second_launch_takes_the_model_it_loaded_ahead(tmp_path: Path) -> None:
+    home, env = tmp_path / "home", first_runner_survives_env()
+    with DaemonProcess(home, env=env) as first:
+        first.wait_until_model("ready")
+        answer = greedy(first)
+        memory = kept(home)
+    assert memory["args"] == ["serve", "--port", "0"]
+    assert "token" not in memory["handshake"]
+    assert memory["handshake"]["engine_path"]["trial"] is False  # the check's verdict
+    assert LOADING_AHEAD not in logs(home)  # a fresh home has nothing to guess from
+
+    with DaemonProcess(home, env=env) as second:
+        pid = second.wait_until_model("ready").pid
+        assert TAKEN_AHEAD in second.runner_log()
+        assert LOADING_AHEAD in (home / "logs" / "spare-runner.log").read_text()
+        assert greedy(second) == answer  # the engine made ahead answers as a loaded one
+        assert runner_pids(second) == [pid]
+
+
+def test_other_arguments_are_not_guessed_and_changed_settings_are_loaded_anew(
+    tmp_path: Path,
+) -> None:
+    home, env = tmp_path / "home", first_runner_survives_env()
+    with DaemonProcess(home, env=env) as first:
+        first.wait_until_model("ready")
+        kept(home, ctx=4096)
+
+    with DaemonProcess(home, "--threads", "1", env=env) as other_args:
+        other_args.wait_until_model("ready")
+        assert LOADING_AHEAD not in logs(home)
+        kept(home, threads=1)  # now kept for these arguments
+
+    before = log_sizes(home)
+    with DaemonProcess(home, "--threads", "1", env={**env, "LOCALSERVE_CTX": "2048"}) as changed:
+        status = changed.wait_until_model("ready")
+        assert status.info is not None and status.info.n_ctx == 2048
+        assert greedy(changed)
+        this_launch = logs(home, before)
+        assert LOADING_AHEAD in this_launch and NOT_THE_GUESS in this_launch
+        assert TAKEN_AHEAD not in this_launch
+        kept(home, ctx=2048)
+
+
+def test_a_guess_on_another_cpu_variant_gets_a_new_runner(tmp_path: Path) -> None:
+    ranked = llama_backends.ranked_variants(llama_backends.variant_scores())
+    if len(ranked) < 2:
+        pytest.skip("one CPU variant (or a native build): no other variant to guess")
+    home, env = tmp_path / "home", first_runner_survives_env()
+    with DaemonProcess(home, env=env) as first:
+        first.wait_until_model("ready")
+        memory = kept(home)
+    chosen = memory["handshake"]["engine_path"]["cpu_variant"]
+    memory["handshake"]["engine_path"]["cpu_variant"] = next(v for v in ranked if v != chosen)
+    memory_file(home).write_text(json.dumps(memory))
+
+    with DaemonProcess(home, env=env) as second:
+        status = second.wait_until_model("ready")
+        assert status.info is not None and status.info.cpu_variant == chosen
+        assert greedy(second)
+        daemon_log = (home / "logs" / "daemon.log").read_text()
+        assert "asked for a new process" in daemon_log
+        assert runner_pids(second) == [status.pid]  # the first one exited
+        assert kept(home)["handshake"]["engine_path"]["cpu_variant"] == chosen
+
+
+def test_load_ahead_off_forgets_the_first_runner(tmp_path: Path) -> None:
+    home, env = tmp_path / "home", first_runner_survives_env()
+    with DaemonProcess(home, env=env) as first:
+        first.wait_until_model("ready")
+        kept(home)
+    with DaemonProcess(home, env={**env, "LOCALSERVE_LOAD_AHEAD": "false"}) as off:
+        off.wait_until_model("ready")
+        deadline = time.monotonic() + 10
+        while memory_file(home).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not memory_file(home).exists()
+        assert greedy(off)
