@@ -6,8 +6,8 @@ the settings and the model's checks, and the runner would idle until then. So th
 script first writes the handshake the daemon sent the last launch's first runner, without its
 token, when that model's files are unchanged since (``FirstRunnerMemory``). The runner loads
 that model while it waits (``runner/anticipation.py``) and keeps it when the handshake asks
-for the same; otherwise it frees it, stopping the load if it is still underway, and loads what
-the handshake asks for.
+for the same; otherwise it frees it (without making its context, when the handshake came
+before the weights were in) and loads what the handshake asks for.
 
 The line is ``{"anticipate": <handshake fields but the token>, "build": <build id>}``: a
 guess for another llama.cpp build (``llama_backends.build_id``) is ignored. A runner started

@@ -95,7 +95,10 @@ def _identity(name: str) -> list[int] | None:
 def _write_all(pipe: IO[bytes], data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[pipe.write(view) or 0 :]
+        written = pipe.write(view)
+        if not written:
+            raise BrokenPipeError("the runner's stdin took nothing")
+        view = view[written:]
 
 
 def start_first_runner(argv: list[str]) -> subprocess.Popen[bytes] | None:
