@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -105,24 +108,23 @@ def test_other_binds_point_to_remote_access(host: str) -> None:
         check_loopback_host(host)
 
 
-def test_gateway_modules_do_not_load_llama_cpp_or_qt() -> None:
-    import subprocess
+def modules_loaded_by(code: str, names: Sequence[str]) -> list[str]:
+    """Which of ``names`` a fresh interpreter has imported after running ``code``."""
+    check = f"{code}\nimport sys\nprint([m for m in {list(names)!r} if m in sys.modules])\n"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return list(ast.literal_eval(result.stdout.strip()))
 
-    code = (
-        "import sys, localserve.daemon.daemon, localserve.cli;"
-        "bad = [m for m in ('llama_cpp', 'PySide6') if m in sys.modules];"
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+
+def test_gateway_modules_do_not_load_llama_cpp_or_qt() -> None:
+    code = "import localserve.daemon.daemon, localserve.cli"
+    assert modules_loaded_by(code, ["llama_cpp", "PySide6"]) == []
 
 
 def test_serving_start_up_leaves_out_what_it_does_not_use() -> None:
     """What `localserve serve` imports before it answers (the CLI, the daemon, the gateway,
     the question of GPU offload) leaves out the modules only other work needs: each one put
     back costs the cold start 10 to 90 ms (docs/benchmarks.md)."""
-    import subprocess
-
     unused = (
         "llama_cpp",
         "numpy",
@@ -137,44 +139,29 @@ def test_serving_start_up_leaves_out_what_it_does_not_use() -> None:
         "fastapi",  # 0.28 s of CPU: only the later routes use it (server/app.py)
     )
     code = (
-        "import sys, localserve.cli.main, localserve.daemon.daemon, localserve.daemon.gateway\n"
+        "import localserve.cli.main, localserve.daemon.daemon, localserve.daemon.gateway\n"
         "from localserve.config import Settings\n"
         "from localserve.runner.llama_backends import gpu_offload_supported\n"
         "from localserve.server.app import create_app\n"
         "gpu_offload_supported()\n"
-        "create_app(Settings(), None, None, None)  # routes are built, not called\n"
-        f"print([m for m in {unused!r} if m in sys.modules])\n"
+        "create_app(Settings(), None, None, None)  # routes are built, not called"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert modules_loaded_by(code, unused) == []
 
 
 def test_a_runner_starts_its_load_ahead_before_pydantic_and_the_engine() -> None:
     """A first runner with a guess starts loading right after the binding's import
     (runner/__main__.py, anticipation.py, model_file.py); the rest comes while it loads."""
-    import subprocess
-
     later = ("pydantic", "asyncio", "localserve.runner.engine", "localserve.api.runner")
     code = (
-        "import sys, localserve.runner.__main__, localserve.runner.anticipation\n"
-        "import localserve.runner.model_file\n"
-        f"print([m for m in {later!r} if m in sys.modules])\n"
+        "import localserve.runner.__main__, localserve.runner.anticipation\n"
+        "import localserve.runner.model_file"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert modules_loaded_by(code, later) == []
 
 
 def test_a_runner_start_up_leaves_out_the_gateway_side() -> None:
-    """A runner's imports (runner/__main__.py) are on the way to the first answer too."""
-    import subprocess
-
+    """A runner's imports (runner/__main__.py, run.py) are on the way to the first answer too."""
     unused = ("httpx", "fastapi", "huggingface_hub", "PIL", "cryptography", "keyring")
-    code = (
-        "import sys, localserve.runner.engine, localserve.runner.app, localserve.runner.run\n"
-        f"print([m for m in {unused!r} if m in sys.modules])\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    code = "import localserve.runner.engine, localserve.runner.app, localserve.runner.run"
+    assert modules_loaded_by(code, unused) == []
