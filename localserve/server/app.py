@@ -147,9 +147,9 @@ def main_app(settings: Settings, routes: Sequence[BaseRoute]) -> Starlette:
     return app
 
 
-def fastapi_app(settings: Settings, openapi_url: str | None = "/openapi.json") -> FastAPI:
-    """A FastAPI app as ``main_app`` starts, with no docs pages and FastAPI's validation
-    errors in the protocols' shapes too."""
+def fastapi_app(settings: Settings) -> FastAPI:
+    """A FastAPI app as ``main_app`` starts, with FastAPI's validation errors in the protocols'
+    shapes too, and no docs pages or OpenAPI schema (the main app has none either)."""
     from fastapi import FastAPI
 
     app = FastAPI(
@@ -157,7 +157,7 @@ def fastapi_app(settings: Settings, openapi_url: str | None = "/openapi.json") -
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        openapi_url=openapi_url,
+        openapi_url=None,
     )
     install_error_handlers(app)
     install_validation_error_handler(app)

@@ -253,7 +253,7 @@ def create_remote_app(
     for client keys only; no control API, no metrics."""
     limits, remote = settings.limits, settings.remote
     require_key = client_key_dependency(verifier, throttle)
-    app = fastapi_app(settings, openapi_url=None)  # for the FastAPI routes of ``extra``
+    app = fastapi_app(settings)  # for the FastAPI routes of ``extra``
     app.router.routes.extend(inference_routes(router, require_key))
     include_later_routes(app, extra, require_key)
     asgi: Any = with_cors(app, settings.cors_origins)

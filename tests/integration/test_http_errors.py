@@ -174,6 +174,8 @@ def test_health_needs_no_key_and_says_nothing_more(daemon: DaemonProcess) -> Non
     response = httpx.get(f"{daemon.url}/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+    for path in ("/openapi.json", "/docs", "/redoc"):  # no schema for anyone without a key
+        assert_openai_error(httpx.get(f"{daemon.url}{path}"), 404)
 
 
 def test_control_api_needs_the_admin_key(daemon: DaemonProcess) -> None:
