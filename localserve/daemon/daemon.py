@@ -125,7 +125,7 @@ class Daemon:
             # once the daemon has sent it the handshake: importing earlier competes with that
             # work for the GIL, and on the event loop it would hold it back altogether.
             await supervisor.underway(UNDERWAY_WAIT_S)
-            await asyncio.to_thread(import_module, "localserve.daemon.gateway")
+            await asyncio.to_thread(self._after_handshake, pool)
             from localserve.daemon import gateway
 
             services = gateway.build_services(
@@ -145,6 +145,13 @@ class Daemon:
             remove_state(self.paths.state_file)
             sock.close()
             log.info("Stopped.")
+
+    def _after_handshake(self, pool: ModelPool) -> None:
+        """What waits for the first runner's handshake: the gateway's imports, and the first
+        model's whole library record (a first launch loads the starter with one made from its
+        header alone: ``Library.starter_record``), which is kept for the next launch."""
+        import_module("localserve.daemon.gateway")
+        pool.capabilities(self.model.model_id)
 
     async def _remember_first_runner(self, supervisor: Supervisor) -> None:
         """Once the first model is ready, keep its runner's handshake for the next launch with

