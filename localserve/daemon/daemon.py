@@ -151,7 +151,10 @@ class Daemon:
         model's whole library record (a first launch loads the starter with one made from its
         header alone: ``Library.starter_record``), which is kept for the next launch."""
         import_module("localserve.daemon.gateway")
-        pool.capabilities(self.model.model_id)
+        try:
+            pool.capabilities(self.model.model_id)
+        except (LocalserveError, OSError, ValueError) as exc:  # the load itself will say
+            log.debug("No library record of %s yet: %s", self.model.model_id, exc)
 
     async def _remember_first_runner(self, supervisor: Supervisor) -> None:
         """Once the first model is ready, keep its runner's handshake for the next launch with
