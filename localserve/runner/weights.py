@@ -43,18 +43,14 @@ class Weights:
 def load_weights(config: EngineConfig) -> Weights:
     """Load the model file of ``config`` on the path the engine check chose."""
     rss_before_load = psutil.Process().memory_info().rss
-    settings = _resolved(config.settings)
+    # The daemon resolved them already (then this changes nothing); in-process callers, as
+    # tests and benchmarks, may pass them as a user writes them.
+    settings = resolve_engine(config.settings, bool(llama_cpp.llama_supports_gpu_offload()))
     model = open_model(config.model_path, settings.n_gpu_layers, config.engine_path.extra_buffers)
     return weights_of(model, settings, rss_before_load)
 
 
 def weights_of(model: Any, settings: EngineSettings, rss_before_load: int) -> Weights:
-    """The ``Weights`` of a model loaded (``open_model``) with ``settings``."""
-    supports_offload = bool(llama_cpp.llama_supports_gpu_offload())
-    return Weights(model, _resolved(settings), supports_offload, rss_before_load)
-
-
-def _resolved(settings: EngineSettings) -> EngineSettings:
-    """The daemon resolved them already (then this changes nothing); in-process callers, as
-    tests and benchmarks, may pass them as a user writes them."""
-    return resolve_engine(settings, bool(llama_cpp.llama_supports_gpu_offload()))
+    """The ``Weights`` of a model loaded (``open_model``) with ``settings``, resolved already
+    (``resolve_engine``: by the daemon for a runner's handshake)."""
+    return Weights(model, settings, bool(llama_cpp.llama_supports_gpu_offload()), rss_before_load)

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
 
 KeyCheck = Callable[[Request], "Principal | Awaitable[Principal]"]
+AppT = TypeVar("AppT", bound=Starlette)
 
 
 def key_dependency(verifier: KeyVerifier) -> Callable[[Request], Principal]:
@@ -141,10 +142,7 @@ class DeferredRoutes:
 def main_app(settings: Settings, routes: Sequence[BaseRoute]) -> Starlette:
     """The app of ``routes``, as every gateway app starts: the protocols' error shapes, and
     the body timeout that request reading uses."""
-    app = Starlette(routes=list(routes))
-    install_error_handlers(app)
-    app.state.body_timeout = settings.limits.body_timeout
-    return app
+    return _as_gateway_app(Starlette(routes=list(routes)), settings)
 
 
 def fastapi_app(settings: Settings) -> FastAPI:
@@ -159,8 +157,12 @@ def fastapi_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    install_error_handlers(app)
     install_validation_error_handler(app)
+    return _as_gateway_app(app, settings)
+
+
+def _as_gateway_app(app: AppT, settings: Settings) -> AppT:
+    install_error_handlers(app)
     app.state.body_timeout = settings.limits.body_timeout
     return app
 
