@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
+import psutil
 from pydantic import BaseModel
 
 from localserve.api.control import DaemonStatus, ModelStatus, StatsSnapshot
@@ -232,6 +233,11 @@ class DaemonProcess:
                 return status
             time.sleep(0.1)
         raise TimeoutError(f"model never reached {states}: {status}\n{self.output()}")
+
+
+def runner_pids(daemon_pid: int) -> list[int]:
+    """The daemon's child processes (its runners), by pid."""
+    return [child.pid for child in psutil.Process(daemon_pid).children(recursive=True)]
 
 
 def run_cli(

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from localserve.runner import llama_backends
-from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess
+from tests.helpers.daemon_process import STARTER_MODEL, DaemonProcess, runner_pids
 from tests.helpers.this_cpu import first_runner_survives_env
 
 TAKEN_AHEAD = f"loaded {STARTER_MODEL} ahead of the handshake"
@@ -65,10 +64,6 @@ def logs(home: Path, since: dict[str, int] | None = None) -> str:
     return "".join(texts)
 
 
-def runner_pids(daemon: DaemonProcess) -> list[int]:
-    return [child.pid for child in psutil.Process(daemon.state["pid"]).children(recursive=True)]
-
-
 def test_a_second_launch_takes_the_model_it_loaded_ahead(tmp_path: Path) -> None:
     home, env = tmp_path / "home", first_runner_survives_env()
     with DaemonProcess(home, env=env) as first:
@@ -85,7 +80,7 @@ def test_a_second_launch_takes_the_model_it_loaded_ahead(tmp_path: Path) -> None
         assert TAKEN_AHEAD in second.runner_log()
         assert LOADING_AHEAD in (home / "logs" / "spare-runner.log").read_text()
         assert greedy(second) == answer  # the engine made ahead answers as a loaded one
-        assert runner_pids(second) == [pid]
+        assert runner_pids(second.state["pid"]) == [pid]
 
 
 def test_other_arguments_are_not_guessed_and_changed_settings_are_loaded_anew(
@@ -130,7 +125,7 @@ def test_a_guess_on_another_cpu_variant_gets_a_new_runner(tmp_path: Path) -> Non
         assert greedy(second)
         daemon_log = (home / "logs" / "daemon.log").read_text()
         assert "asked for a new process" in daemon_log
-        assert runner_pids(second) == [status.pid]  # the first one exited
+        assert runner_pids(second.state["pid"]) == [status.pid]  # the first one exited
         assert kept(home)["handshake"]["engine_path"]["cpu_variant"] == chosen
 
 

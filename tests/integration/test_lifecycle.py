@@ -14,7 +14,13 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers.daemon_process import ENDLESS, STARTER_MODEL, DaemonProcess, run_cli
+from tests.helpers.daemon_process import (
+    ENDLESS,
+    STARTER_MODEL,
+    DaemonProcess,
+    run_cli,
+    runner_pids,
+)
 from tests.helpers.model_files import starter_path, unknown_architecture_copy
 from tests.helpers.this_cpu import first_runner_survives_env
 
@@ -51,10 +57,6 @@ def assert_generation_cancelled(daemon: DaemonProcess, before: int, within_token
     assert len(counts) > before, "the runner never cancelled the abandoned generation"
     assert counts[-1] < within_tokens, f"it went on for {counts[-1]} tokens"
     assert complete(daemon, max_tokens=1).status_code == 200
-
-
-def runner_pids(daemon_pid: int) -> list[int]:
-    return [child.pid for child in psutil.Process(daemon_pid).children(recursive=True)]
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
