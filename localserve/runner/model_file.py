@@ -41,10 +41,14 @@ def open_model(path: Path, gpu_layers: int, extra_buffers: bool) -> Any:
     try:
         # The binding's model alone, not its ``Llama``: that compiles every chat template in
         # the file with an unlimited Jinja (a hostile one costs a gigabyte and half a minute;
-        # ``ChatTemplate`` renders ours, with limits) and makes a context.
-        return _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+        # ``ChatTemplate`` renders ours, with limits) and makes a context. Verbose, because
+        # quiet points this process's stdout and stderr at /dev/null while it loads: llama.cpp's
+        # reason for refusing a file was lost, and so were the other threads' writes (a
+        # runner's event channel is its stdout).
+        return _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(
             f"llama.cpp could not load {path.name}: the file is corrupt, truncated, of an "
-            "unsupported architecture, or too large for memory."
+            "unsupported architecture, or too large for memory (llama.cpp's own reason is in "
+            "the runner's log)."
         ) from exc
