@@ -185,6 +185,12 @@ class RunnerProcess:
             process.stdin.write(config.to_line())
             await process.stdin.drain()
         self._underway()
+        verdicts = VerdictStore(spec.engine_checks_file) if spec.engine_checks_file else None
+        lock_ready: asyncio.Task[Any] | None = None
+        if engine_path.trial and verdicts is not None:
+            # Keeping the trial's verdict takes its lock's module (15 ms to import): imported
+            # on a thread while the runner loads, not on the loop once it is ready.
+            lock_ready = asyncio.create_task(asyncio.to_thread(lambda: verdicts.lock))
         deadline = time.monotonic() + timeout
         ranked: list[str] | None = None
         while True:
@@ -214,8 +220,8 @@ class RunnerProcess:
                 log.info("The runner for %s asked for a new process; starting one.", spec.model_id)
                 return await self.start(timeout)
             crash = crash_signal(code)
-            if engine_path.trial and crash and spec.engine_checks_file is not None:
-                VerdictStore(spec.engine_checks_file).record_crash(engine_path, crash, ranked)
+            if engine_path.trial and crash and verdicts is not None:
+                verdicts.record_crash(engine_path, crash, ranked)
                 log.warning(
                     "The runner for %s died of %s in its engine check, with %s; trying the "
                     "next way to run llama.cpp.",
@@ -230,10 +236,11 @@ class RunnerProcess:
             )
             raise ModelLoadError(message)
         info = dict(event.get("info") or {})
-        if engine_path.trial and spec.engine_checks_file is not None:
+        if engine_path.trial and verdicts is not None:
             quant_type, choice = self._check_inputs()
-            store = VerdictStore(spec.engine_checks_file)
-            verdict = record_trial(store, engine_path, quant_type, choice, ranked)
+            if lock_ready is not None:
+                await lock_ready
+            verdict = record_trial(verdicts, engine_path, quant_type, choice, ranked)
             self.engine_path = verdict
             info["engine_note"] = verdict.note
         return RunnerEndpoint(
