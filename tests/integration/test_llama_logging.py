@@ -61,7 +61,7 @@ def test_the_load_writes_llama_cpps_reason_and_leaves_stdout_to_the_others(
 
     config = EngineConfig(starter_path(), STARTER_MODEL, EngineSettings(threads=2), path)
     loaded = threading.Event()
-    lines_written = []
+    lines_written: list[int] = []
 
     def write_while_loading() -> None:
         while not loaded.is_set():
@@ -78,4 +78,5 @@ def test_the_load_writes_llama_cpps_reason_and_leaves_stdout_to_the_others(
         loaded.set()
         writer.join()
     weights.model.close()
+    assert len(lines_written) >= 10  # the writer ran all through the load
     assert capfd.readouterr().out.splitlines() == ["event line"] * len(lines_written)
