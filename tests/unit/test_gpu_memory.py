@@ -9,17 +9,36 @@ from pathlib import Path
 
 import pytest
 
+from localserve.hardware import memory
 from localserve.hardware.memory import GpuMemory, nvidia_gpus
 
 
-def test_nvml_without_a_driver_reports_no_gpu_and_does_not_raise() -> None:
+@pytest.fixture
+def driver_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in pynvml modules below answer as a loaded driver would."""
+    monkeypatch.setattr(memory, "nvidia_driver_present", lambda: True)
+
+
+def test_nvml_without_a_driver_reports_no_gpu_and_does_not_raise(
+    driver_present: None,
+) -> None:
     pytest.importorskip("pynvml")
     if Path("/proc/driver/nvidia/gpus").exists():
         pytest.skip("an NVIDIA driver is loaded on this machine")
     assert nvidia_gpus() == []
 
 
-def test_each_gpu_is_read_with_its_name_and_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_driver_nvml_is_not_even_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No driver to answer: pynvml's import (25 ms of each daemon start) is skipped."""
+    monkeypatch.setattr(memory, "nvidia_driver_present", lambda: False)
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    assert nvidia_gpus() == []
+    assert "pynvml" not in sys.modules
+
+
+def test_each_gpu_is_read_with_its_name_and_memory(
+    monkeypatch: pytest.MonkeyPatch, driver_present: None
+) -> None:
     calls: list[str] = []
 
     class Info:
@@ -46,7 +65,9 @@ def test_each_gpu_is_read_with_its_name_and_memory(monkeypatch: pytest.MonkeyPat
     assert calls == ["init", "shutdown"]
 
 
-def test_a_driver_that_refuses_means_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_driver_that_refuses_means_no_gpu(
+    monkeypatch: pytest.MonkeyPatch, driver_present: None
+) -> None:
     class NVMLError(Exception):
         pass
 
