@@ -84,7 +84,8 @@ class Daemon:
     @functools.cached_property
     def engine(self) -> EngineSettings:
         """The engine settings with "auto" decided, once, for every runner and for the
-        CPU-thread split (asking llama.cpp whether it can offload imports it: 60 ms)."""
+        CPU-thread split (``gpu_offload_supported`` loads libllama only for a build that may
+        offload)."""
         return resolve_engine(self.settings.engine, gpu_offload_supported())
 
     def runner_spec(self, model: ResolvedModel) -> RunnerSpec:

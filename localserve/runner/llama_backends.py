@@ -290,8 +290,13 @@ def load_gpu_backends() -> None:
 def gpu_offload_supported() -> bool:
     """Whether this llama.cpp build can offload layers to a GPU (CUDA, Metal, Vulkan...).
 
-    Asks llama.cpp itself, loading a ``GGML_BACKEND_DL`` build's GPU libraries first.
+    Asks llama.cpp itself, loading a ``GGML_BACKEND_DL`` build's GPU libraries first. A
+    portable build without any has its answer already: there, every backend is a file of its
+    own, so with no GPU backend file nothing can offload, and the daemon need not load
+    libllama to hear it (20 ms of its start, and 10 MB it would keep).
     """
+    if is_portable_build() and not gpu_backend_libraries():
+        return False
     try:
         load_gpu_backends()
     except BackendLoadError as exc:

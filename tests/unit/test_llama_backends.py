@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,23 @@ def test_a_process_keeps_the_cpu_variant_it_loaded_first() -> None:
     cpu_devices, refusal = result.stdout.strip().splitlines()
     assert cpu_devices == "1"
     assert ranked[0] in refusal and ranked[1] in refusal
+
+
+def test_a_portable_build_without_gpu_files_answers_without_loading_libllama() -> None:
+    """The daemon asks whether it can offload before its first runner's handshake: a portable
+    build with no GPU backend file says no without libllama, as libllama itself would."""
+    if not llama_backends.is_portable_build() or llama_backends.gpu_backend_libraries():
+        pytest.skip("this llama.cpp build has GPU backends or is a native build")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/maps")
+    ask = (
+        "from localserve.runner import llama_backends as b\n"
+        "answer = b.gpu_offload_supported()\n"
+        "print(answer, 'libllama' in open('/proc/self/maps').read())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+    llama = llama_backends._libllama().llama_supports_gpu_offload
+    llama.restype = ctypes.c_bool
+    assert llama() is False  # llama.cpp's own answer, once it is loaded
