@@ -199,6 +199,48 @@ def logits_address() -> Callable[[Any, int], int | None]:
     return cast(Callable[[Any, int], "int | None"], function)
 
 
+def cores_for_a_load() -> int:
+    """The cores llama.cpp may spread a model's load over: all this process may run on but
+    one, which a starting runner's own imports (and its daemon's) keep busy meanwhile."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        available = os.cpu_count() or 1
+    return max(1, available - 1)
+
+
+def _openmp_runtime() -> ctypes.CDLL | None:
+    """GCC's OpenMP runtime as this process has it loaded (a CPU backend built with OpenMP
+    links it), or None: none loaded (yet), another runtime, or no /proc to tell."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "/libgomp" in line})
+    except OSError:
+        return None
+    return ctypes.CDLL(paths[0]) if paths else None  # loaded already: the same library
+
+
+@contextlib.contextmanager
+def load_threads(count: int) -> Iterator[None]:
+    """OpenMP work that does not say how many threads it wants, started from this thread
+    inside the block, gets ``count``. At a load, that is llama.cpp's repacking of weights for
+    its AMX kernels (``parallel_for`` in ``ggml-cpu/amx/common.h``): one parallel region per
+    tensor, whose threads spin between tensors. On 2 cores, while the runner's and the
+    daemon's imports ran, those spins took about 120 ms of CPU from them (perf, a fresh-home
+    launch); beside two busy processes the starter's load took 0.30-0.77 s with OpenMP's
+    default of 2 threads and 0.21-0.37 s with 1."""
+    runtime = _openmp_runtime()
+    if runtime is None:
+        yield
+        return
+    before = int(runtime.omp_get_max_threads())
+    runtime.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        runtime.omp_set_num_threads(before)
+
+
 def log_from_c() -> None:
     """llama.cpp's log lines to stderr through its own C default, not through the Python
     callback llama-cpp-python sets when ``llama_cpp`` is imported (call this after that

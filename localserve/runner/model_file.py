@@ -45,7 +45,8 @@ def open_model(path: Path, gpu_layers: int, extra_buffers: bool) -> Any:
         # quiet points this process's stdout and stderr at /dev/null while it loads: llama.cpp's
         # reason for refusing a file was lost, and so were the other threads' writes (a
         # runner's event channel is its stdout).
-        return _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
+        with llama_backends.load_threads(llama_backends.cores_for_a_load()):
+            return _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(
             f"llama.cpp could not load {path.name}: the file is corrupt, truncated, of an "
