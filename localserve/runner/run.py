@@ -17,7 +17,6 @@ handshake comes, but for the load; a first runner may have done the load too
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
@@ -169,6 +168,8 @@ def run(ahead: AheadLoad | None) -> int:
     import localserve.runner.engine  # noqa: F401
 
     weights_loaded.wait(HTTP_IMPORTS_WAIT_S)
+    import asyncio  # for serving only: not before the loading thread waits for the handshake
+
     import uvicorn
 
     from localserve.asgi.serving import bind_socket, run_async

@@ -160,6 +160,13 @@ def test_a_runner_starts_its_load_ahead_before_pydantic_and_the_engine() -> None
     assert modules_loaded_by(code, later) == []
 
 
+def test_a_runner_waits_for_its_handshake_before_importing_asyncio() -> None:
+    """What a runner imports before its loading thread reads the handshake (``run.py``): its
+    event loop's modules come after, while the model loads."""
+    code = "import localserve.runner.__main__, localserve.runner.run, localserve.runner.weights"
+    assert modules_loaded_by(code, ["asyncio", "uvicorn", "localserve.runner.engine"]) == []
+
+
 def test_a_runner_start_up_leaves_out_the_gateway_side() -> None:
     """A runner's imports (runner/__main__.py, run.py) are on the way to the first answer too."""
     unused = ("httpx", "fastapi", "huggingface_hub", "PIL", "cryptography", "keyring")
