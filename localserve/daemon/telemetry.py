@@ -8,6 +8,10 @@ each runner's RSS, VRAM per NVIDIA GPU through NVML) is sampled every ``SAMPLE_I
 "Live" tok/s is the batch loop's rate over the ticks of the last ``LIVE_WINDOW_S``: tokens per
 second of the decode steps that produced them, summed over every request sharing those steps,
 and 0 when nothing ran then.
+
+The control API's models (``api.control``, 20 ms to import) are imported where they are used:
+the daemon makes its ``Telemetry`` before its first runner's handshake, and the gateway's
+import brings them in while that runner loads.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from localserve.api import control
-from localserve.api.control import HistoryPoint, RequestRecord
 from localserve.hardware.memory import MemorySnapshot, sample_memory
+
+if TYPE_CHECKING:
+    from localserve.api import control
+    from localserve.api.control import HistoryPoint, RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,8 @@ class MemoryReading:
         return sum(self.runner_rss.values())
 
     def stats(self) -> control.MemoryStats:
+        from localserve.api import control
+
         snap = self.snapshot
         return control.MemoryStats(
             ram_total_bytes=snap.ram_total_bytes,
@@ -122,12 +130,16 @@ class Telemetry:
     def _take_kv_cache(self, model_id: str, event: dict[str, Any]) -> None:
         per_cell = int(event.get("kv_bytes_per_cell") or 0)
         if per_cell:
+            from localserve.api import control
+
             self._kv_cache[model_id] = control.KvCacheUse(
                 used_bytes=int(event.get("kv_cells_used") or 0) * per_cell,
                 reserved_bytes=int(event.get("kv_cells") or 0) * per_cell,
             )
 
     def _add_request(self, model_id: str, event: dict[str, Any]) -> None:
+        from localserve.api.control import RequestRecord
+
         record = RequestRecord(
             model=model_id,
             finished_at=time.time(),
@@ -156,6 +168,8 @@ class Telemetry:
 
     def sample(self) -> None:
         """Read memory now and add a history point (called every SAMPLE_INTERVAL_S)."""
+        from localserve.api.control import HistoryPoint
+
         rss: dict[str, int] = {}
         for model_id, pid in self._runner_pids().items():
             with contextlib.suppress(psutil.Error):
@@ -202,6 +216,8 @@ class Telemetry:
         )
 
     def snapshot(self, history: bool = False) -> control.StatsSnapshot:
+        from localserve.api import control
+
         self._trim()
         generation, prompt = self.live_rates()
         requests = list(self._requests)

@@ -149,6 +149,19 @@ def test_serving_start_up_leaves_out_what_it_does_not_use() -> None:
     assert modules_loaded_by(code, unused) == []
 
 
+def test_a_daemon_reaches_its_first_handshake_without_the_gateway_side() -> None:
+    """What the daemon imports and makes before its first runner's handshake (``Daemon.run``:
+    the CLI, the pool, the telemetry) leaves the control API's models and the gateway to be
+    imported while that runner loads."""
+    later = ("localserve.api.control", "localserve.daemon.gateway", "httpx", "starlette")
+    code = (
+        "import localserve.cli.main, localserve.daemon.daemon\n"
+        "from localserve.daemon.telemetry import Telemetry\n"
+        "Telemetry(lambda: 0, lambda: {})"
+    )
+    assert modules_loaded_by(code, later) == []
+
+
 def test_a_runner_starts_its_load_ahead_before_pydantic_and_the_engine() -> None:
     """A first runner with a guess starts loading right after the binding's import
     (runner/__main__.py, anticipation.py, model_file.py); the rest comes while it loads."""
