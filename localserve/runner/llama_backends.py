@@ -214,10 +214,12 @@ def _openmp_runtime() -> ctypes.CDLL | None:
     links it), or None: none loaded (yet), another runtime, or no /proc to tell."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "/libgomp" in line})
+            fields = [line.split(maxsplit=5) for line in maps if "/libgomp" in line]
+        paths = sorted({f[5].strip() for f in fields if len(f) == 6 and f[5].startswith("/")})
+        # Loaded already, so the same library; one replaced on disk since shows "(deleted)".
+        return ctypes.CDLL(paths[0]) if paths else None
     except OSError:
         return None
-    return ctypes.CDLL(paths[0]) if paths else None  # loaded already: the same library
 
 
 @contextlib.contextmanager
@@ -335,7 +337,7 @@ def gpu_offload_supported() -> bool:
     Asks llama.cpp itself, loading a ``GGML_BACKEND_DL`` build's GPU libraries first. A
     portable build without any has its answer already: there, every backend is a file of its
     own, so with no GPU backend file nothing can offload, and the daemon need not load
-    libllama to hear it (20 ms of its start, and 10 MB it would keep).
+    libllama to hear it (20 ms of its start, and 6 MB it would keep).
     """
     if is_portable_build() and not gpu_backend_libraries():
         return False
