@@ -5,7 +5,8 @@ the runner's stdin and keeps stdin open: EOF means the daemon is gone and the ru
 runner is never orphaned, whatever killed its parent. Later lines on stdin are the daemon's
 commands (``runner/commands.py``). The runner answers with one JSON line on
 stdout: ``ready`` (with its port and model facts) or ``load_failed`` (with a readable reason),
-after a ``checking`` line when its engine path is a trial (``EnginePath.trial``).
+after a ``checking`` line when its engine path is a trial (``EnginePath.trial``); those lines
+and the runner's exit codes are in ``api/runner_events.py``.
 After ``ready``, stdout carries telemetry events (``runner/reporting.py``), read by the
 supervisor until the runner exits.
 The token never appears in argv or the environment, where other local users could read it.
@@ -15,7 +16,6 @@ A first runner may find a guess at its handshake on stdin before the handshake i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,15 +53,6 @@ class RunnerInfo(BaseModel):
     extra_buffers: bool  # AMX / repacked-weight layouts on the CPU
     engine_note: str  # why this path (the engine check's verdict), in a sentence
 
-
-EVENT_READY = "ready"
-EVENT_LOAD_FAILED = "load_failed"
-EVENT_CHECKING = "checking"  # a trial path's runner, before its check decodes: the CPU variant
-EXIT_LOAD_FAILED = 3
-# The runner cannot serve its handshake in this process (it loaded another CPU variant ahead
-# of it, ``llama_backends.OtherVariantLoaded``): it exits before saying anything, and the
-# supervisor starts a new one.
-EXIT_RESPAWN = 4
 
 # How a runner lays out its contexts; the fit estimate (hub/fit.py) plans with the same numbers.
 EMBEDDING_CTX = 512  # cells of the binding's own context, which only embeds
@@ -108,10 +99,6 @@ class RunnerConfig(BaseModel):
     @classmethod
     def from_line(cls, line: bytes) -> RunnerConfig:
         return cls.model_validate_json(line)
-
-
-def event_line(event: str, **fields: Any) -> str:
-    return json.dumps({"event": event, **fields})
 
 
 @dataclass(frozen=True)

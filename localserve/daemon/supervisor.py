@@ -27,14 +27,12 @@ from typing import Any
 
 from localserve.api.engine import EngineSettings
 from localserve.api.runner import (
-    EVENT_CHECKING,
-    EVENT_READY,
-    EXIT_RESPAWN,
     LLAMA_DEFAULTS,
     EnginePath,
     RunnerConfig,
     RunnerEndpoint,
 )
+from localserve.api.runner_events import EVENT_CHECKING, EVENT_READY, EXIT_RESPAWN
 from localserve.daemon.engine_path import (
     EngineChoice,
     VerdictStore,

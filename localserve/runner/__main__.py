@@ -1,9 +1,11 @@
 """Entry point of a runner child process (`python -m localserve.runner`), run by the supervisor.
 
 Start-up is ordered for launch to first answer: only what must come first is imported here.
-A first runner told what its handshake will most likely say (``GUESS_FIRST``) starts loading
-that model right after importing the binding (``anticipation.py``), before pydantic, asyncio
-and the engine (about 0.3 s more); ``run.py`` imports them, then waits for the handshake.
+llama-cpp-python's C binding comes first, without the package's high-level ``Llama``
+(``llama_backends.import_binding_alone``). A first runner told what its handshake will most
+likely say (``GUESS_FIRST``) starts loading that model right after (``anticipation.py``),
+before pydantic, asyncio and the engine (about 0.3 s more); any other starts loading once its
+handshake comes, on a thread of its own, while the main thread imports them (``run.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s"
     )
+    from localserve.runner.llama_backends import import_binding_alone
+
+    import_binding_alone()
     ahead = None
     if GUESS_FIRST in sys.argv[1:]:
         from localserve.runner.anticipation import AheadLoad

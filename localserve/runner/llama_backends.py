@@ -163,6 +163,34 @@ def _libllama() -> ctypes.CDLL:
     return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
 
 
+def import_binding_alone() -> None:
+    """Make ``llama_cpp`` the package of the C binding (``llama_cpp.llama_cpp``) alone, for
+    this process, unless it is imported already. A runner calls this first thing.
+
+    The package's ``__init__`` imports its high-level ``Llama`` too (``llama.py``: numpy,
+    Jinja, diskcache, the chat formats; 0.15 s before a load could start, 60 ms of it never
+    used by a runner, which drives the binding itself). Here the package module is made from
+    its spec without running ``__init__``, and gets what ``from .llama_cpp import *`` would
+    give it; its other modules (``_internals``, ``mtmd_cpp``, ``llama_grammar``) import as
+    usual when asked for.
+    """
+    if "llama_cpp" in sys.modules:
+        return
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.loader is None:
+        raise BackendLoadError("llama-cpp-python is not installed.")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["llama_cpp"] = package
+    try:
+        binding = importlib.import_module("llama_cpp.llama_cpp")
+    except BaseException:
+        del sys.modules["llama_cpp"]
+        raise
+    package.__dict__.update(
+        (name, value) for name, value in vars(binding).items() if not name.startswith("_")
+    )
+
+
 @functools.cache
 def _libggml() -> ctypes.CDLL:
     """The libggml that libllama linked, with the registry functions typed."""

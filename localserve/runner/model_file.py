@@ -1,9 +1,9 @@
 """Opening a GGUF file with llama.cpp: the call every load of a runner's weights makes.
 
 Only the binding is imported here (and ``llama_backends``), not the engine's settings or
-pydantic: a first runner starts loading the model it was told to expect (``anticipation.py``)
-right after the binding's import, and imports the rest while llama.cpp loads in C, without
-the GIL.
+pydantic: a runner starts loading the model its handshake names (``run.py``), or the one it
+was told to expect (``anticipation.py``), right after the binding's import, and imports the
+rest while llama.cpp loads in C, without the GIL.
 """
 
 from __future__ import annotations

@@ -6,11 +6,13 @@ talks to the supervisor.
 One thread waits for the handshake and loads the weights (llama.cpp's load, like the KV
 cache's allocation after it, runs in C without the GIL), while the main thread imports the
 rest of the engine and then the HTTP side (Starlette, the request models, uvicorn: about 45
-ms), which the load does not need. The HTTP side waits for the weights (at most
-``HTTP_IMPORTS_WAIT_S``): at a cold start the daemon is still importing while they load, and
-a third busy thread on a 2-vCPU machine made their load take 110 ms instead of 66; once they
-are in, llama.cpp makes the batching context (zeroing its KV cache, about 75 ms, one thread)
-and a vCPU is free. A spare runner (daemon/spare.py) has done all this by the time its
+ms), which the load does not need. The load starts from the handshake's JSON as it came
+(``load_order.py``): pydantic, which validates it, is imported meanwhile, and the daemon's
+first handshake comes while a first runner still imports. The HTTP side waits for the weights
+(at most ``HTTP_IMPORTS_WAIT_S``): at a cold start the daemon is still importing while they
+load, and a third busy thread on a 2-vCPU machine made their load take 110 ms instead of 66;
+once they are in, llama.cpp makes the batching context (zeroing its KV cache, about 75 ms, one
+thread) and a vCPU is free. A spare runner (daemon/spare.py) has done all this by the time its
 handshake comes, but for the load; a first runner may have done the load too
 (``anticipation.py``).
 """
@@ -22,24 +24,26 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from localserve.api.runner import (
+from localserve.api.runner_events import (
     EVENT_CHECKING,
     EVENT_LOAD_FAILED,
     EVENT_READY,
     EXIT_LOAD_FAILED,
     EXIT_RESPAWN,
-    RunnerConfig,
     event_line,
 )
 from localserve.errors import LocalserveError
 from localserve.program import resume_garbage_collection
 from localserve.runner.background import in_background
 from localserve.runner.commands import ThreadShare, follow_daemon
+from localserve.runner.load_order import LoadOrder
 
 if TYPE_CHECKING:
+    from localserve.api.runner import RunnerConfig
     from localserve.runner.anticipation import AheadLoad, LoadedAhead
     from localserve.runner.engine import Engine
 
@@ -75,12 +79,10 @@ def follow_log_file(path: str) -> None:
 
 
 def receive_handshake(
-    stdin: BinaryIO, ahead: AheadLoad | None
+    stdin: BinaryIO, ahead: AheadLoad
 ) -> tuple[RunnerConfig | None, LoadedAhead | None]:
     """The handshake (None when the daemon went away first), and the engine made ahead of it
     from a guess (``anticipation.py``), if any."""
-    if ahead is None:
-        return read_config(stdin), None
     handshake = in_background(lambda: read_config(stdin), "handshake")
     loaded = ahead.engine(handshake)
     return handshake.result(), loaded
@@ -88,61 +90,113 @@ def receive_handshake(
 
 def read_config(stdin: BinaryIO) -> RunnerConfig | None:
     line = stdin.readline()
-    return RunnerConfig.from_line(line) if line else None
+    return parse_config(line) if line else None
+
+
+def parse_config(line: bytes) -> RunnerConfig:
+    from localserve.api.runner import RunnerConfig
+
+    return RunnerConfig.from_line(line)
+
+
+def resident_bytes() -> int:
+    """This process's RSS: taken before a load, the base of the runner's memory figures."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
 
 
 def receive_and_load(weights_loaded: threading.Event, ahead: AheadLoad | None) -> Loaded | None:
     """Wait for the handshake, then load its model (``weights_loaded`` set once its weights
     are in), or take the one loaded ahead when it is the same; None when the daemon went
     away first."""
-    from localserve.runner import llama_backends
-    from localserve.runner.anticipation import engine_config
-    from localserve.runner.weights import load_weights
+    if ahead is not None:
+        return receive_after_guess(weights_loaded, ahead)
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return None
+    order = LoadOrder.from_json(line)
+    if order is not None:  # load first, validate meanwhile (``load_order.py``)
+        return load(order, lambda: parse_config(line), weights_loaded)
+    config = parse_config(line)  # says what is wrong, or has settings to resolve
+    return load(LoadOrder.of(config), lambda: config, weights_loaded)
 
+
+def receive_after_guess(weights_loaded: threading.Event, ahead: AheadLoad) -> Loaded | None:
+    """``receive_and_load`` for a runner that loaded a guess ``ahead``."""
     config, loaded_ahead = receive_handshake(sys.stdin.buffer, ahead)
     if config is None:
         return None
-    if config.log_file:
-        follow_log_file(config.log_file)
-    path = config.engine_path
-    log.info("llama.cpp: %s", path.note)
     if loaded_ahead is not None and loaded_ahead.serves(config):
-        engine = loaded_ahead.engine
+        if config.log_file:
+            follow_log_file(config.log_file)
+        log.info("llama.cpp: %s", config.engine_path.note)
         follow_daemon_commands(loaded_ahead.share)
         log.info("loaded %s ahead of the handshake (see spare-runner.log)", config.model_id)
-        log.info("loaded %s: %s", config.model_id, engine.info)
-        return Loaded(config, loaded_ahead.share, engine)
+        log.info("loaded %s: %s", config.model_id, loaded_ahead.engine.info)
+        return Loaded(config, loaded_ahead.share, loaded_ahead.engine)
     if loaded_ahead is not None:
         loaded_ahead.discard()
-    share = ThreadShare(config.engine.threads)
-    follow_daemon_commands(share)
-    try:
-        if path.trial:  # no verdict yet: this runner is the engine check (api/runner.py)
-            ranked = None
-            if path.cpu_variant == "best":
-                ranked = llama_backends.ranked_variants(llama_backends.variant_scores())
-                path = dataclasses.replace(path, cpu_variant=llama_backends.best_variant(ranked))
-            announce(event_line(EVENT_CHECKING, cpu_variant=path.cpu_variant, ranked=ranked))
-        llama_backends.load_backends(path.cpu_variant)
-        to_load = dataclasses.replace(engine_config(config), engine_path=path)
-        weights = load_weights(to_load)  # in C, while the main thread imports the engine
-        weights_loaded.set()
-        from localserve.runner.engine import Engine
+    return load(LoadOrder.of(config), lambda: config, weights_loaded)
 
-        engine = Engine(to_load, share, weights)
-        if path.trial:
-            engine.check_decodes(path)
-            log.info(
-                "engine check passed in this runner: %s CPU kernels, extra buffer types %s",
-                path.cpu_variant or "built-in",
-                "on" if path.extra_buffers else "off",
-            )
+
+def load(
+    order: LoadOrder, validated: Callable[[], RunnerConfig], weights_loaded: threading.Event
+) -> Loaded:
+    """Load what ``order`` says and make the engine; ``validated`` gives the whole handshake,
+    asked for once the weights are in."""
+    from localserve.runner import llama_backends
+    from localserve.runner.model_file import open_model
+
+    if order.log_file:
+        follow_log_file(order.log_file)
+    share = ThreadShare(order.threads)
+    follow_daemon_commands(share)
+    variant = order.cpu_variant
+    try:
+        if order.trial:  # no verdict yet: this runner is the engine check (api/runner.py)
+            ranked = None
+            if variant == "best":
+                ranked = llama_backends.ranked_variants(llama_backends.variant_scores())
+                variant = llama_backends.best_variant(ranked)
+            announce(event_line(EVENT_CHECKING, cpu_variant=variant, ranked=ranked))
+        llama_backends.load_backends(variant)
+        rss_before_load = resident_bytes()
+        model = open_model(order.model_path, order.gpu_layers, order.extra_buffers)
+        weights_loaded.set()
+        return make_engine(validated(), variant, share, model, rss_before_load)
     except llama_backends.OtherVariantLoaded as exc:
         raise Respawn(str(exc)) from exc
     except (llama_backends.BackendLoadError, LocalserveError) as exc:
         raise LoadFailed(str(exc)) from exc
     except RuntimeError as exc:  # the check's decodes failed, short of a crash
         raise LoadFailed(f"llama.cpp failed its engine check: {exc}") from exc
+
+
+def make_engine(
+    config: RunnerConfig, variant: str | None, share: ThreadShare, model: Any, rss_before_load: int
+) -> Loaded:
+    """The engine around ``model``, loaded for ``config`` with the CPU ``variant``; a trial
+    path's check decodes run here."""
+    from localserve.hardware.devices import resolve_engine
+    from localserve.runner import llama_backends
+    from localserve.runner.anticipation import engine_config
+    from localserve.runner.engine import Engine
+    from localserve.runner.weights import weights_of
+
+    path = dataclasses.replace(config.engine_path, cpu_variant=variant)
+    log.info("llama.cpp: %s", path.note)
+    # The daemon resolved the settings (then this changes nothing).
+    settings = resolve_engine(config.engine, llama_backends.gpu_offload_supported())
+    to_load = dataclasses.replace(engine_config(config), engine_path=path)
+    engine = Engine(to_load, share, weights_of(model, settings, rss_before_load))
+    if path.trial:
+        engine.check_decodes(path)
+        log.info(
+            "engine check passed in this runner: %s CPU kernels, extra buffer types %s",
+            path.cpu_variant or "built-in",
+            "on" if path.extra_buffers else "off",
+        )
     log.info("loaded %s: %s", config.model_id, engine.info)
     return Loaded(config, share, engine)
 
@@ -155,13 +209,13 @@ def follow_daemon_commands(share: ThreadShare) -> None:
 
 def run(ahead: AheadLoad | None) -> int:
     """Load (or take the load made ``ahead``) and serve; the process's exit code."""
-    # The loading thread imports only the binding and weights.py before it loads the weights
-    # (in C, without the GIL), and this thread imports the rest of the engine meanwhile, then
-    # the HTTP side once the weights are in (module docstring).
+    # The loading thread needs only the binding (``model_file.py``) before it loads the
+    # weights (in C, without the GIL), and this thread imports the rest of the engine
+    # meanwhile, then the HTTP side once the weights are in (module docstring).
     weights_loaded = threading.Event()
     if ahead is not None:
         ahead.model.add_done_callback(lambda _: weights_loaded.set())
-    import localserve.runner.weights
+    import localserve.runner.model_file
 
     loading = in_background(lambda: receive_and_load(weights_loaded, ahead), "load")
     loading.add_done_callback(lambda _: weights_loaded.set())  # a failed load too

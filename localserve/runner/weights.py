@@ -1,10 +1,10 @@
 """A model's weights, loaded apart from the rest of the engine.
 
-A runner starts this load as soon as its handshake comes, on its loading thread, while its
-main thread still imports the engine's other parts and the HTTP side (Jinja, the request
-models, Starlette): llama.cpp's load runs in C without the GIL, so the two overlap. Only the
-binding and this module are imported first; a load made ahead of the handshake opens the file
-before even this module (``model_file.py``) and becomes ``Weights`` later (``weights_of``).
+A runner opens its model file (``model_file.py``) as soon as its handshake comes, on its
+loading thread, before it has imported this module, pydantic or the engine: llama.cpp's load
+runs in C without the GIL while the main thread imports them (``run.py``). The model becomes
+``Weights`` afterwards (``weights_of``). ``load_weights`` does both at once, for an engine
+made in one go (``Engine`` without weights: tests, benchmarks).
 """
 
 from __future__ import annotations

@@ -162,22 +162,59 @@ def test_a_daemon_reaches_its_first_handshake_without_the_gateway_side() -> None
     assert modules_loaded_by(code, later) == []
 
 
+# What a runner imports before it starts loading a model: llama-cpp-python's C binding, not
+# its ``Llama`` (runner/__main__.py imports the binding alone, ``import_binding_alone``).
+BINDING_ALONE = (
+    "from localserve.runner.llama_backends import import_binding_alone\n"
+    "import localserve.runner.__main__\n"
+    "import_binding_alone()\n"
+)
+LATER_THAN_A_LOAD = (
+    "pydantic",
+    "asyncio",
+    "uvicorn",
+    "localserve.runner.engine",
+    "localserve.api.runner",
+    "llama_cpp.llama",
+    "llama_cpp.llama_chat_format",
+)
+
+
 def test_a_runner_starts_its_load_ahead_before_pydantic_and_the_engine() -> None:
     """A first runner with a guess starts loading right after the binding's import
     (runner/__main__.py, anticipation.py, model_file.py); the rest comes while it loads."""
-    later = ("pydantic", "asyncio", "localserve.runner.engine", "localserve.api.runner")
-    code = (
-        "import localserve.runner.__main__, localserve.runner.anticipation\n"
-        "import localserve.runner.model_file"
+    code = BINDING_ALONE + "import localserve.runner.anticipation, localserve.runner.model_file"
+    assert modules_loaded_by(code, LATER_THAN_A_LOAD) == []
+
+
+def test_a_runner_starts_loading_its_handshake_before_validating_it() -> None:
+    """What a runner imports before its loading thread reads the handshake and loads
+    (``run.py``, ``load_order.py``): pydantic, which validates the handshake, the engine and
+    the event loop come after, while the model loads."""
+    code = BINDING_ALONE + (
+        "import localserve.runner.run, localserve.runner.model_file, localserve.runner.load_order"
     )
-    assert modules_loaded_by(code, later) == []
+    assert modules_loaded_by(code, LATER_THAN_A_LOAD) == []
 
 
-def test_a_runner_waits_for_its_handshake_before_importing_asyncio() -> None:
-    """What a runner imports before its loading thread reads the handshake (``run.py``): its
-    event loop's modules come after, while the model loads."""
-    code = "import localserve.runner.__main__, localserve.runner.run, localserve.runner.weights"
-    assert modules_loaded_by(code, ["asyncio", "uvicorn", "localserve.runner.engine"]) == []
+def test_the_binding_alone_is_the_binding_of_the_whole_package() -> None:
+    """``import_binding_alone`` gives ``llama_cpp`` the binding's names, as the package's own
+    ``__init__`` does, and its other modules import as usual."""
+    code = BINDING_ALONE + (
+        "import llama_cpp, llama_cpp.llama_cpp as binding\n"
+        "from llama_cpp import _internals, mtmd_cpp\n"
+        "from llama_cpp.llama_grammar import LlamaGrammar\n"
+        "assert llama_cpp.llama_backend_init is binding.llama_backend_init\n"
+        "assert llama_cpp.llama_model_default_params is binding.llama_model_default_params\n"
+        "assert not hasattr(llama_cpp, 'Llama')"
+    )
+    assert modules_loaded_by(code, ["llama_cpp.llama"]) == []
+    import llama_cpp  # the whole package, as in this process
+
+    from localserve.runner import llama_backends
+
+    llama_backends.import_binding_alone()  # imported already: nothing changes
+    assert sys.modules["llama_cpp"] is llama_cpp and hasattr(llama_cpp, "Llama")
 
 
 def test_a_runner_start_up_leaves_out_the_gateway_side() -> None:
