@@ -81,9 +81,10 @@ class LimitSettings(BaseModel):
         description="At `localserve serve`, have the first runner load the model that the "
         "last launch with the same arguments loaded first, before the daemon has read its "
         "settings (its files unchanged, the same llama.cpp build): the first answer comes "
-        "about 0.3 s sooner. When the settings changed since, that load is freed and the "
-        "model asked for is loaded. Takes effect from the next launch (kept in "
-        "first-runner.json in the data folder; POSIX only).",
+        "about 0.3 s sooner. A first launch (no config file, no engine check kept yet) has "
+        "the starter model's weights loaded that way. When the settings changed since, that "
+        "load is freed and the model asked for is loaded. Takes effect from the next launch "
+        "(kept in first-runner.json in the data folder; POSIX only).",
     )
     max_queue: int = Field(
         32,

@@ -11,6 +11,8 @@ The daemon's handshake still comes 0.4-0.6 s after the launch, and the model's l
 about as long again. So when the last launch with the same arguments loaded a first model
 whose files are unchanged since, the runner is told at once what that launch's handshake
 said (``FirstRunnerMemory``, ``api/anticipation.py``) and loads the model while it waits.
+A first launch (no config file, no engine check kept) is told to expect the starter model,
+unless its options or the settings' variables say otherwise (``first_launch_guess``).
 
 Should the daemon never get that far (bad arguments, a daemon already running, `--help`), this
 process exits, the runner reads end-of-file on stdin and exits too. POSIX only: asyncio takes
@@ -28,7 +30,7 @@ import subprocess
 from pathlib import Path
 from typing import IO, Any
 
-from localserve.api.anticipation import GUESS_FIRST, anticipation_line
+from localserve.api.anticipation import GUESS_FIRST, anticipation_line, first_launch_guess
 from localserve.paths import app_paths
 from localserve.program import runner_command
 
@@ -108,6 +110,8 @@ def start_first_runner(argv: list[str]) -> subprocess.Popen[bytes] | None:
         return None
     paths = app_paths()
     guess = FirstRunnerMemory(paths.first_runner_file).recall(argv)
+    if guess is None and not (paths.config_file.exists() or paths.engine_checks_file.exists()):
+        guess = first_launch_guess(argv[1:], os.environ)
     try:
         log_file = paths.log_dir / SPARE_LOG_NAME
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -29,9 +29,9 @@ def main() -> int:
     import_binding_alone()
     ahead = None
     if GUESS_FIRST in sys.argv[1:]:
-        from localserve.runner.anticipation import AheadLoad
+        from localserve.runner.anticipation import start_ahead
 
-        ahead = AheadLoad.start(sys.stdin.buffer.readline())
+        ahead = start_ahead(sys.stdin.buffer.readline())
     from localserve.runner.run import run
 
     return run(ahead)

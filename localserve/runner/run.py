@@ -44,7 +44,7 @@ from localserve.runner.load_order import LoadOrder
 
 if TYPE_CHECKING:
     from localserve.api.runner import RunnerConfig
-    from localserve.runner.anticipation import AheadLoad, LoadedAhead
+    from localserve.runner.anticipation import AheadLoad, LoadedAhead, WeightsAhead
     from localserve.runner.engine import Engine
 
 log = logging.getLogger("localserve.runner")
@@ -106,20 +106,24 @@ def resident_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def receive_and_load(weights_loaded: threading.Event, ahead: AheadLoad | None) -> Loaded | None:
+def receive_and_load(
+    weights_loaded: threading.Event, ahead: AheadLoad | WeightsAhead | None
+) -> Loaded | None:
     """Wait for the handshake, then load its model (``weights_loaded`` set once its weights
     are in), or take the one loaded ahead when it is the same; None when the daemon went
     away first."""
-    if ahead is not None:
+    from localserve.runner.anticipation import AheadLoad
+
+    if isinstance(ahead, AheadLoad):
         return receive_after_guess(weights_loaded, ahead)
     line = sys.stdin.buffer.readline()
     if not line:
         return None
     order = LoadOrder.from_json(line)
     if order is not None:  # load first, validate meanwhile (``load_order.py``)
-        return load(order, lambda: parse_config(line), weights_loaded)
+        return load(order, lambda: parse_config(line), weights_loaded, ahead)
     config = parse_config(line)  # says what is wrong, or has settings to resolve
-    return load(LoadOrder.of(config), lambda: config, weights_loaded)
+    return load(LoadOrder.of(config), lambda: config, weights_loaded, ahead)
 
 
 def receive_after_guess(weights_loaded: threading.Event, ahead: AheadLoad) -> Loaded | None:
@@ -141,10 +145,14 @@ def receive_after_guess(weights_loaded: threading.Event, ahead: AheadLoad) -> Lo
 
 
 def load(
-    order: LoadOrder, validated: Callable[[], RunnerConfig], weights_loaded: threading.Event
+    order: LoadOrder,
+    validated: Callable[[], RunnerConfig],
+    weights_loaded: threading.Event,
+    ahead: WeightsAhead | None = None,
 ) -> Loaded:
-    """Load what ``order`` says and make the engine; ``validated`` gives the whole handshake,
-    asked for once the weights are in."""
+    """Load what ``order`` says, or take the weights loading ``ahead`` when they are that,
+    and make the engine; ``validated`` gives the whole handshake, asked for once the weights
+    are in."""
     from localserve.runner import llama_backends
     from localserve.runner.model_file import open_model
 
@@ -152,17 +160,24 @@ def load(
         follow_log_file(order.log_file)
     share = ThreadShare(order.threads)
     follow_daemon_commands(share)
-    variant = order.cpu_variant
+    if ahead is not None and not ahead.serves(order):
+        ahead.discard()
+        ahead = None
+    variant, ranked = (ahead.cpu_variant, ahead.ranked) if ahead else (order.cpu_variant, None)
     try:
         if order.trial:  # no verdict yet: this runner is the engine check (api/runner.py)
-            ranked = None
             if variant == "best":
                 ranked = llama_backends.ranked_variants(llama_backends.variant_scores())
                 variant = llama_backends.best_variant(ranked)
             announce(event_line(EVENT_CHECKING, cpu_variant=variant, ranked=ranked))
         llama_backends.load_backends(variant)
-        rss_before_load = resident_bytes()
-        model = open_model(order.model_path, order.gpu_layers, order.extra_buffers)
+        taken = ahead.take() if ahead else None  # None: it failed, and this load says why
+        if taken is not None:
+            model, rss_before_load = taken
+            log.info("took the weights loaded ahead of the handshake (see spare-runner.log)")
+        else:
+            rss_before_load = resident_bytes()
+            model = open_model(order.model_path, order.gpu_layers, order.extra_buffers)
         weights_loaded.set()
         return make_engine(validated(), variant, share, model, rss_before_load)
     except llama_backends.OtherVariantLoaded as exc:
@@ -207,7 +222,7 @@ def follow_daemon_commands(share: ThreadShare) -> None:
     ).start()
 
 
-def run(ahead: AheadLoad | None) -> int:
+def run(ahead: AheadLoad | WeightsAhead | None) -> int:
     """Load (or take the load made ``ahead``) and serve; the process's exit code."""
     # The loading thread needs only the binding (``model_file.py``) before it loads the
     # weights (in C, without the GIL), and this thread imports the rest of the engine

@@ -333,6 +333,8 @@ def test_after_an_unload_a_spare_runner_takes_the_next_load(tmp_path: Path) -> N
     daemon = DaemonProcess(tmp_path / "home").start()
     try:
         first = daemon.wait_until_model("ready").pid
+        spare_log_file = daemon.home / "logs" / "spare-runner.log"
+        first_runners_lines = len(spare_log_file.read_text())  # its load ahead, if any
         assert daemon.control("POST", f"/models/{STARTER_MODEL}/unload").json()["unloaded"]
         # The spare: a runner child with no model yet, recorded as such for orphan clean-up.
         deadline = time.monotonic() + 30
@@ -348,7 +350,7 @@ def test_after_an_unload_a_spare_runner_takes_the_next_load(tmp_path: Path) -> N
         assert runner_pids(daemon.state["pid"]) == [spare]
         # Its log moved to the model's own once it had one.
         assert daemon.runner_log().count("loaded smollm2") == 2
-        spare_log = (daemon.home / "logs" / "spare-runner.log").read_text()
+        spare_log = spare_log_file.read_text()[first_runners_lines:]
         assert "loaded" not in spare_log
         assert daemon.stop(signal.SIGTERM) == 0
         assert wait_gone(spare)

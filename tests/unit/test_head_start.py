@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from localserve.api.anticipation import anticipation_line, parse_anticipation
+from localserve.api.anticipation import (
+    GUESS_FIRST,
+    STARTER,
+    anticipation_line,
+    first_launch_guess,
+    parse_anticipation,
+)
 from localserve.daemon.head_start import (
     ANTICIPATION_MAX_BYTES,
     FirstRunnerMemory,
@@ -105,3 +111,58 @@ def test_only_anticipation_lines_parse_as_guesses() -> None:
     handshake = json.dumps({"model_path": "/m.gguf", "token": "t"}).encode() + b"\n"
     for other in (handshake, b"", b"not json\n", b"[1]\n", b'{"anticipate": 3}\n'):
         assert parse_anticipation(other) is None
+    assert parse_anticipation(b'{"anticipate": "other"}\n') is None
+    assert parse_anticipation(anticipation_line(STARTER)) == (STARTER, "")
+
+
+STARTER_GUESS = anticipation_line(STARTER)
+
+
+@pytest.mark.parametrize(
+    ("args", "environment", "guess"),
+    [
+        ([], {}, STARTER_GUESS),
+        (["--port", "0", "--threads", "2", "--ctx", "2048"], {}, STARTER_GUESS),
+        ([], {"LOCALSERVE_PORT": "0", "LOCALSERVE_CTX": "2048"}, STARTER_GUESS),
+        (["--model", "qwen"], {}, None),
+        (["--model=qwen"], {}, None),
+        (["-m", "qwen"], {}, None),
+        (["-mqwen"], {}, None),
+        (["--gpu-layers", "0"], {}, None),
+        ([], {"LOCALSERVE_MODEL": "qwen"}, None),
+        ([], {"localserve_weight_repack": "off"}, None),  # the variables' names in any case
+        ([], {"LOCALSERVE_CPU_VARIANT": "haswell"}, None),
+        ([], {"LOCALSERVE_LOAD_AHEAD": "false"}, None),
+    ],
+)
+def test_a_first_launch_guesses_the_starter_unless_told_otherwise(
+    args: list[str], environment: dict[str, str], guess: bytes | None
+) -> None:
+    assert first_launch_guess(args, environment) == guess
+
+
+def test_only_a_home_without_settings_or_verdicts_gets_the_starter_guess(
+    isolated_home: Path,
+) -> None:
+    """A first launch's runner is told to expect the starter (its ``GUESS_FIRST`` argument);
+    not where a config file may name another model, or where an engine check has been kept
+    (a launch after the first, whose handshake is recalled when its arguments match)."""
+
+    def guessed() -> bool:
+        runner = start_first_runner(["serve", "--port", "0"])
+        assert runner is not None and runner.stdin is not None and runner.stdout is not None
+        runner.stdin.close()
+        assert runner.wait(60) == 0
+        runner.stdout.close()
+        return GUESS_FIRST in runner.args
+
+    assert guessed()
+    config = isolated_home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("port = 0\n")
+    assert not guessed()
+    config.unlink()
+    checks = isolated_home / "data" / "engine-checks.json"
+    checks.parent.mkdir(parents=True, exist_ok=True)
+    checks.write_text("{}")
+    assert not guessed()
