@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -408,3 +409,34 @@ def test_the_early_runner_exits_when_serve_fails(tmp_path: Path) -> None:
     while runners_of_home(home) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert runners_of_home(home) == [], "the runner started for serve outlived it"
+
+
+def whole_starter_record(home: Path) -> dict[str, object] | None:
+    try:
+        return dict(json.loads((home / "data" / "starter-model.json").read_text())["record"])
+    except (OSError, ValueError):
+        return None
+
+
+def test_a_first_launch_keeps_the_starters_whole_record_after_its_first_answer(
+    tmp_path: Path,
+) -> None:
+    """A first launch loads the starter with a record read from its header alone; the rest
+    (its chat template's, read with Jinja) is made once the model has answered, a second
+    after it is ready, or as the daemon stops if that comes sooner, and kept for the next
+    launch (daemon.py, ``_complete_first_record``)."""
+    env = first_runner_survives_env()
+    stopped_at_once = tmp_path / "at-once"
+    with DaemonProcess(stopped_at_once, env=env) as daemon:
+        assert daemon.chat().status_code == 200
+    record = whole_starter_record(stopped_at_once)
+    assert record is not None and record["has_chat_template"] is True
+
+    left_running = tmp_path / "running"
+    with DaemonProcess(left_running, env=env) as daemon:
+        assert daemon.chat().status_code == 200
+        deadline = time.monotonic() + 30
+        while whole_starter_record(left_running) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        record = whole_starter_record(left_running)
+        assert record is not None and record["has_chat_template"] is True

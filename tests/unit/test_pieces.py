@@ -133,7 +133,7 @@ def test_serving_start_up_leaves_out_what_it_does_not_use() -> None:
         "cryptography",
         "filelock",
         "keyring",
-        "jinja2",  # the starter's record is kept (starter-model.json)
+        "jinja2",  # the starter's whole record: after the first answer (starter-model.json)
         "tomli_w",
         "pydantic.v1",  # FastAPI imports it to vet route annotations (routes/openai.py)
         "fastapi",  # 0.28 s of CPU: only the later routes use it (server/app.py)
