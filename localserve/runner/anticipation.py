@@ -125,15 +125,14 @@ class AheadLoad:
         if build != llama_backends.build_id():
             log.info("Not loading ahead: the guess was made for another llama.cpp build.")
             return None
-        import psutil
+        from localserve.runner.model_file import open_model, resident_bytes
 
-        rss_before_load = psutil.Process().memory_info().rss
+        rss_before_load = resident_bytes()
         try:
             llama_backends.load_backends(variant)
         except llama_backends.BackendLoadError as exc:
             log.info("Not loading ahead: %s", exc)
             return None
-        from localserve.runner.model_file import open_model
 
         log.info("Loading %s ahead of the handshake (the last launch's first model).", model_path)
         model = in_background(lambda: open_model(model_path, gpu_layers, extra_buffers), "ahead")
@@ -199,17 +198,14 @@ class WeightsAhead:
         try:
             variant = None
             if llama_backends.is_portable_build():
-                ranked = llama_backends.ranked_variants(llama_backends.variant_scores())
-                variant = llama_backends.best_variant(ranked)
+                variant, ranked = llama_backends.best_variant_here()
             llama_backends.load_backends(variant)
         except llama_backends.BackendLoadError as exc:
             log.info("Not loading ahead: %s", exc)
             return None
-        import psutil
+        from localserve.runner.model_file import open_model, resident_bytes
 
-        from localserve.runner.model_file import open_model
-
-        rss_before_load = psutil.Process().memory_info().rss
+        rss_before_load = resident_bytes()
         log.info("Loading the starter model ahead of the handshake (a first launch).")
         model = in_background(lambda: open_model(model_path, 0, True), "ahead")
         return cls(model_path, variant, ranked, model, rss_before_load)

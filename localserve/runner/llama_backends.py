@@ -310,6 +310,13 @@ def best_variant(ranked: list[str]) -> str:
     return ranked[0]
 
 
+def best_variant_here() -> tuple[str, list[str]]:
+    """The best CPU variant for this CPU, and all it can run, best first (a trial path's
+    "best", as its runner reports them); BackendLoadError when none runs here."""
+    ranked = ranked_variants(variant_scores())
+    return best_variant(ranked), ranked
+
+
 def load_backends(cpu_variant: str | None) -> None:
     """Make llama.cpp ready to load models in this process.
 

@@ -18,6 +18,13 @@ from localserve.errors import ModelLoadError
 from localserve.runner import llama_backends
 
 
+def resident_bytes() -> int:
+    """This process's RSS: taken before a load, the base of the runner's memory figures."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
 def check_gguf_magic(path: Path) -> None:
     """Fail fast, with a clear message, on files that are not GGUF at all."""
     try:

@@ -99,13 +99,6 @@ def parse_config(line: bytes) -> RunnerConfig:
     return RunnerConfig.from_line(line)
 
 
-def resident_bytes() -> int:
-    """This process's RSS: taken before a load, the base of the runner's memory figures."""
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
 def receive_and_load(
     weights_loaded: threading.Event, ahead: AheadLoad | WeightsAhead | None
 ) -> Loaded | None:
@@ -154,7 +147,7 @@ def load(
     and make the engine; ``validated`` gives the whole handshake, asked for once the weights
     are in."""
     from localserve.runner import llama_backends
-    from localserve.runner.model_file import open_model
+    from localserve.runner.model_file import open_model, resident_bytes
 
     if order.log_file:
         follow_log_file(order.log_file)
@@ -167,8 +160,7 @@ def load(
     try:
         if order.trial:  # no verdict yet: this runner is the engine check (api/runner.py)
             if variant == "best":
-                ranked = llama_backends.ranked_variants(llama_backends.variant_scores())
-                variant = llama_backends.best_variant(ranked)
+                variant, ranked = llama_backends.best_variant_here()
             announce(event_line(EVENT_CHECKING, cpu_variant=variant, ranked=ranked))
         llama_backends.load_backends(variant)
         taken = ahead.take() if ahead else None  # None: it failed, and this load says why

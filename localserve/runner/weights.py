@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
-import psutil
 
 from localserve.api.engine import EngineSettings
 from localserve.api.runner import LLAMA_DEFAULTS, EnginePath
 from localserve.hardware.devices import resolve_engine
-from localserve.runner.model_file import open_model
+from localserve.runner.model_file import open_model, resident_bytes
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Weights:
 
 def load_weights(config: EngineConfig) -> Weights:
     """Load the model file of ``config`` on the path the engine check chose."""
-    rss_before_load = psutil.Process().memory_info().rss
+    rss_before_load = resident_bytes()
     # The daemon resolved them already (then this changes nothing); in-process callers, as
     # tests and benchmarks, may pass them as a user writes them.
     settings = resolve_engine(config.settings, bool(llama_cpp.llama_supports_gpu_offload()))
